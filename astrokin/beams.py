@@ -1,0 +1,127 @@
+"""Restoring beams: one way to say "the beam" everywhere in astrokin.
+
+A ``beam`` argument anywhere in astrokin may be a `radio_beam.Beam`, a
+`~astropy.units.Quantity` FWHM (a round beam), or a ``(bmaj, bmin, bpa)``
+sequence of angle Quantities, all FWHM, with the position angle of the major
+axis measured from North counter-clockwise through East. `to_beam` turns any
+of these into a `radio_beam.Beam` and checks it.
+"""
+
+import numpy as np
+from astropy import units as u
+from radio_beam import Beam
+
+__all__ = ["beam_parameters", "to_beam"]
+
+
+def to_beam(beam):
+    """Turn any accepted beam description into a `radio_beam.Beam`.
+
+    Parameters
+    ----------
+    beam : `radio_beam.Beam`, `~astropy.units.Quantity`, tuple, or None
+        A `radio_beam.Beam`; a scalar angle Quantity giving the FWHM of a
+        round beam; or ``(bmaj, bmin, bpa)`` angle Quantities (FWHM of the
+        major and minor axes and the major axis position angle, North
+        through East). ``None`` means no beam.
+
+    Returns
+    -------
+    beam : `radio_beam.Beam` or None
+        The beam, or None when ``beam`` is None.
+
+    Raises
+    ------
+    TypeError
+        If ``beam`` is of none of the accepted kinds or lacks units.
+    ValueError
+        If an axis is not finite and positive, or ``bmin > bmaj``.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astrokin.beams import to_beam
+    >>> to_beam(2 * u.arcsec).major
+    <Quantity 2. arcsec>
+    >>> b = to_beam((3 * u.arcsec, 2 * u.arcsec, 30 * u.deg))
+    >>> b.minor, b.pa
+    (<Quantity 2. arcsec>, <Quantity 30. deg>)
+    """
+    if beam is None:
+        return None
+    if isinstance(beam, Beam):
+        out = beam
+    elif isinstance(beam, u.Quantity):
+        if not beam.isscalar:
+            raise TypeError(
+                "A Quantity beam must be a scalar FWHM (a round beam); for an elliptical "
+                f"beam give (bmaj, bmin, bpa). Got a Quantity of shape {beam.shape}."
+            )
+        _check_angle("beam FWHM", beam)
+        out = Beam(major=beam, minor=beam, pa=0 * u.deg)
+    elif isinstance(beam, (tuple, list)):
+        if len(beam) != 3:
+            raise TypeError(
+                f"A beam sequence must be (bmaj, bmin, bpa); got {len(beam)} elements."
+            )
+        bmaj, bmin, bpa = beam
+        for name, value in (("bmaj", bmaj), ("bmin", bmin), ("bpa", bpa)):
+            if not isinstance(value, u.Quantity):
+                raise TypeError(
+                    f"Beam {name} must be an angle Quantity (e.g. 2*u.arcsec); got {value!r}."
+                )
+        _check_angle("beam bmaj", bmaj)
+        _check_angle("beam bmin", bmin)
+        if not bpa.unit.is_equivalent(u.deg) or not np.isfinite(bpa.value):
+            raise ValueError(f"Beam bpa must be a finite angle; got {bpa!r}.")
+        if bmin.to_value(u.arcsec) > bmaj.to_value(u.arcsec):
+            raise ValueError(f"Beam bmin ({bmin}) is larger than bmaj ({bmaj}).")
+        out = Beam(major=bmaj, minor=bmin, pa=bpa)
+    else:
+        raise TypeError(
+            "beam must be a radio_beam.Beam, an angle Quantity FWHM, or (bmaj, bmin, bpa) "
+            f"Quantities; got {type(beam).__name__}."
+        )
+    major = out.major.to_value(u.arcsec)
+    minor = out.minor.to_value(u.arcsec)
+    if not (np.isfinite(major) and np.isfinite(minor) and major > 0 and minor > 0):
+        raise ValueError(f"Beam axes must be finite and positive; got {out.major}, {out.minor}.")
+    return out
+
+
+def beam_parameters(beam):
+    """Return ``(bmaj, bmin, bpa)`` of a beam as floats in arcsec, arcsec, deg.
+
+    Parameters
+    ----------
+    beam : any beam accepted by `to_beam`, or None
+
+    Returns
+    -------
+    params : tuple of float or None
+        FWHM major and minor axes in arcsec and the position angle in
+        degrees (North through East), or None for no beam.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astrokin.beams import beam_parameters
+    >>> beam_parameters((0.5 * u.arcsec, 0.4 * u.arcsec, 0.5 * u.rad))
+    (0.5, 0.4, 28.64788975654116)
+    """
+    beam = to_beam(beam)
+    if beam is None:
+        return None
+    return (
+        float(beam.major.to_value(u.arcsec)),
+        float(beam.minor.to_value(u.arcsec)),
+        float(beam.pa.to_value(u.deg)),
+    )
+
+
+def _check_angle(name, value):
+    if not value.unit.is_equivalent(u.arcsec):
+        raise u.UnitsError(f"{name} must be an angle; got unit {value.unit!r}.")
+    v = value.to_value(u.arcsec)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and positive; got {value}.")

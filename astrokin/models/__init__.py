@@ -1,0 +1,6 @@
+"""Astropy models of rotating gas discs whose parameters carry units."""
+
+from .core import KinematicDiskModel
+from .disks import ExponentialArctanDisk, GaussianRingDisk
+
+__all__ = ["ExponentialArctanDisk", "GaussianRingDisk", "KinematicDiskModel"]

@@ -1,0 +1,260 @@
+"""Batched, differentiable moment-map renderer for disc models (torch)."""
+
+import math
+
+import numpy as np
+import torch
+from scipy import fft as sp_fft
+
+from .hankel import hankel_tables
+
+__all__ = ["DiskRenderer"]
+
+_FWHM_TO_SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))
+
+
+class DiskRenderer(torch.nn.Module):
+    r"""Render moment maps of many discs at once, differentiably, in torch.
+
+    The renderer is the decoder of astrokin's neural fitter. Given the
+    parameters of ``B`` discs of one model class, it returns their moment-0
+    and moment-1 maps of shape ``(B, ny, nx)`` as a telescope records them:
+    averaged over each pixel and smeared by each galaxy's restoring beam.
+
+    Parameters
+    ----------
+    model_class : type
+        A `~astrokin.models.KinematicDiskModel` subclass; its
+        ``surface_brightness`` and ``rotation_velocity`` are evaluated with
+        ``xp=torch``.
+    shape : tuple of int
+        ``(ny, nx)`` of the maps.
+    alias_order : int or "auto", optional
+        How many orders of spatial frequencies beyond the Nyquist limit are
+        folded back (aliased) into the pixel grid. 0 is enough when every
+        beam is at least ~2 pixels FWHM; maps without a beam, with sharp
+        features (small ``r_turn``, an edge-on thin disc) need 1. ``"auto"``
+        (default) picks per call from the smallest beam in the batch (see
+        :doc:`/rendering` for the measured errors).
+    pad_factor : float, optional
+        The FFT grid is this many times larger than the map, so that emission
+        beyond the map edge does not wrap around into it. Default 2.
+    dtype : torch.dtype, optional
+        ``torch.float32`` (default) or ``torch.float64``.
+    device : str or torch.device, optional
+        Where to compute, e.g. ``"cpu"`` or ``"cuda"``.
+
+    Notes
+    -----
+    Everything except the radial profiles is analytic in Fourier space, which
+    makes the renderer exact for any inclination (including edge-on), disc
+    thickness and beam, and cheap: ``O(B N^2 log N)``.
+
+    1. The profiles are evaluated on fixed radial quadrature nodes and turned
+       into Hankel transforms of order 0 (intensity) and 1 (intensity times
+       velocity) by matrix products with cached tables
+       (`astrokin.rendering.hankel`).
+    2. A thin disc inclined by :math:`i` is its face-on image squeezed by
+       :math:`\cos i` along the minor axis, so its transform at sky frequency
+       :math:`(k_{maj}, k_{min})` is the face-on one at
+       :math:`(k_{maj}, k_{min}\cos i)`; the PA is a rotation of frequencies.
+    3. A disc of exponential scale height :math:`h` is the thin disc
+       convolved along the minor axis with the projected vertical profile,
+       a factor :math:`1/(1 + (2\pi h \sin i\, k_{min})^2)`.
+    4. The pixel average is a factor :math:`\mathrm{sinc}(k_x)\mathrm{sinc}(k_y)`,
+       the beam a Gaussian factor, the centre a phase ramp. Moments of a
+       beam-smeared cube are ``B*mom0`` and ``B*(mom0 mom1) / B*mom0``, so
+       both maps come from the same two transforms.
+    5. The transform is sampled on the FFT grid with ``alias_order`` orders
+       folded in (Poisson summation: sampling in space is periodising in
+       frequency) and inverted with one ``irfft2``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astrokin.models import ExponentialArctanDisk
+    >>> from astrokin.rendering import DiskRenderer
+    >>> renderer = DiskRenderer(ExponentialArctanDisk, (64, 64))
+    >>> B = 8
+    >>> params = {name: torch.full((B,), float(getattr(ExponentialArctanDisk, name).default))
+    ...           for name in ExponentialArctanDisk.param_names}
+    >>> params["inclination"] = torch.linspace(20.0, 90.0, B)
+    >>> mom0, mom1 = renderer(params, pixel_scale=torch.ones(B),
+    ...                       beam=torch.tensor([[2.0, 2.0, 0.0]]).expand(B, 3))
+    >>> tuple(mom0.shape)
+    (8, 64, 64)
+    """
+
+    def __init__(self, model_class, shape, *, alias_order="auto", pad_factor=2.0,
+                 dtype=torch.float32, device="cpu"):
+        super().__init__()
+        if len(shape) != 2 or min(shape) < 2:
+            raise ValueError(f"shape must be (ny, nx) with both >= 2; got {shape}.")
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
+        if alias_order != "auto" and (int(alias_order) != alias_order or alias_order < 0):
+            raise ValueError(f"alias_order must be a non-negative integer or 'auto'; "
+                             f"got {alias_order!r}.")
+        self.model_class = model_class
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.alias_order = alias_order
+        self.dtype = dtype
+        self.device = torch.device(device)
+        ny, nx = self.shape
+        self.fft_shape = (sp_fft.next_fast_len(int(math.ceil(pad_factor * ny)), real=True),
+                          sp_fft.next_fast_len(int(math.ceil(pad_factor * nx)), real=True))
+        #: Relative mom0 level below which mom1 is undefined (set to v_sys here,
+        #: NaN in `~astrokin.models.KinematicDiskModel.render`).
+        self.emission_threshold = 1e-5 if dtype == torch.float32 else 1e-9
+        self._grids = {}
+
+    def _grid(self, order):
+        """Frequency grids, pixel-box factor and Hankel tables for one alias order."""
+        if order in self._grids:
+            return self._grids[order]
+        py, px = self.fft_shape
+        m = np.arange(-order, order + 1)
+        mx, my = np.meshgrid(m, m, indexing="ij")
+        kx = np.fft.rfftfreq(px)[None, None, :] + mx.ravel()[:, None, None]
+        ky = np.fft.fftfreq(py)[None, :, None] + my.ravel()[:, None, None]
+        kx, ky = np.broadcast_arrays(kx, ky)
+        box = np.sinc(kx) * np.sinc(ky)
+        k_max = float(np.hypot(np.abs(kx).max(), np.abs(ky).max())) * 1.001
+        r_max = 0.5 * math.hypot(py, px)
+        tables = hankel_tables(round(r_max, 6), round(k_max, 6), 1.0 / (4.0 * max(py, px)))
+        radii, w0, w1 = tables.tensors(self.dtype, self.device)
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=self.dtype,  # noqa: E731
+                                         device=self.device)
+        grid = {"kx": as_t(kx), "ky": as_t(ky), "box": as_t(box), "radii": radii,
+                "w0": w0, "w1": w1, "dk": tables.dk, "n_k": tables.n_k}
+        self._grids[order] = grid
+        return grid
+
+    def _order(self, beam, pixel_scale):
+        if self.alias_order != "auto":
+            return int(self.alias_order)
+        if beam is None:
+            return 1
+        bmin_px = torch.min(beam[:, 1] / pixel_scale).item()
+        return 0 if bmin_px >= 2.0 else 1
+
+    def forward(self, params, pixel_scale, beam=None):
+        """Render moment maps.
+
+        Parameters
+        ----------
+        params : dict of str to `torch.Tensor`
+            Every parameter of the model class, each of shape ``(B,)``, in
+            canonical units (`~astrokin.models.KinematicDiskModel.canonical_unit`:
+            arcsec, deg, km/s).
+        pixel_scale : `torch.Tensor`
+            ``(B,)`` pixel sizes in arcsec.
+        beam : `torch.Tensor` or None
+            ``(B, 3)``: FWHM major and minor axes (arcsec) and position angle
+            (deg, North through East) of each galaxy's beam; None for none.
+
+        Returns
+        -------
+        mom0 : `torch.Tensor`
+            ``(B, ny, nx)`` pixel-averaged, beam-convolved intensity (in the
+            unit of ``amplitude``).
+        mom1 : `torch.Tensor`
+            ``(B, ny, nx)`` line-of-sight velocity in km/s; ``v_sys`` where
+            the intensity is below ``emission_threshold`` times the peak.
+        """
+        mc = self.model_class
+        missing = [n for n in mc.param_names if n not in params]
+        if missing:
+            raise KeyError(f"Missing parameters for {mc.__name__}: {missing}.")
+        p = {n: torch.as_tensor(params[n], dtype=self.dtype, device=self.device).reshape(-1)
+             for n in mc.param_names}
+        ps = torch.as_tensor(pixel_scale, dtype=self.dtype, device=self.device).reshape(-1)
+        n_gal = ps.shape[0]
+        p = {n: v.expand(n_gal) for n, v in p.items()}
+        if beam is not None:
+            beam = torch.as_tensor(beam, dtype=self.dtype, device=self.device).reshape(-1, 3)
+            beam = beam.expand(n_gal, 3)
+        g = self._grid(self._order(beam, ps))
+
+        # 1. Profiles on the radial nodes (arcsec), Hankel transforms (pixel units).
+        r_arc = g["radii"][None, :] * ps[:, None]
+        sb = mc.surface_brightness(torch, r_arc, *[p[n][:, None] for n in mc.intensity_parameters])
+        vel = mc.rotation_velocity(torch, r_arc, *[p[n][:, None] for n in mc.velocity_parameters])
+        t0 = sb @ g["w0"]
+        t1 = (sb * vel) @ g["w1"]
+
+        # 2. Geometry at every (folded) frequency. Shapes: (B, folds, ky, kx).
+        def col(v):
+            return v[:, None, None, None]
+
+        kx, ky = g["kx"][None], g["ky"][None]
+        inc = torch.deg2rad(p["inclination"])
+        pa = torch.deg2rad(p["pa"])
+        sin_i, cos_i = col(torch.sin(inc)), col(torch.cos(inc))
+        sin_pa, cos_pa = col(torch.sin(pa)), col(torch.cos(pa))
+        k_maj = -kx * sin_pa + ky * cos_pa
+        k_min = kx * cos_pa + ky * sin_pa
+        k_disc = torch.sqrt(k_maj ** 2 + (k_min * cos_i) ** 2)
+        h0, h1 = _interp(k_disc, t0, t1, g["dk"], g["n_k"])
+
+        # 3.-4. Thickness, pixel box, beam: real factors common to both maps.
+        h = col(p["z_scale"] / ps)
+        common = g["box"][None] * col(p["amplitude"])
+        common = common / (1.0 + (2.0 * math.pi * h * sin_i * k_min) ** 2)
+        if beam is not None:
+            s_maj = col(beam[:, 0] / ps) * _FWHM_TO_SIGMA
+            s_min = col(beam[:, 1] / ps) * _FWHM_TO_SIGMA
+            bpa = torch.deg2rad(beam[:, 2])
+            sb_pa, cb_pa = col(torch.sin(bpa)), col(torch.cos(bpa))
+            kb_maj = -kx * sb_pa + ky * cb_pa
+            kb_min = kx * cb_pa + ky * sb_pa
+            common = common * torch.exp(-2.0 * math.pi ** 2
+                                        * ((s_maj * kb_maj) ** 2 + (s_min * kb_min) ** 2))
+
+        # Centre: phase ramp exp(-2 pi i k.c), c in pixels from pixel (0, 0).
+        ny, nx = self.shape
+        cx = col((nx - 1) / 2.0 + p["x_0"] / ps)
+        cy = col((ny - 1) / 2.0 + p["y_0"] / ps)
+        theta = 2.0 * math.pi * (kx * cx + ky * cy)
+        cos_t, sin_t = torch.cos(theta), torch.sin(theta)
+        a0 = common * h0
+        a1 = (-2.0 * math.pi) * common * sin_i * k_maj * h1
+        # F0 = a0 e^{-i theta};  F1 = -2 pi i a1' e^{-i theta} folded into a1.
+        f0 = torch.complex(a0 * cos_t, -a0 * sin_t).sum(dim=1)
+        f1 = torch.complex(a1 * sin_t, a1 * cos_t).sum(dim=1)
+
+        # 5. Back to the sky.
+        py, px = self.fft_shape
+        mom0 = torch.fft.irfft2(f0, s=(py, px))[:, :ny, :nx]
+        num = torch.fft.irfft2(f1, s=(py, px))[:, :ny, :nx]
+        peak = mom0.detach().abs().amax(dim=(-2, -1), keepdim=True)
+        valid = mom0 > self.emission_threshold * peak
+        safe = torch.where(valid, mom0, torch.ones_like(mom0))
+        mom1 = p["v_sys"][:, None, None] + torch.where(valid, num / safe, torch.zeros_like(num))
+        return mom0, mom1
+
+
+def _interp(k, t0, t1, dk, n_k):
+    """Cubic (Catmull-Rom) interpolation of tables ``(B, n_k)`` at ``k`` (B, ...).
+
+    The tables are even functions of k, so the point before k=0 mirrors k=dk.
+    Cubic rather than linear interpolation keeps the error of the tabulation
+    below 1e-4 of the peak at the table spacing used (see :doc:`/rendering`).
+    """
+    shape = k.shape
+    flat = (k / dk).reshape(shape[0], -1)
+    i1 = torch.clamp(flat.detach().floor(), 0, n_k - 3)
+    t = flat - i1
+    i1 = i1.long() + 1  # index into the padded tables
+    t2, t3 = t * t, t * t * t
+    c0 = -0.5 * t3 + t2 - 0.5 * t
+    c1 = 1.5 * t3 - 2.5 * t2 + 1.0
+    c2 = -1.5 * t3 + 2.0 * t2 + 0.5 * t
+    c3 = 0.5 * t3 - 0.5 * t2
+    out = []
+    for tab in (t0, t1):
+        tab = torch.cat([tab[:, 1:2], tab], dim=1)
+        val = (c0 * torch.gather(tab, 1, i1 - 1) + c1 * torch.gather(tab, 1, i1)
+               + c2 * torch.gather(tab, 1, i1 + 1) + c3 * torch.gather(tab, 1, i1 + 2))
+        out.append(val.reshape(shape))
+    return out
