@@ -47,7 +47,7 @@ class ExponentialArctanDisk(KinematicDiskModel):
     >>> disk = ExponentialArctanDisk(inclination=50 * u.deg, r_scale=5 * u.arcsec,
     ...                              r_turn=2 * u.arcsec, v_max=250 * u.km / u.s)
     >>> disk.rotation_curve([2, 1e6] * u.arcsec).round(1)
-    <Quantity [125. , 250. ] km / s>
+    <Quantity [125., 250.] km / s>
 
     .. plot::
         :include-source:

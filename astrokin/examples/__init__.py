@@ -1,0 +1,1 @@
+"""Runnable examples shipped with astrokin (``python -m astrokin.examples.<name>``)."""

@@ -1,0 +1,34 @@
+"""Moment maps of galaxies simulated with KinMS, the paper's independent simulator."""
+
+import numpy as np
+
+__all__ = ["kinms_moments"]
+
+
+def kinms_moments(*, n=64, cell=1.0, inclination, pa, r_scale, r_turn, v_max, beam,
+                  x_off=0.0, y_off=0.0, v_sys=0.0, z_scale=0.0, dv=5.0, n_clouds=2_000_000,
+                  gas_sigma=5.0, seed=1):
+    """mom0 and mom1 (km/s) of an exponential/arctan disc made by KinMS.
+
+    Lengths are in arcsec. The returned maps are (ny, nx) arrays in astrokin's
+    orientation (KinMS cubes are (x, y, v) with x along RA: transposed here).
+    KinMS puts the disc centre at 0-based pixel n/2 (plus ``phaseCent``), that
+    is half a pixel from astrokin's map centre (n - 1)/2.
+    """
+    from kinms import KinMS
+
+    v_extent = 2.0 * (v_max + 5 * gas_sigma) + 2.0 * abs(v_sys) + 40.0
+    nv = int(np.ceil(v_extent / dv / 2.0)) * 2
+    radius = np.arange(0.0, 2.0 * n * cell, 0.02 * cell)
+    sb = np.exp(-radius / r_scale)
+    vel = 2.0 / np.pi * v_max * np.arctan(radius / r_turn)
+    kin = KinMS(n * cell, n * cell, nv * dv, cell, dv, list(beam), nSamps=int(n_clouds), seed=seed)
+    cube = kin.model_cube(inclination, pa, gasSigma=gas_sigma, diskThick=z_scale, sbProf=sb,
+                          sbRad=radius, velProf=vel, velRad=radius, phaseCent=[x_off, y_off],
+                          vOffset=v_sys)
+    cube = np.transpose(cube, (2, 1, 0))
+    v = (np.arange(nv) - nv / 2) * dv
+    mom0 = cube.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mom1 = (cube * v[:, None, None]).sum(axis=0) / mom0
+    return mom0, mom1
