@@ -195,10 +195,12 @@ class KinematicDiskModel(Fittable2DModel):
 
     @property
     def input_units(self):
+        """Units of the inputs ``x`` and ``y``: arcsec (plain numbers are taken as arcsec)."""
         return {"x": LENGTH_UNIT, "y": LENGTH_UNIT}
 
     @property
     def return_units(self):
+        """Units of the outputs: those of ``amplitude``, and km/s."""
         amp_unit = self.amplitude.unit
         return {"intensity": amp_unit if amp_unit is not None else u.dimensionless_unscaled,
                 "velocity": VELOCITY_UNIT}
@@ -224,7 +226,7 @@ class KinematicDiskModel(Fittable2DModel):
     def evaluate(self, x, y, *params):
         """Intensity and velocity at sky offsets ``(x, y)`` (see the class notes)."""
         values = {}
-        for name, value in zip(self.param_names, params):
+        for name, value in zip(self.param_names, params, strict=True):
             unit = self.canonical_unit(name)
             if isinstance(value, u.Quantity):
                 value = value.to_value(unit) if unit is not None else value.value
@@ -241,7 +243,7 @@ class KinematicDiskModel(Fittable2DModel):
     def _evaluate_values(self, x, y, values):
         arrays = np.broadcast_arrays(x, y, *[values[n] for n in self.param_names])
         shape = arrays[0].shape
-        flat = {n: a.ravel() for n, a in zip(("x", "y") + self.param_names, arrays)}
+        flat = {n: a.ravel() for n, a in zip(("x", "y") + self.param_names, arrays, strict=True)}
         intensity = np.empty(flat["x"].size)
         num = np.empty(flat["x"].size)
         chunk = 4096

@@ -1,15 +1,15 @@
-"""Quadrature tables for the Hankel transforms used by the renderer.
+r"""Quadrature tables for the Hankel transforms used by the renderer.
 
-A face-on, axisymmetric surface brightness :math:`\\Sigma(R)` has the 2D
+A face-on, axisymmetric surface brightness :math:`\Sigma(R)` has the 2D
 Fourier transform
 
-.. math:: \\hat\\Sigma(k) = 2\\pi \\int_0^\\infty \\Sigma(R) J_0(2\\pi k R) R\\, dR,
+.. math:: \hat\Sigma(k) = 2\pi \int_0^\infty \Sigma(R) J_0(2\pi k R) R\, dR,
 
-and an axisymmetric :math:`q(R)` times :math:`\\cos\\phi` (the pattern of a
+and an axisymmetric :math:`q(R)` times :math:`\cos\phi` (the pattern of a
 rotating disc's line-of-sight velocity) has
 
-.. math:: \\widehat{q\\cos\\phi}(\\mathbf{k}) = -2\\pi i\\, k_X\\,
-          \\frac{1}{k}\\int_0^\\infty q(R) J_1(2\\pi k R) R\\, dR .
+.. math:: \widehat{q\cos\phi}(\mathbf{k}) = -2\pi i\, k_X\,
+          \frac{1}{k}\int_0^\infty q(R) J_1(2\pi k R) R\, dR .
 
 With fixed radial quadrature nodes :math:`R_n` and a uniform grid of
 :math:`k_j`, both integrals are matrix products with constant matrices, built
@@ -28,7 +28,7 @@ _GL4_NODES, _GL4_WEIGHTS = np.polynomial.legendre.leggauss(4)
 
 
 class HankelTables:
-    """Radial nodes and transform matrices for a given frequency range.
+    r"""Radial nodes and transform matrices for a given frequency range.
 
     Parameters
     ----------
@@ -45,7 +45,7 @@ class HankelTables:
         Radial quadrature nodes (pixels).
     w0, w1 : numpy.ndarray
         ``(n_r, n_k)`` matrices: ``sigma @ w0`` is the order-0 transform
-        :math:`\\hat\\Sigma(k_j)`, ``q @ w1`` the order-1 transform divided by
+        :math:`\hat\Sigma(k_j)`, ``q @ w1`` the order-1 transform divided by
         :math:`k_j` (finite at :math:`k=0`).
     dk : float
         Frequency spacing; ``k_j = j * dk``.

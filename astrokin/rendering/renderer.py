@@ -194,7 +194,8 @@ class DiskRenderer(torch.nn.Module):
         sin_pa, cos_pa = col(torch.sin(pa)), col(torch.cos(pa))
         k_maj = -kx * sin_pa + ky * cos_pa
         k_min = kx * cos_pa + ky * sin_pa
-        k_disc = torch.sqrt(k_maj ** 2 + (k_min * cos_i) ** 2)
+        # The tiny offset keeps the gradient of sqrt finite at k = 0.
+        k_disc = torch.sqrt(k_maj ** 2 + (k_min * cos_i) ** 2 + 1e-20)
         h0, h1 = _interp(k_disc, t0, t1, g["dk"], g["n_k"])
 
         # 3.-4. Thickness, pixel box, beam: real factors common to both maps.
