@@ -1,0 +1,433 @@
+"""Turning user moment maps into the network's 64x64 normalised inputs, and back.
+
+Input parsing (`parse_maps`)
+    mom0/mom1 may be numpy arrays, `~astropy.units.Quantity`, FITS HDUs (or
+    an HDUList: its first HDU with data), `~astropy.nddata.NDData` with a
+    WCS, stacks ``(N, ny, nx)``, or lists of single maps of different sizes.
+    The pixel scale comes from the WCS (`~astropy.wcs.utils.proj_plane_pixel_scales`)
+    and the beam from the header (``BMAJ``/``BMIN``/``BPA``) unless
+    ``pixel_scale=``/``beam=`` are given, which take precedence. mom1 is read
+    in km/s (plain numbers are taken to be km/s). NaN in mom1 means "no data"
+    (masked out of the loss), not zero velocity; NaN in mom0 likewise.
+
+Orientation
+    The models assume the standard orientation: North along +row, East along
+    -column. Maps whose WCS has East along +column are mirrored in column
+    before fitting; a WCS rotated by ``theta`` (North's angle from +row,
+    counter-clockwise through -column) is fitted in its pixel frame and the
+    position angles of the fit (and of the beam going in) are converted
+    between sky and pixel frame with ``PA_pixel = PA_sky + theta``. Plain
+    arrays are assumed to be in the standard orientation.
+
+Resampling and bookkeeping (`prepare_batch`)
+    A non-square map is first padded to a square of side ``S`` (padding is
+    masked out of the loss) so that resampling keeps pixels square; the
+    square is then resampled to 64x64 bilinearly
+    (`torch.nn.functional.interpolate` with ``align_corners=False``, so the
+    64x64 grid covers exactly the same field of view; with ``antialias=True``
+    when shrinking, so a large map is averaged rather than point-sampled).
+    Masked pixels are handled by normalised interpolation (values and mask
+    resampled separately; a 64x64 pixel is valid when at least half its
+    weight is). The 64x64 grid has pixel scale ``pixel_scale * S / 64``; all
+    lengths the network predicts are in arcsec on the sky, and
+    `grid_to_input_pixels` turns a centre on the 64x64 grid back into 0-based
+    pixel coordinates of the input map.
+
+Normalisation
+    mom0 is divided by its peak (0..1 over the valid pixels); mom1 becomes
+    ``(mom1 - v_ref) / v_half`` with ``v_ref`` the median and ``v_half`` the
+    largest absolute deviation from it over the valid pixels (-1..1). The
+    decoder's maps are normalised the same way: rendered mom0 by its own
+    peak, rendered mom1 with the input's ``v_ref`` and ``v_half``, so that
+    velocities are learned in km/s.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy import units as u
+
+from astrokin.fitting.encoders import IMAGE_SIZE
+
+__all__ = ["Observation", "grid_to_input_pixels", "parse_maps", "prepare_batch"]
+
+_KMS = u.km / u.s
+
+
+@dataclass
+class Observation:
+    """One galaxy's maps as given, in the standard orientation.
+
+    Attributes
+    ----------
+    mom0, mom1 : `numpy.ndarray`
+        ``(ny, nx)`` float maps; mom1 in km/s, NaN where there are no data.
+    pixel_scale : float
+        Arcsec per pixel of the input map.
+    beam : tuple of float or None
+        ``(bmaj, bmin, bpa)`` in arcsec, arcsec, deg, with ``bpa`` in the
+        pixel frame; None for no beam.
+    wcs : `~astropy.wcs.WCS` or None
+        Celestial WCS of the input map as given (before any mirroring).
+    flipped : bool
+        Whether the columns were mirrored to put East along -column.
+    north_angle : float
+        ``theta`` in degrees: ``PA_pixel = PA_sky + theta``.
+    """
+
+    mom0: np.ndarray
+    mom1: np.ndarray
+    pixel_scale: float
+    beam: tuple | None
+    wcs: object = None
+    flipped: bool = False
+    north_angle: float = 0.0
+
+    @property
+    def shape(self):
+        """``(ny, nx)`` of the maps."""
+        return self.mom0.shape
+
+
+def _is_hdu(obj):
+    from astropy.io import fits
+
+    return isinstance(obj, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU, fits.HDUList))
+
+
+def _unpack(obj, what):
+    """``(data ndarray, unit or None, wcs or None, header or None)`` of one input."""
+    from astropy.io import fits
+    from astropy.nddata import NDData
+    from astropy.wcs import WCS
+
+    if isinstance(obj, fits.HDUList):
+        hdus = [h for h in obj if getattr(h, "data", None) is not None]
+        if not hdus:
+            raise ValueError(f"The HDUList given as {what} has no HDU with data.")
+        obj = hdus[0]
+    if _is_hdu(obj):
+        header = obj.header
+        unit = None
+        if "BUNIT" in header:
+            try:
+                unit = u.Unit(header["BUNIT"])
+            except ValueError:
+                unit = None
+        wcs = WCS(header).celestial if header.get("NAXIS", 0) >= 2 else None
+        if wcs is not None and wcs.naxis != 2:
+            wcs = None
+        return np.asarray(obj.data, dtype=float), unit, wcs, header
+    if isinstance(obj, NDData):
+        wcs = obj.wcs
+        if wcs is not None and not isinstance(wcs, WCS):
+            wcs = getattr(wcs, "celestial", None) if hasattr(wcs, "celestial") else None
+        if wcs is not None:
+            wcs = wcs.celestial
+        header = obj.meta if hasattr(obj.meta, "keys") else None
+        data = np.asarray(obj.data, dtype=float)
+        if obj.mask is not None:
+            data = np.where(np.asarray(obj.mask, dtype=bool), np.nan, data)
+        return data, obj.unit, wcs, header
+    if isinstance(obj, u.Quantity):
+        wcs = getattr(obj, "wcs", None)
+        return np.asarray(obj.value, dtype=float), obj.unit, wcs, None
+    if isinstance(obj, np.ndarray) or np.isscalar(obj) is False:
+        try:
+            data = np.asarray(obj, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"{what} must be a numpy array, Quantity, FITS HDU, NDData, a stack of maps, or a "
+                f"list of these; got {type(obj).__name__}."
+            ) from err
+        return data, None, None, None
+    raise TypeError(
+        f"{what} must be a numpy array, Quantity, FITS HDU, NDData, a stack of maps, or a list "
+        f"of these; got {type(obj).__name__}."
+    )
+
+
+def _as_list(value, n, name):
+    """Broadcast a per-galaxy argument to a list of length n."""
+    if isinstance(value, (list, tuple)) and not (name == "beam" and _looks_like_beam_tuple(value)):
+        if len(value) != n:
+            raise ValueError(f"{name} has {len(value)} entries for {n} galaxies.")
+        return list(value)
+    if name == "pixel_scale" and isinstance(value, u.Quantity) and not value.isscalar:
+        if value.shape != (n,):
+            raise ValueError(f"pixel_scale has shape {value.shape} for {n} galaxies.")
+        return list(value)
+    return [value] * n
+
+
+def _looks_like_beam_tuple(value):
+    return len(value) == 3 and all(isinstance(v, u.Quantity) and v.isscalar for v in value)
+
+
+def _orientation(wcs):
+    """``(flipped, north_angle_deg, pixel_scale_arcsec)`` from a celestial WCS."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    scales = proj_plane_pixel_scales(wcs) * 3600.0  # deg -> arcsec (celestial axes are deg)
+    if not np.isclose(scales[0], scales[1], rtol=1e-3):
+        raise ValueError(
+            f"The WCS has non-square pixels ({scales[0]:.4g} x {scales[1]:.4g} arcsec); "
+            "resample the maps to square pixels first."
+        )
+    m = np.array(wcs.pixel_scale_matrix, dtype=float)
+    flipped = bool(np.linalg.det(m) > 0)
+    if flipped:
+        m[:, 0] = -m[:, 0]
+    north = np.linalg.solve(m, np.array([0.0, 1.0]))
+    theta = float(np.degrees(np.arctan2(-north[0], north[1])))
+    return flipped, theta, float(np.sqrt(scales[0] * scales[1]))
+
+
+def parse_maps(mom0, mom1, pixel_scale=None, beam=None):
+    """Read moment maps of one or more galaxies into `Observation` objects.
+
+    Parameters
+    ----------
+    mom0, mom1 : array-like, `~astropy.units.Quantity`, HDU, `~astropy.nddata.NDData`, or list
+        A single map ``(ny, nx)``, a stack ``(N, ny, nx)``, or a list of
+        single maps (sizes may differ). mom1 in velocity units (km/s when
+        plain numbers).
+    pixel_scale : `~astropy.units.Quantity` or list, optional
+        Angle per pixel (e.g. ``0.5 * u.arcsec``); one for all galaxies or
+        one each. Needed when the maps carry no celestial WCS.
+    beam : optional
+        Anything `astrokin.beams.to_beam` accepts, or a list of them, one per
+        galaxy. Default: from the header (``BMAJ``...), else no beam.
+
+    Returns
+    -------
+    observations : list of `Observation`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> from astrokin.fitting.preprocessing import parse_maps
+    >>> obs = parse_maps(np.ones((3, 40, 40)), np.zeros((3, 40, 40)),
+    ...                  pixel_scale=0.5 * u.arcsec, beam=1.5 * u.arcsec)
+    >>> len(obs), obs[0].pixel_scale, obs[0].beam
+    (3, 0.5, (1.5, 1.5, 0.0))
+    """
+    from astrokin.beams import beam_parameters
+
+    maps0 = _split(mom0, "mom0")
+    maps1 = _split(mom1, "mom1")
+    if len(maps0) != len(maps1):
+        raise ValueError(f"Got {len(maps0)} mom0 maps but {len(maps1)} mom1 maps.")
+    n = len(maps0)
+    scales = _as_list(pixel_scale, n, "pixel_scale")
+    beams = _as_list(beam, n, "beam")
+    out = []
+    pairs = enumerate(zip(maps0, maps1, strict=True))
+    for i, ((d0, _unit0, wcs0, hdr0), (d1, unit1, wcs1, hdr1)) in pairs:
+        label = f" (galaxy {i})" if n > 1 else ""
+        if d0.shape != d1.shape:
+            raise ValueError(
+                f"mom0 and mom1 have different shapes{label}: {d0.shape} vs {d1.shape}."
+            )
+        if min(d0.shape) < 4:
+            raise ValueError(f"Maps must be at least 4x4 pixels{label}; got {d0.shape}.")
+        if unit1 is not None and unit1 != u.dimensionless_unscaled:
+            if not unit1.is_equivalent(_KMS):
+                raise u.UnitsError(f"mom1 must be in velocity units{label}; got {unit1}.")
+            d1 = (d1 * unit1).to_value(_KMS)
+        wcs = wcs0 if wcs0 is not None else wcs1
+        flipped, theta, ps = False, 0.0, None
+        if wcs is not None and getattr(wcs, "has_celestial", False):
+            flipped, theta, ps = _orientation(wcs)
+        else:
+            wcs = None
+        if scales[i] is not None:
+            from astrokin.models.core import _pixel_scale_arcsec
+
+            ps = _pixel_scale_arcsec(scales[i])
+        if ps is None:
+            raise ValueError(
+                f"No pixel scale{label}: give pixel_scale= (e.g. 0.5 * u.arcsec) or maps with "
+                "a celestial WCS."
+            )
+        b = beams[i]
+        if b is None:
+            for hdr in (hdr0, hdr1):
+                if hdr is not None and "BMAJ" in hdr:
+                    from radio_beam import Beam
+
+                    b = Beam.from_fits_header(hdr)
+                    break
+        bp = beam_parameters(b)
+        if bp is not None:
+            bpa = bp[2] if not flipped else -bp[2]
+            bp = (bp[0], bp[1], float(np.remainder(bpa + theta, 180.0)))
+        valid0 = np.isfinite(d0)
+        valid1 = np.isfinite(d1) & valid0
+        if not valid1.any():
+            raise ValueError(f"mom1 has no finite pixels{label}.")
+        if not np.nanmax(np.where(valid0, d0, -np.inf)) > 0:
+            raise ValueError(f"mom0 has no positive pixels{label}.")
+        if flipped:
+            d0, d1 = d0[:, ::-1], d1[:, ::-1]
+        out.append(Observation(np.array(d0, dtype=float), np.array(d1, dtype=float), ps, bp,
+                               wcs, flipped, theta))
+    return out
+
+
+def _split(obj, what):
+    """List of ``(data, unit, wcs, header)`` single maps from any accepted input."""
+    from astropy.io import fits
+
+    if isinstance(obj, (list, tuple)) and not isinstance(obj, fits.HDUList):
+        if len(obj) == 0:
+            raise ValueError(f"{what} is an empty list.")
+        items = []
+        for k, item in enumerate(obj):
+            data, unit, wcs, header = _unpack(item, f"{what}[{k}]")
+            if data.ndim != 2:
+                raise ValueError(f"{what}[{k}] must be a 2D map; got shape {data.shape}.")
+            items.append((data, unit, wcs, header))
+        return items
+    data, unit, wcs, header = _unpack(obj, what)
+    if data.ndim == 2:
+        return [(data, unit, wcs, header)]
+    if data.ndim == 3:
+        return [(d, unit, wcs, header) for d in data]
+    raise ValueError(
+        f"{what} must be a 2D map, a (N, ny, nx) stack, or a list of maps; got shape {data.shape}."
+    )
+
+
+def _pad_square(a, fill):
+    ny, nx = a.shape
+    s = max(ny, nx)
+    py, px = (s - ny) // 2, (s - nx) // 2
+    out = np.full((s, s), fill, dtype=float)
+    out[py:py + ny, px:px + nx] = a
+    return out, py, px
+
+
+def _resample(values, mask, size):
+    """Normalised bilinear resampling of a masked square map to ``size`` x ``size``."""
+    import torch
+    import torch.nn.functional as F
+
+    v = torch.as_tensor(np.where(mask, values, 0.0), dtype=torch.float64)[None, None]
+    w = torch.as_tensor(mask, dtype=torch.float64)[None, None]
+    if v.shape[-1] == size:
+        return v[0, 0].numpy(), mask.copy()
+    antialias = v.shape[-1] > size
+    kw = {"size": (size, size), "mode": "bilinear", "align_corners": False,
+          "antialias": antialias}
+    vs = F.interpolate(v, **kw)[0, 0].numpy()
+    ws = F.interpolate(w, **kw)[0, 0].numpy()
+    ok = ws >= 0.5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(ok, vs / np.where(ok, ws, 1.0), 0.0)
+    return out, ok
+
+
+def prepare_batch(observations, size=IMAGE_SIZE):
+    """Network inputs, masks and per-galaxy context for a list of observations.
+
+    Parameters
+    ----------
+    observations : list of `Observation`
+    size : int, optional
+        Side of the network's maps (64).
+
+    Returns
+    -------
+    batch : dict of `numpy.ndarray`
+        ``mom0``/``mom1`` ``(N, size, size)`` normalised maps (0 where masked),
+        ``mask0``/``mask1`` their boolean validity, ``pixel_scale`` (arcsec per
+        pixel of the ``size`` grid), ``half_width`` (arcsec), ``v_ref`` and
+        ``v_half`` (km/s), ``peak`` (mom0 peak in input units), ``beam``
+        ``(N, 3)`` (rows of NaN where there is none), and the padding
+        bookkeeping ``side``, ``pad_y``, ``pad_x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> from astrokin.fitting.preprocessing import parse_maps, prepare_batch
+    >>> y, x = np.mgrid[:100, :128]
+    >>> mom0 = np.exp(-np.hypot(x - 63.5, y - 49.5) / 10)
+    >>> mom1 = 1000 + (x - 63.5) * 2.0
+    >>> b = prepare_batch(parse_maps(mom0, mom1, pixel_scale=0.5 * u.arcsec))
+    >>> b["mom0"].shape, float(b["pixel_scale"][0]), float(b["v_ref"][0])
+    ((1, 64, 64), 1.0, 1000.0)
+    """
+    keys = ("mom0", "mom1", "mask0", "mask1", "pixel_scale", "half_width", "v_ref", "v_half",
+            "peak", "beam", "side", "pad_y", "pad_x")
+    out = {k: [] for k in keys}
+    for obs in observations:
+        valid0 = np.isfinite(obs.mom0)
+        valid1 = np.isfinite(obs.mom1) & valid0
+        v1 = obs.mom1[valid1]
+        v_ref = float(np.median(v1))
+        v_half = float(np.max(np.abs(v1 - v_ref)))
+        if not v_half > 0:
+            v_half = 1.0
+        m0, py, px = _pad_square(np.where(valid0, obs.mom0, 0.0), 0.0)
+        k0, _, _ = _pad_square(valid0, 0.0)
+        m1, _, _ = _pad_square(np.where(valid1, obs.mom1, v_ref), v_ref)
+        k1, _, _ = _pad_square(valid1, 0.0)
+        r0, ok0 = _resample(m0, k0.astype(bool), size)
+        r1, ok1 = _resample(m1, k1.astype(bool), size)
+        peak = float(np.max(np.where(ok0, r0, -np.inf)))
+        if not peak > 0:
+            raise ValueError("mom0 has no positive pixels after resampling.")
+        side = m0.shape[0]
+        out["mom0"].append(np.where(ok0, r0 / peak, 0.0))
+        out["mom1"].append(np.where(ok1, (r1 - v_ref) / v_half, 0.0))
+        out["mask0"].append(ok0)
+        out["mask1"].append(ok1 & ok0)
+        out["pixel_scale"].append(obs.pixel_scale * side / size)
+        out["half_width"].append(0.5 * obs.pixel_scale * side)
+        out["v_ref"].append(v_ref)
+        out["v_half"].append(v_half)
+        out["peak"].append(peak)
+        out["beam"].append(obs.beam if obs.beam is not None else (np.nan,) * 3)
+        out["side"].append(side)
+        out["pad_y"].append(py)
+        out["pad_x"].append(px)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def grid_to_input_pixels(x_grid, y_grid, obs, side, pad_y, pad_x, size=IMAGE_SIZE):
+    """0-based input-map pixel coordinates of points on the ``size`` grid.
+
+    Undoes the resampling (``align_corners=False``: pixel ``i`` of the grid
+    covers input pixels ``[i, i + 1) * side / size - 0.5``), the padding, and
+    any column mirroring.
+
+    Parameters
+    ----------
+    x_grid, y_grid : array-like
+        0-based coordinates on the ``size`` x ``size`` grid.
+    obs : `Observation`
+    side, pad_y, pad_x : int
+        Padding bookkeeping from `prepare_batch`.
+
+    Returns
+    -------
+    x, y : `numpy.ndarray`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.preprocessing import Observation, grid_to_input_pixels
+    >>> obs = Observation(np.zeros((128, 128)), np.zeros((128, 128)), 1.0, None)
+    >>> x, y = grid_to_input_pixels(31.5, 31.5, obs, 128, 0, 0)
+    >>> float(x), float(y)
+    (63.5, 63.5)
+    """
+    scale = side / size
+    xs = (np.asarray(x_grid, dtype=float) + 0.5) * scale - 0.5 - pad_x
+    ys = (np.asarray(y_grid, dtype=float) + 0.5) * scale - 0.5 - pad_y
+    if obs.flipped:
+        xs = (obs.shape[1] - 1) - xs
+    return xs, ys
