@@ -70,6 +70,9 @@ DEFAULT_LENGTH_FRACTION = (0.01, 1.0)
 CENTRE_FRACTION = 0.1
 #: Half-range of v_sys about the median of mom1, as a fraction of the velocity half-range.
 VSYS_FRACTION = 0.25
+#: Range of the projected speed ``v sin i`` of the velocity-scale parameter, as a
+#: fraction of the map's velocity half-range ``v_half``.
+PROJECTED_FRACTION = (0.3, 4.0)
 
 _DEFAULT_ENCODER = {
     "inclination": "intensity",
@@ -161,7 +164,16 @@ class ParameterLayout:
             canonical = _canonical_unit(self.model_class, name)
             lo, hi = (_to_canonical(b, par.unit, canonical) for b in par.bounds)
             slot = {"name": name, "encoder": assignment.get(name, "intensity")}
-            slot.update(_range_rule(name, lo, hi, canonical))
+            if name == getattr(self.model_class, "velocity_scale_parameter", None) \
+                    and "inclination" in self.param_names:
+                # The mom1 map constrains the projected speed v sin i, and only as a
+                # multiple of its own velocity half-range (the network sees normalised
+                # maps): predict that multiple, deproject with the inclination, and
+                # clip to the parameter's bounds.
+                slot.update(kind="log", rule="projected", lo=PROJECTED_FRACTION[0],
+                            hi=PROJECTED_FRACTION[1], bounds=[lo, hi])
+            else:
+                slot.update(_range_rule(name, lo, hi, canonical))
             self.slots.append(slot)
         self._finish()
 
@@ -241,7 +253,7 @@ class ParameterLayout:
             elif rule == "v_sys":
                 vr, vh = context["v_ref"], context["v_half"]
                 out[s["name"]] = (vr + lo * vh, vr + hi * vh)
-            elif rule == "v_half":
+            elif rule in ("v_half", "projected"):
                 vh = context["v_half"]
                 out[s["name"]] = (lo * vh, hi * vh)
             else:  # pragma: no cover - guarded at construction
@@ -286,6 +298,12 @@ class ParameterLayout:
                 cursor[s["encoder"]] += 2
                 angle = torch.rad2deg(torch.atan2(sn, c))
                 params[s["name"]] = lo + torch.remainder(angle - lo, 360.0)
+            elif s["kind"] == "log":
+                # Geometric interpolation: a scale quantity spanning a decade is as
+                # easy to move by a factor at either end, and u = 0 is the geometric
+                # middle of the range.
+                cursor[s["encoder"]] += 1
+                params[s["name"]] = lo * (hi / lo) ** ((out[..., i] + 1.0) * 0.5)
             else:
                 cursor[s["encoder"]] += 1
                 params[s["name"]] = lo + (out[..., i] + 1.0) * (0.5 * (hi - lo))
@@ -295,6 +313,18 @@ class ParameterLayout:
                     np.asarray(fixed_values[name], dtype=float), dtype=ref.dtype, device=ref.device
                 )
                 params[name] = value.expand(shape) if value.ndim == 0 else value
+        for s in self.slots:
+            if s["rule"] == "projected":
+                sin_i = torch.sin(torch.deg2rad(params["inclination"])).clamp(min=1e-3)
+                lo, hi = s["bounds"]
+                raw = params[s["name"]] / sin_i
+                # Clip to the bounds only when predicting. While training, a clip would
+                # make the rendered mom1 amplitude (bound x sin i) depend on the
+                # inclination and pull it to wherever that amplitude fits, against
+                # the mom0 axis ratio; unclipped, mom1 fixes v sin i and mom0 the
+                # inclination, as the data do.
+                params[s["name"]] = raw if raw.requires_grad else torch.clamp(
+                    raw, min=lo if lo is not None else 0.0, max=hi)
         ties = self.ties if ties is None else ties
         if ties:
             params.update(tie_values(ties, params, self.param_names))

@@ -66,6 +66,9 @@ class ExponentialArctanDisk(KinematicDiskModel):
         fig.colorbar(im, ax=ax1, label="km/s")
     """
 
+    #: The parameter the rotation curve is proportional to (see `~astrokin.fitting`).
+    velocity_scale_parameter = "v_max"
+
     r_scale = Parameter(default=5.0, unit=u.arcsec, bounds=(0.0, None),
                         description="Exponential scale length of the surface brightness")
     r_turn = Parameter(default=2.0, unit=u.arcsec, bounds=(0.0, None),
@@ -131,6 +134,9 @@ class GaussianRingDisk(KinematicDiskModel):
     >>> bool(ring.intensity_profile(0 * u.arcsec) < 0.01)
     True
     """
+
+    #: The parameter the rotation curve is proportional to (see `~astrokin.fitting`).
+    velocity_scale_parameter = "v_c"
 
     r_ring = Parameter(default=10.0, unit=u.arcsec, bounds=(0.0, None),
                        description="Radius of the ring's peak")
