@@ -42,7 +42,8 @@ network predicting positions within them):
   half-width in arcsec, from the paper's Table 2 where it gives them
   (``r_scale`` 0.1-0.35, ``r_turn`` 0.01-0.8), see `LENGTH_FRACTIONS`; a
   given lower bound is kept when it is above the derived one;
-- ``x_0``, ``y_0`` without bounds: within +-10% of the half-width;
+- ``x_0``, ``y_0`` without bounds: within +-15% of the half-width (+-4.8 px
+  on a 64-pixel map);
 - ``v_sys`` without bounds: within +-25% of the map's velocity half-range
   about the median of the mom1 map;
 - other velocities without an upper bound: 0 to twice the half-range.
@@ -67,7 +68,7 @@ LENGTH_FRACTIONS = {
 #: Fractions used for a length parameter not in `LENGTH_FRACTIONS`.
 DEFAULT_LENGTH_FRACTION = (0.01, 1.0)
 #: Half-range of the centre offsets, as a fraction of the map half-width.
-CENTRE_FRACTION = 0.1
+CENTRE_FRACTION = 0.15
 #: Half-range of v_sys about the median of mom1, as a fraction of the velocity half-range.
 VSYS_FRACTION = 0.25
 #: Range of the projected speed ``v sin i`` of the velocity-scale parameter, as a
