@@ -5,6 +5,7 @@ whose truth is known, and in the benchmarks. Rendering uses
 `~astrokin.rendering.DiskRenderer`, batched, on CPU or GPU.
 """
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -130,8 +131,11 @@ def draw_parameters(model, n, *, shape=(64, 64), pixel_scale=1 * u.arcsec, prior
     priors : dict, optional
         Parameter name to a ``(low, high)`` pair (Quantities or floats in
         canonical units) drawn uniformly, or a callable ``f(rng, n)`` returning
-        values. Free parameters without a prior are drawn uniformly within
-        their bounds; where a bound is None, lengths use fractions of the map
+        values, or ``f(rng, n, drawn)`` where ``drawn`` holds the values (in
+        canonical units) of the parameters before it in the model's order, e.g.
+        to draw ``v_max`` from a distribution of ``v sin i``. Free parameters
+        without a prior are drawn uniformly within their bounds; where a bound
+        is None, lengths use fractions of the map
         half-width (the paper's Table 2: ``r_scale`` 0.1-0.35, ``r_turn``
         0.01-0.8), ``x_0``/``y_0`` +-15% of the half-width and ``v_sys``
         -100..100 km/s.
@@ -168,7 +172,7 @@ def draw_parameters(model, n, *, shape=(64, 64), pixel_scale=1 * u.arcsec, prior
     for name in mc.param_names:
         unit = mc.canonical_unit(name)
         if name in priors:
-            values[name] = _draw(priors[name], rng, n, unit, name)
+            values[name] = _draw(priors[name], rng, n, unit, name, values)
         elif model.fixed[name] or model.tied[name]:
             values[name] = np.full(n, float(fixed_values[name]))
         else:
@@ -342,9 +346,10 @@ class _Values:
             raise AttributeError(name) from None
 
 
-def _draw(prior, rng, n, unit, name):
+def _draw(prior, rng, n, unit, name, drawn=None):
     if callable(prior):
-        out = prior(rng, n)
+        takes_values = len(inspect.signature(prior).parameters) >= 3
+        out = prior(rng, n, drawn) if takes_values else prior(rng, n)
     else:
         if len(prior) != 2:
             raise ValueError(f"The prior of {name!r} must be (low, high) or a callable.")

@@ -332,6 +332,62 @@ class ParameterLayout:
         return {name: params[name].expand(shape) for name in self.param_names}
 
 
+    def to_outputs(self, params, context):
+        """Encoder outputs that would give ``params``: the inverse of `to_parameters`.
+
+        Used to pre-train a network with labels on synthetic galaxies, whose
+        parameters are known. Values outside a range are clipped to [-1, 1].
+
+        Parameters
+        ----------
+        params : dict of `torch.Tensor`
+            Values (canonical units) of at least the free parameters, ``(B,)``.
+        context : dict of `torch.Tensor`
+            See `ranges`.
+
+        Returns
+        -------
+        outputs : dict of `torch.Tensor`
+            ``{'intensity': (B, n_i), 'velocity': (B, n_v)}``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astrokin.models import ExponentialArctanDisk
+        >>> from astrokin.fitting.parameters import ParameterLayout
+        >>> layout = ParameterLayout(ExponentialArctanDisk())
+        >>> ctx = {"half_width": torch.tensor([32.0]), "v_ref": torch.tensor([0.0]),
+        ...        "v_half": torch.tensor([200.0])}
+        >>> truth = {"inclination": torch.tensor([50.0]), "pa": torch.tensor([120.0]),
+        ...          "x_0": torch.tensor([1.0]), "y_0": torch.tensor([-2.0]),
+        ...          "v_sys": torch.tensor([10.0]), "r_scale": torch.tensor([5.0]),
+        ...          "r_turn": torch.tensor([3.0]), "v_max": torch.tensor([250.0])}
+        >>> out = layout.to_outputs(truth, ctx)
+        >>> back = layout.to_parameters(out, ctx, {"amplitude": 1.0, "z_scale": 0.0})
+        >>> round(float(back["inclination"]), 4), round(float(back["v_max"]), 3)
+        (50.0, 250.0)
+        """
+        import torch
+
+        ranges = self.ranges(context)
+        cols = {enc: [] for enc in _ENCODERS}
+        for s in self.slots:
+            name = s["name"]
+            value = params[name]
+            lo, hi = ranges[name]
+            if s["kind"] == "angle":
+                rad = torch.deg2rad(value)
+                cols[s["encoder"]] += [torch.cos(rad), torch.sin(rad)]
+                continue
+            if s["rule"] == "projected":
+                value = value * torch.sin(torch.deg2rad(params["inclination"]))
+            if s["kind"] == "log":
+                t = torch.log(value / lo) / torch.log(torch.as_tensor(hi / lo))
+            else:
+                t = (value - lo) / (hi - lo)
+            cols[s["encoder"]].append(torch.clamp(2.0 * t - 1.0, -1.0, 1.0))
+        return {enc: torch.stack(c, dim=-1) for enc, c in cols.items()}
+
 class _TieProxy:
     """Stands in for a model inside a tie: attribute access gives parameter tensors."""
 

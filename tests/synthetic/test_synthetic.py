@@ -36,6 +36,12 @@ def test_priors_ranges_callables_and_ties():
                                                    "v_max": vmax})
     assert np.all((t["inclination"] >= 30 * u.deg) & (t["inclination"] <= 31 * u.deg))
     assert np.all(t["v_max"] == 123 * KMS)
+    # A prior may depend on parameters drawn before it: v sin i uniform in 50-500.
+    t = draw_parameters(model, 200, seed=2, priors={
+        "v_max": lambda rng, n, drawn: rng.uniform(50, 500, n)
+        / np.sin(np.deg2rad(drawn["inclination"]))})
+    vsini = t["v_max"] * np.sin(t["inclination"])
+    assert vsini.min() >= 50 * KMS and vsini.max() <= 500 * KMS
     np.testing.assert_allclose(t["r_turn"].value, 0.5 * t["r_scale"].value)
     with pytest.raises(ValueError, match="lacks"):
         draw_parameters(model, 3, priors={"r_ring": (1, 2)})
