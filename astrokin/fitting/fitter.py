@@ -552,7 +552,7 @@ class NeuralKinematicFitter(Fitter):
             "seed": self.seed,
             "normalisation": {
                 "mom0": "divided by its peak over valid pixels of the 64x64 map",
-                "mom1": "(mom1 - median) / max|mom1 - median| over valid pixels, km/s",
+                "mom1": "(mom1 - median) / p99(|mom1 - median|) over valid pixels, km/s",
                 "image_size": 64,
                 "resampling": "pad to square, bilinear, align_corners=False, antialias "
                               "when shrinking",

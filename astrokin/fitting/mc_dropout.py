@@ -19,10 +19,10 @@ fraction of the cost.
 paper's mean absolute deviation (its equation 7) and covariance matrices in a
 streaming way: galaxies and samples are processed in blocks whose size is set
 by a memory budget, so a survey of thousands of galaxies with 1000 samples
-each never holds all samples unless ``keep_samples=True``. The mean absolute
-deviation needs the mean first; instead of storing the samples, the random
-generator's state is saved and the same samples are drawn again for that
-second pass (drawing them is cheap: only the last layer runs).
+each never holds all samples unless ``keep_samples=True``. One block's samples
+are held at once (``galaxy_block`` x ``n_samples`` values per quantity), so
+the mean absolute deviation about the mean is computed in the same single
+pass.
 """
 
 from dataclasses import dataclass
@@ -36,7 +36,8 @@ __all__ = ["MCSummary", "mc_dropout_summary", "naive_samples", "shared_trunk_sam
 MEMORY_BUDGET = 4_000_000
 
 
-def shared_trunk_samples(encoders, inputs, n_samples, *, generator=None, chunk_size=None):
+def shared_trunk_samples(encoders, inputs, n_samples, *, seed=None, first_index=0,
+                         chunk_size=None):
     """Draw MC dropout outputs, evaluating each encoder's trunk once.
 
     Parameters
@@ -46,8 +47,12 @@ def shared_trunk_samples(encoders, inputs, n_samples, *, generator=None, chunk_s
         One ``(N, 1, 64, 64)`` batch per encoder.
     n_samples : int
         Number of samples ``T`` per galaxy.
-    generator : `torch.Generator`, optional
-        Source of the dropout masks (on the inputs' device).
+    seed : int, optional
+        Seed of the dropout masks. Each galaxy draws its masks from its own
+        generator, seeded with ``(seed, first_index + i)``, so a galaxy's
+        samples do not depend on which other galaxies share its batch.
+    first_index : int, optional
+        Index of the first galaxy of ``inputs`` in the whole set.
     chunk_size : int, optional
         Samples per yielded chunk; default: as many as fit `MEMORY_BUDGET`.
 
@@ -71,25 +76,57 @@ def shared_trunk_samples(encoders, inputs, n_samples, *, generator=None, chunk_s
     if n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer; got {n_samples}.")
     with torch.no_grad():
-        hidden = [enc.trunk(x) for enc, x in zip(encoders, inputs, strict=True)]
-        n_gal = hidden[0].shape[0]
+        heads = [_active_head(enc, enc.trunk(x)) for enc, x in zip(encoders, inputs, strict=True)]
+        n_gal = inputs[0].shape[0]
+        device = inputs[0].device
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        generators = [_galaxy_generator(seed, first_index + i, device) for i in range(n_gal)]
         if chunk_size is None:
-            width = sum(h.shape[1] for h in hidden)
+            width = sum(a.shape[1] for a, _, _, _ in heads)
             chunk_size = max(1, MEMORY_BUDGET // max(1, n_gal * width))
         done = 0
         while done < n_samples:
             c = min(int(chunk_size), n_samples - done)
             outs = []
-            for enc, h in zip(encoders, hidden, strict=True):
-                keep = 1.0 - enc.p
-                mask = torch.empty((h.shape[0], c, h.shape[1]), dtype=h.dtype, device=h.device)
-                if keep < 1.0:
-                    mask.bernoulli_(keep, generator=generator).div_(keep)
-                else:
-                    mask.fill_(1.0)
-                outs.append(enc.head(h[:, None, :] * mask))
+            for a, bias, keep, counts in heads:
+                mask = torch.zeros((n_gal, c, a.shape[1]), dtype=a.dtype, device=device)
+                for i, gen in enumerate(generators):
+                    if keep < 1.0:
+                        mask[i, :, :counts[i]].bernoulli_(keep, generator=gen)
+                    else:
+                        mask[i, :, :counts[i]] = 1.0
+                outs.append(torch.nn.functional.hardtanh(torch.bmm(mask, a) + bias))
             done += c
             yield tuple(outs)
+
+
+def _galaxy_generator(seed, index, device):
+    state = np.random.SeedSequence([int(seed) % 2**63, int(index)]).generate_state(1)[0]
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(state))
+    return gen
+
+
+def _active_head(enc, hidden):
+    """The last layer restricted to each galaxy's active hidden units.
+
+    A hidden unit that the ReLU set to zero contributes nothing whatever its
+    dropout mask, so only active units need masks: for each galaxy the
+    active units are gathered (padded with inactive ones to the block's
+    largest count) and folded into ``A[n, j, k] = h[n, j] W[k, j] / keep``.
+    The output of a sample with mask ``m`` is then ``m @ A + b``, exactly
+    ``W (h * m / keep) + b`` of a full pass with dropout.
+    """
+    keep = 1.0 - enc.p
+    active = hidden > 0
+    n_active = max(int(active.sum(dim=1).max()) if hidden.numel() else 0, 1)
+    order = torch.argsort(active.to(torch.int8), dim=1, descending=True, stable=True)
+    order = order[:, :n_active]
+    h = torch.gather(hidden, 1, order)
+    weight = enc.last.weight.t()[order]  # (N, n_active, n_outputs)
+    a = h[:, :, None] * weight / (keep if keep < 1.0 else 1.0)
+    return a, enc.last.bias, keep, active.sum(dim=1).tolist()
 
 
 def naive_samples(encoders, inputs, n_samples):
@@ -209,47 +246,31 @@ def mc_dropout_summary(
             return torch.cat(outputs, dim=-1)
 
     n_gal = inputs[0].shape[0]
-    device = inputs[0].device
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
     means, stds, mads, covs, kept = [], [], [], [], []
     for start in range(0, n_gal, int(galaxy_block)):
         index = slice(start, min(n_gal, start + int(galaxy_block)))
         block_inputs = [x[index] for x in inputs]
-        state = generator.get_state()
-        shift = None
-        s1 = s2 = None
-        block_kept = []
-        for chunk in shared_trunk_samples(encoders, block_inputs, n_samples, generator=generator):
-            y = transform(chunk, index).to(torch.float64)
-            if shift is None:
-                shift, wrap_cols = _reference(y, periods)
-                s1 = torch.zeros_like(shift)
-                s2 = torch.zeros(shift.shape + shift.shape[-1:], dtype=y.dtype, device=y.device)
-            d = _deviation(y, shift, periods, wrap_cols)
-            s1 += d.sum(dim=1)
-            s2 += torch.einsum("ntp,ntq->npq", d, d)
-            if keep_samples:
-                block_kept.append(_rewrap(shift[:, None, :] + d, periods, wrap_cols))
-        mean_d = s1 / n_samples
+        # One block's samples (galaxy_block x n_samples x P values) are held at
+        # once, so memory is bounded by the block, not by the number of galaxies.
+        y = torch.cat([transform(chunk, index).to(torch.float64)
+                       for chunk in shared_trunk_samples(encoders, block_inputs, n_samples,
+                                                         seed=seed, first_index=start)],
+                      dim=1)
+        shift, wrap_cols = _reference(y, periods)
+        d = _deviation(y, shift, periods, wrap_cols)
+        mean_d = d.mean(dim=1)
+        centred = d - mean_d[:, None, :]
         denom = max(n_samples - 1, 1)
-        cov = (s2 - n_samples * mean_d[:, :, None] * mean_d[:, None, :]) / denom
-        # second pass with the same masks for the mean absolute deviation
-        generator.set_state(state)
-        s_abs = torch.zeros_like(s1)
-        for chunk in shared_trunk_samples(encoders, block_inputs, n_samples, generator=generator):
-            y = transform(chunk, index).to(torch.float64)
-            d = _deviation(y, shift, periods, wrap_cols)
-            s_abs += (d - mean_d[:, None, :]).abs().sum(dim=1)
-        mean = _rewrap(shift + mean_d, periods, wrap_cols)
-        means.append(mean)
+        cov = torch.einsum("ntp,ntq->npq", centred, centred) / denom
+        means.append(_rewrap(shift + mean_d, periods, wrap_cols))
         covs.append(cov)
         stds.append(torch.sqrt(torch.clamp(torch.diagonal(cov, dim1=1, dim2=2), min=0)))
-        mads.append(s_abs / n_samples)
+        mads.append(centred.abs().mean(dim=1))
         if keep_samples:
-            kept.append(torch.cat(block_kept, dim=1))
+            kept.append(_rewrap(y if not wrap_cols else shift[:, None, :] + d, periods,
+                                wrap_cols))
 
     def _np(parts):
         return torch.cat(parts).cpu().numpy()

@@ -36,7 +36,9 @@ Resampling and bookkeeping (`prepare_batch`)
 Normalisation
     mom0 is divided by its peak (0..1 over the valid pixels); mom1 becomes
     ``(mom1 - v_ref) / v_half`` with ``v_ref`` the median and ``v_half`` the
-    largest absolute deviation from it over the valid pixels (-1..1). The
+    99th percentile of the absolute deviations from it over the valid pixels
+    (about -1..1; a percentile, so that a few spurious pixels do not set the
+    scale). The
     decoder's maps are normalised the same way: rendered mom0 by its own
     peak, rendered mom1 with the input's ``v_ref`` and ``v_half``, so that
     velocities are learned in km/s.
@@ -368,7 +370,9 @@ def prepare_batch(observations, size=IMAGE_SIZE):
         valid1 = np.isfinite(obs.mom1) & valid0
         v1 = obs.mom1[valid1]
         v_ref = float(np.median(v1))
-        v_half = float(np.max(np.abs(v1 - v_ref)))
+        # 99th percentile rather than the maximum: one spurious pixel must not
+        # set the velocity scale of the whole map.
+        v_half = float(np.percentile(np.abs(v1 - v_ref), 99.0))
         if not v_half > 0:
             v_half = 1.0
         m0, py, px = _pad_square(np.where(valid0, obs.mom0, 0.0), 0.0)

@@ -105,7 +105,10 @@ def _generators(model, recipe, seed):
         common = dict(shape=(size, size), pixel_scale=1 * u.arcsec, priors=priors, beam=beam,
                       seed=None if seed is None else seed + 1000 * i, alias_order=0)
         gens[size] = {
-            "clean": SyntheticGenerator(model, **common),
+            # Noiseless maps are still clipped, at 1e-3 of the peak (as the
+            # paper's KinMS maps were): real maps never extend to where a disc is
+            # 1e-5 of its peak, and float32 velocities there are round-off.
+            "clean": SyntheticGenerator(model, mask_snr=1.0, **common),
             "noisy": SyntheticGenerator(model, noise=tuple(recipe["snr_range"]),
                                         mask_snr=recipe["mask_snr"],
                                         **{**common, "seed": None if seed is None

@@ -60,8 +60,7 @@ def test_shared_trunk_equals_naive_loop_in_distribution():
     t_naive, t_shared = 1000, 4000
     torch.manual_seed(1)
     naive = naive_samples(encs, inputs, t_naive)
-    gen = torch.Generator().manual_seed(2)
-    chunks = list(shared_trunk_samples(encs, inputs, t_shared, generator=gen, chunk_size=700))
+    chunks = list(shared_trunk_samples(encs, inputs, t_shared, seed=2, chunk_size=700))
     shared = [torch.cat([c[k] for c in chunks], dim=1) for k in range(2)]
     for a, b in zip(naive, shared, strict=True):
         assert a.shape[:2] == (3, t_naive) and b.shape[:2] == (3, t_shared)
