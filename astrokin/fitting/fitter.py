@@ -225,8 +225,9 @@ class NeuralKinematicFitter(Fitter):
         with torch.random.fork_rng(devices=[]):
             if self.seed is not None:
                 torch.manual_seed(int(self.seed))
+            overrides = ()
             if self.warm_start and self.network is not None:
-                self.layout.check_compatible(model)
+                overrides = self.layout.check_compatible(model).overrides
                 layout = self.layout
                 network = self.network.to(device)
             else:
@@ -246,7 +247,7 @@ class NeuralKinematicFitter(Fitter):
                     index = order[start:start + self.batch_size]
                     sub = {k: (v[index] if v is not None else None) for k, v in batch.items()}
                     optimiser.zero_grad()
-                    _, r0, r1 = network(sub, fixed)
+                    _, r0, r1 = network(sub, fixed, overrides=overrides)
                     loss = reconstruction_loss(r0, r1, sub)
                     loss.backward()
                     optimiser.step()
@@ -329,7 +330,8 @@ class NeuralKinematicFitter(Fitter):
 
         t2 = time.perf_counter()
         n_samples = self.mc_samples if mc_samples is None else int(mc_samples)
-        summary, names = self._mc(batch_np, fixed, ties, n_samples)
+        summary, names = self._mc(batch_np, fixed, ties, n_samples,
+                                  overrides=getattr(layout, "overrides", ()))
         t_mc = time.perf_counter() - t2
         device = _resolve_device(self.device)
         fitted = self._results(model, obs, batch_np, summary, names, fixed, ties)
@@ -344,7 +346,7 @@ class NeuralKinematicFitter(Fitter):
         )
         return fitted
 
-    def _mc(self, batch_np, fixed, ties, n_samples):
+    def _mc(self, batch_np, fixed, ties, n_samples, overrides=()):
         """MC dropout summaries of every parameter (canonical units) and vsini."""
         import torch
 
@@ -362,7 +364,8 @@ class NeuralKinematicFitter(Fitter):
         def transform(outputs, index):
             context = {k: batch[k][index][:, None] for k in ("half_width", "v_ref", "v_half")}
             params = layout.to_parameters(
-                {"intensity": outputs[0], "velocity": outputs[1]}, context, fixed, ties
+                {"intensity": outputs[0], "velocity": outputs[1]}, context, fixed, ties,
+                overrides,
             )
             cols = [params[n] for n in names]
             if extra:

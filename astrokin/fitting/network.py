@@ -96,7 +96,7 @@ class KinematicAutoencoder(nn.Module):
         norm1 = (mom1 - batch["v_ref"][:, None, None]) / batch["v_half"][:, None, None]
         return norm0, norm1
 
-    def forward(self, batch, fixed_values, ties=None):
+    def forward(self, batch, fixed_values, ties=None, overrides=()):
         """Encode, map to parameters, render.
 
         Parameters
@@ -109,6 +109,8 @@ class KinematicAutoencoder(nn.Module):
             Values of the parameters that are not predicted.
         ties : dict, optional
             Tie callables (default: the layout's).
+        overrides : sequence of str, optional
+            Predicted parameters replaced by their ``fixed_values``.
 
         Returns
         -------
@@ -118,7 +120,7 @@ class KinematicAutoencoder(nn.Module):
             ``(B, 64, 64)`` normalised rendered maps.
         """
         outputs = self.encode(batch["mom0"], batch["mom1"])
-        params = self.layout.to_parameters(outputs, batch, fixed_values, ties)
+        params = self.layout.to_parameters(outputs, batch, fixed_values, ties, overrides)
         mom0, mom1 = self.decode(params, batch)
         return params, mom0, mom1
 

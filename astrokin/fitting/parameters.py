@@ -217,14 +217,24 @@ class ParameterLayout:
         return self
 
     def check_compatible(self, model):
-        """Raise ValueError unless ``model`` has this layout's class and free parameters."""
+        """Check that a trained network can fit ``model``; return ``model``'s layout.
+
+        The model must be of this layout's class, and its free parameters a
+        subset of the ones the network predicts. Parameters the network
+        predicts but ``model`` fixes (say a PA known from elsewhere) take the
+        model's values: the returned layout lists them in ``overrides``.
+        Raises ValueError otherwise.
+        """
         other = ParameterLayout(model)
-        if other.model_class is not self.model_class or other.free_names != self.free_names:
+        extra = [n for n in other.free_names if n not in self.free_names]
+        if other.model_class is not self.model_class or extra:
             raise ValueError(
                 f"This network was trained for {self.model_class.__name__} with free parameters "
                 f"{self.free_names}; got {type(model).__name__} with free parameters "
                 f"{other.free_names}."
             )
+        other.overrides = [n for n in self.free_names
+                           if n not in other.free_names and n not in other.tied_names]
         return other
 
     # ------------------------------------------------------------------
@@ -261,7 +271,7 @@ class ParameterLayout:
                 raise ValueError(f"Unknown range rule {rule!r}.")
         return out
 
-    def to_parameters(self, outputs, context, fixed_values, ties=None):
+    def to_parameters(self, outputs, context, fixed_values, ties=None, overrides=()):
         """Physical values of all model parameters from encoder outputs.
 
         Parameters
@@ -276,6 +286,9 @@ class ParameterLayout:
         ties : dict, optional
             Name to tie callable; default the ties of the model this layout
             was built from.
+        overrides : sequence of str, optional
+            Predicted parameters that take their value from ``fixed_values``
+            instead (see `check_compatible`).
 
         Returns
         -------
@@ -309,7 +322,7 @@ class ParameterLayout:
                 cursor[s["encoder"]] += 1
                 params[s["name"]] = lo + (out[..., i] + 1.0) * (0.5 * (hi - lo))
         for name in self.param_names:
-            if name not in params:
+            if name not in params or name in overrides:
                 value = torch.as_tensor(
                     np.asarray(fixed_values[name], dtype=float), dtype=ref.dtype, device=ref.device
                 )

@@ -211,7 +211,7 @@ def test_save_load_gives_identical_predictions(trained_fitter, rendered_stack, t
     for name in a.param_names:
         np.testing.assert_array_equal(getattr(a, name).value, getattr(b, name).value)
     other = ExponentialArctanDisk()
-    other.fixed["pa"] = True
+    other.fixed["z_scale"] = False  # the network does not predict it
     with pytest.raises(ValueError, match="trained for"):
         loaded(other, mom0, mom1, **kwargs)
 
@@ -282,3 +282,18 @@ def test_gaussian_ring_disk_smoke(rendered_stack):
     table = fitter.fit_info["table"]
     assert "vsini" in table.colnames  # from v_c, the ring model's velocity scale
     assert 0 <= fitted.r_ring.value <= 0.8 * 16 and -0.5 <= fitted.beta.value <= 1.0
+
+
+def test_blind_network_accepts_parameters_fixed_by_the_user(trained_fitter, rendered_stack):
+    # The network predicts the PA, but a PA known from elsewhere wins; v_max is
+    # then deprojected with the fitted inclination as usual.
+    mom0, mom1 = rendered_stack
+    model = ExponentialArctanDisk(pa=123 * u.deg, fixed={"pa": True})
+    fitted = trained_fitter(model, mom0[:2], mom1[:2], pixel_scale=PIXEL_SCALE, beam=BEAM)
+    assert np.all(fitted.pa.value == 123)
+    np.testing.assert_allclose(trained_fitter.fit_info["samples"]["pa"].value, 123, rtol=1e-12)
+    assert "pa" not in fitted.stds[0].param_names
+    # A parameter the network does not predict cannot be freed at fitting time.
+    with pytest.raises(ValueError, match="was trained for ExponentialArctanDisk"):
+        trained_fitter(ExponentialArctanDisk(fixed={"z_scale": False}), mom0[:1], mom1[:1],
+                       pixel_scale=PIXEL_SCALE, beam=BEAM)
