@@ -399,10 +399,14 @@ def _collect(fitter, names):
             "v_sys": u.km / u.s, "r_scale": u.arcsec, "r_turn": u.arcsec,
             "v_max": u.km / u.s, "vsini": u.km / u.s}
     val, std, mad = {}, {}, {}
+    raw = fitter.fit_info.get("std_uncalibrated") or {}
     for nm in names:
         val[nm] = np.atleast_1d(u.Quantity(table[nm]).to_value(conv[nm]))
         std[nm] = np.atleast_1d(u.Quantity(table[f"{nm}_std"]).to_value(conv[nm]))
         mad[nm] = np.atleast_1d(u.Quantity(fitter.fit_info["mad"][nm]).to_value(conv[nm]))
+        # The raw (uncalibrated) MC spread rides along under a key of its own.
+        if nm in raw:
+            std[f"{nm}__raw"] = np.atleast_1d(u.Quantity(raw[nm]).to_value(conv[nm]))
     return val, std, mad
 
 
@@ -416,6 +420,7 @@ def fit_set(kset, fitter, model, *, batch=256, training=None):
     names = ["inclination", "pa", "x_0", "y_0", "v_sys", "r_scale", "r_turn", "v_max", "vsini"]
     n = len(kset)
     out = {k: {nm: np.full(n, np.nan) for nm in names} for k in ("val", "std", "mad")}
+    out["std"].update({f"{nm}__raw": np.full(n, np.nan) for nm in names})
     timings = {"preprocessing": 0.0, "training": 0.0, "mc_dropout": 0.0, "total": 0.0}
     if fitter.mode == "blind":
         chunks = [idx[s:s + batch] for idx in kset.groups().values()
@@ -431,7 +436,7 @@ def fit_set(kset, fitter, model, *, batch=256, training=None):
         fitter(model, mom0, mom1, **kw)
         val, std, mad = _collect(fitter, names)
         for k, d in (("val", val), ("std", std), ("mad", mad)):
-            for nm in names:
+            for nm in d:
                 out[k][nm][idx] = d[nm]
         for k in timings:
             timings[k] += fitter.fit_info["timings"][k]
@@ -468,6 +473,12 @@ def report(kset, val, std, mad, *, fixed=(), flag_definition="projected"):
     fit = report_units({k: val[k] for k in names}, hw, ps)
     sig_std = report_units({k: std[k] for k in names}, hw, ps)
     sig_mad = report_units({k: mad[k] for k in names}, hw, ps)
+    sigmas = {"std": sig_std, "MAD": sig_mad}
+    if all(f"{k}__raw" in std and np.isfinite(std[f"{k}__raw"]).any() for k in names):
+        # A calibrated network: "std" is calibrated, "raw std" the MC spread itself.
+        sigmas = {"std (calibrated)": sig_std,
+                  "raw std": report_units({k: std[f"{k}__raw"] for k in names}, hw, ps),
+                  "MAD": sig_mad}
     flags = {d: resolution_flag(true_c, kset.beam, definition=d)
              for d in ("projected", "intrinsic")}
     flagged = flags[flag_definition]
@@ -484,8 +495,7 @@ def report(kset, val, std, mad, *, fixed=(), flag_definition="projected"):
                       "paper"],
                      title="Errors (fitted - true); paper = its 'average deviation'"),
         "",
-        format_table(coverage_table(true, fit, {"std": sig_std, "MAD": sig_mad},
-                                    selections=selections),
+        format_table(coverage_table(true, fit, sigmas, selections=selections),
                      title="Fraction of 1-sigma MC dropout intervals containing the truth "
                            "(std of the samples; MAD = paper eq. 7); paper ~0.35"),
     ]
