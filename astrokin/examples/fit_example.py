@@ -97,7 +97,7 @@ def _figure(fitter, fitted, mom0_hdu, mom1_hdu, path):
         if kind == "vel":
             kw = dict(vmin=fitted.v_sys.value - vlim, vmax=fitted.v_sys.value + vlim)
         elif kind is not None:
-            lim = np.nanpercentile(np.abs(img), 99)
+            lim = np.nanpercentile(np.abs(img), 95)
             kw = dict(vmin=-lim, vmax=lim)
         im = ax.imshow(img, origin="lower", cmap=cmap, **kw)
         fig.colorbar(im, ax=ax, shrink=0.8)

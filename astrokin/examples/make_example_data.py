@@ -6,7 +6,8 @@ exponential disc (scale length 4"), an arctan rotation curve (v_max 220 km/s,
 r_turn 1.5"), inclination 55 deg, PA 125 deg, systemic velocity 1350 km/s,
 centred 0.75" West and 0.5" North of the map centre. The cube gets
 beam-correlated noise (peak S/N ~25 per channel) and is clipped with a
-smoothed 3-sigma mask before taking moments, as real moment maps are. The
+smoothed 3-sigma mask (its largest connected region) before taking moments,
+as real moment maps are. The
 truth is written into the FITS headers (``TRUE_*`` keywords). Requires
 ``kinms``; writes ``astrokin/data/examples/example_mom0.fits`` and
 ``example_mom1.fits``.
@@ -38,7 +39,7 @@ def _header(kind):
     h["CUNIT1"], h["CUNIT2"] = "deg", "deg"
     h["RADESYS"], h["EQUINOX"] = "ICRS", 2000.0
     h["BMAJ"], h["BMIN"], h["BPA"] = BEAM[0] / 3600, BEAM[1] / 3600, BEAM[2]
-    h["BUNIT"] = "Jy/beam.km/s" if kind == "mom0" else "km/s"
+    h["BUNIT"] = "Jy km s-1 beam-1" if kind == "mom0" else "km/s"
     h["OBJECT"] = "astrokin example (KinMS)"
     for key, name in _KEYWORDS.items():
         h[key] = (TRUTH[name], f"true {name} of the simulated disc")
@@ -68,6 +69,12 @@ def main(outdir=None):
     noisy = cube + noise
     smooth = ndimage.gaussian_filter(noisy, (1.0, sigma_px, sigma_px))
     mask = smooth > 3.0 * ndimage.gaussian_filter(noise, (1.0, sigma_px, sigma_px)).std()
+    # Keep the galaxy: the largest connected region of the mask (source finders
+    # drop the small noise islands a plain clip leaves).
+    labels, n_regions = ndimage.label(mask)
+    if n_regions > 1:
+        sizes = ndimage.sum(mask, labels, index=np.arange(1, n_regions + 1))
+        mask = labels == 1 + int(np.argmax(sizes))
     v = t["v_sys"] + (np.arange(nv) - nv / 2) * DV
     masked = np.where(mask, noisy, 0.0)
     mom0 = masked.sum(axis=0) * DV

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run every benchmark and keep its printed tables in benchmarks/results/, which
+# the documentation includes (docs/benchmarks.rst). Needs the test extra plus
+# pybbarolo for the 2DFIT peer (see benchmarks/README.md). About 15 minutes on
+# 2 CPU cores; the KinMS sets are generated (and cached) on the first run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=benchmarks/results
+mkdir -p "$out"
+run() {  # run NAME COMMAND...: print and keep the output
+    local name=$1; shift
+    echo "::: $name: $*"
+    { echo "\$ $*"; "$@"; } 2>&1 | tee "$out/$name.txt"
+}
+python benchmarks/kinms_sets.py both --n 1000
+run renderer_speed python benchmarks/renderer_speed.py --threads 2
+run renderer_accuracy python benchmarks/renderer_accuracy.py
+run fitting_speed python benchmarks/fitting_speed.py --threads 1
+run blind_speed python benchmarks/blind_speed.py --threads 2
+run paper_blind python benchmarks/accuracy.py --set paper --mode blind --network pretrained --threads 2
+run hard_blind python benchmarks/accuracy.py --set hard --mode blind --network pretrained --threads 2
+run paper_solo python benchmarks/accuracy.py --set paper --mode solo --n 200 --epochs 300 \
+    --learning-rate 1e-3 --threads 2
+run paper_2dfit python benchmarks/peer_2dfit.py --set paper
+run hard_2dfit python benchmarks/peer_2dfit.py --set hard
