@@ -27,7 +27,9 @@ The recipe (`DEFAULT_RECIPE`, run by `pretrain`; from the command line
    ``fit_info['std_uncalibrated']``).
 
 Progress (validation errors every ``eval_every`` steps) is logged, and the
-recipe and the validation figures are saved in the network's metadata.
+recipe and the validation figures are saved in the network's metadata. The
+recipe key ``init`` continues from a saved network, so a longer schedule can
+be run in stages (each stage's learning rate decays from its own start).
 """
 
 import json
@@ -62,6 +64,7 @@ DEFAULT_RECIPE = {
     "lr_final_fraction": 0.05,
     "dropout": 0.1,
     "seed": 0,
+    "init": None,
     "validation_size": 512,
     "calibration_size": 1024,
     "calibration_mc_samples": 300,
@@ -220,6 +223,12 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     model = _model_from_recipe(rec)
     layout = ParameterLayout(model)
     network = KinematicAutoencoder(layout, rec["dropout"], device=dev)
+    if rec["init"]:
+        # Continue from a saved network (e.g. a longer schedule in stages).
+        start = NeuralKinematicFitter.load(rec["init"], device=device)
+        start.layout.check_compatible(model)
+        network.load_state_dict(start.network.state_dict())
+        log(f"continuing from {rec['init']}")
     fixed = {k: float(np.asarray(v)) for k, v in model.canonical_values().items()}
     fitter = NeuralKinematicFitter(mode="blind", dropout=rec["dropout"], device=device,
                                    seed=seed, progress=progress,

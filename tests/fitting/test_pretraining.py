@@ -1,0 +1,145 @@
+"""The pre-training recipe, calibration, and the bundled network."""
+
+from importlib import resources
+
+import astropy.units as u
+import numpy as np
+import pytest
+import torch
+
+from astrokin.fitting import NeuralKinematicFitter
+from astrokin.fitting.parameters import ParameterLayout
+from astrokin.fitting.pretraining import DEFAULT_RECIPE, calibrate, pretrain
+from astrokin.models import ExponentialArctanDisk
+
+KMS = u.km / u.s
+BUNDLED = resources.files("astrokin") / "data" / "networks" / "exponential_arctan_disk.pt"
+
+
+def test_to_outputs_inverts_to_parameters():
+    layout = ParameterLayout(ExponentialArctanDisk(bounds={"v_max": (20, 3000)}))
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    ctx = {"half_width": 10 + 30 * torch.rand(n, generator=g),
+           "v_ref": 100 * torch.randn(n, generator=g),
+           "v_half": 50 + 300 * torch.rand(n, generator=g)}
+    out = {"intensity": 2 * torch.rand(n, layout.n_outputs["intensity"], generator=g) - 1,
+           "velocity": 2 * torch.rand(n, layout.n_outputs["velocity"], generator=g) - 1}
+    # Unit (cos, sin) pairs, as a trained network would give for the PA.
+    ang = torch.atan2(out["velocity"][:, 1], out["velocity"][:, 0])
+    out["velocity"][:, 0], out["velocity"][:, 1] = torch.cos(ang), torch.sin(ang)
+    fixed = {"amplitude": 1.0, "z_scale": 0.0}
+    params = layout.to_parameters(out, ctx, fixed)
+    back = layout.to_outputs(params, ctx)
+    for k in out:
+        torch.testing.assert_close(back[k], out[k], rtol=0, atol=2e-4)
+
+
+def test_calibration_gives_68_percent_coverage_on_its_set():
+    # A briefly pre-trained network has spreads far too small for its errors;
+    # the calibration factors must make exactly ~68% of intervals cover.
+    fitter = pretrain({"supervised_steps": 3, "selfsupervised_steps": 0, "batch_size": 8,
+                       "validation_size": 8, "calibration_size": 16,
+                       "calibration_mc_samples": 30, "shapes": [64]},
+                      progress=False, log=lambda line: None)
+    from astrokin.fitting.pretraining import _batch, _generators, _model_from_recipe
+
+    rec = {**DEFAULT_RECIPE, "shapes": [64]}
+    model = _model_from_recipe(rec)
+    batch, truth = _batch(_generators(model, rec, 3), rec, np.random.default_rng(3), 200)
+    scale, coverage = calibrate(fitter, model, batch, truth, mc_samples=40)
+    summary, names = fitter._mc(batch, fitter._fixed_at_training, {}, 40)
+    for nm in ("inclination", "r_scale", "vsini"):
+        j = names.index(nm)
+        t = truth[nm] if nm != "vsini" else truth["v_max"] * np.sin(
+            np.deg2rad(truth["inclination"]))
+        z = np.abs(summary.mean[:, j] - t) / np.sqrt(summary.cov[:, j, j])
+        assert coverage[nm] == pytest.approx(np.mean(z <= 1))
+        assert np.mean(z <= scale[nm]) == pytest.approx(0.683, abs=0.02)
+    with pytest.raises(ValueError, match="Unknown recipe keys"):
+        pretrain({"epochs_typo": 3})
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    if not BUNDLED.is_file():
+        pytest.skip("the bundled network is not present in this tree")
+    return NeuralKinematicFitter.pretrained(mc_samples=300, seed=0, progress=False)
+
+
+def test_bundled_network_is_safe_to_load_and_describes_itself(bundled):
+    data = torch.load(str(BUNDLED), weights_only=True)  # no code from the file runs
+    assert set(data) == {"metadata", "state_dict"}
+    meta = bundled.metadata
+    assert meta["layout"]["model_class"] == "astrokin.models.disks:ExponentialArctanDisk"
+    assert set(meta["calibration"]) >= {"inclination", "pa", "vsini"}
+    assert meta["recipe_pretraining"]["vsini_range"] == [50.0, 500.0]
+    assert BUNDLED.stat().st_size < 8e6  # a few MB, shipped in the package
+
+
+@pytest.mark.parametrize(
+    "truth",
+    [
+        dict(inclination=35.0, pa=80.0, r_scale=3.5, r_turn=1.0, v_max=250.0, v_sys=1500.0,
+             x_0=0.6, y_0=-0.4),
+        dict(inclination=62.0, pa=215.0, r_scale=5.0, r_turn=3.0, v_max=180.0, v_sys=-30.0,
+             x_0=-1.0, y_0=0.8),
+        dict(inclination=80.0, pa=330.0, r_scale=4.0, r_turn=2.0, v_max=300.0, v_sys=400.0,
+             x_0=0.0, y_0=0.0),
+    ],
+    ids=["i35", "i62", "i80"],
+)
+def test_bundled_network_recovers_rendered_galaxies_blind(bundled, truth):
+    # 64x64 maps of 0.5" pixels with a 1.5" (3 px) beam: inside the training
+    # distribution. Tolerances are ~3x the validation mean absolute errors
+    # recorded in the network's metadata (docs/pretrained.rst), so a network
+    # that lost its accuracy, or a convention change (PA sense, centre
+    # offsets, v_sys), fails.
+    units = dict(inclination=u.deg, pa=u.deg, r_scale=u.arcsec, r_turn=u.arcsec, v_max=KMS,
+                 v_sys=KMS, x_0=u.arcsec, y_0=u.arcsec)
+    disk = ExponentialArctanDisk(**{k: v * units[k] for k, v in truth.items()})
+    mom0, mom1 = disk.render((64, 64), 0.5 * u.arcsec, beam=1.5 * u.arcsec)
+    fitted = bundled(ExponentialArctanDisk(), mom0, mom1, pixel_scale=0.5 * u.arcsec,
+                     beam=1.5 * u.arcsec)
+    row = bundled.fit_info["table"][0]
+    vsini = truth["v_max"] * np.sin(np.deg2rad(truth["inclination"]))
+    assert fitted.inclination.value == pytest.approx(truth["inclination"], abs=6)
+    assert abs((fitted.pa.value - truth["pa"] + 180) % 360 - 180) < 6
+    assert row["vsini"].to_value(KMS) == pytest.approx(vsini, rel=0.12)
+    assert fitted.v_sys.to_value(KMS) == pytest.approx(truth["v_sys"], abs=0.05 * vsini)
+    assert fitted.x_0.value == pytest.approx(truth["x_0"], abs=0.75)
+    assert fitted.y_0.value == pytest.approx(truth["y_0"], abs=0.75)
+    assert fitted.r_scale.value == pytest.approx(truth["r_scale"], rel=0.25)
+    # Calibrated spreads are larger than the raw MC spreads, and both are reported.
+    raw = bundled.fit_info["std_uncalibrated"]["inclination"]
+    assert row["inclination_std"] > raw > 0 * u.deg
+
+
+def test_solo_fine_tune_starts_from_the_bundled_weights(bundled):
+    fitter = NeuralKinematicFitter.pretrained(mode="solo", epochs=3, mc_samples=50, seed=0,
+                                              progress=False, learning_rate=1e-5)
+    before = {k: v.clone() for k, v in fitter.network.state_dict().items()}
+    disk = ExponentialArctanDisk(inclination=50 * u.deg, pa=100 * u.deg, r_scale=4 * u.arcsec,
+                                 r_turn=2 * u.arcsec, v_max=200 * KMS)
+    mom0, mom1 = disk.render((64, 64), 0.5 * u.arcsec, beam=1.5 * u.arcsec)
+    fitted = fitter(ExponentialArctanDisk(), mom0, mom1, pixel_scale=0.5 * u.arcsec,
+                    beam=1.5 * u.arcsec)
+    after = fitter.network.state_dict()
+    moved = max(float((after[k] - before[k]).abs().max()) for k in before)
+    assert 0 < moved < 1e-2  # fine-tuned: changed, but only a little
+    assert fitted.inclination.value == pytest.approx(50, abs=6)
+
+
+def test_pretraining_can_continue_from_a_saved_network(tmp_path):
+    small = {"supervised_steps": 2, "selfsupervised_steps": 0, "batch_size": 4,
+             "validation_size": 4, "calibration_size": 8, "calibration_mc_samples": 10,
+             "shapes": [64]}
+    first = pretrain(small, progress=False, log=lambda line: None)
+    path = tmp_path / "stage1.pt"
+    first.save(path)
+    # No new steps: the continued network is the saved one, weight for weight.
+    second = pretrain({**small, "supervised_steps": 0, "init": str(path), "seed": 5},
+                      progress=False, log=lambda line: None)
+    for (k, a), (_, b) in zip(first.network.state_dict().items(),
+                              second.network.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
