@@ -8,7 +8,9 @@ Input parsing (`parse_maps`)
     and the beam from the header (``BMAJ``/``BMIN``/``BPA``) unless
     ``pixel_scale=``/``beam=`` are given, which take precedence. mom1 is read
     in km/s (plain numbers are taken to be km/s). NaN in mom1 means "no data"
-    (masked out of the loss), not zero velocity; NaN in mom0 likewise.
+    (masked out of the loss), not zero velocity; NaN in mom0 likewise. mom1 is
+    also ignored where mom0 is below ``MIN_RELATIVE_INTENSITY`` (1e-3) of its
+    peak: a velocity without emission means nothing.
 
 Orientation
     The models assume the standard orientation: North along +row, East along
@@ -54,6 +56,8 @@ from astrokin.fitting.encoders import IMAGE_SIZE
 __all__ = ["Observation", "grid_to_input_pixels", "parse_maps", "prepare_batch"]
 
 _KMS = u.km / u.s
+#: mom1 pixels where mom0 is below this fraction of its peak are not used.
+MIN_RELATIVE_INTENSITY = 1e-3
 
 
 @dataclass
@@ -367,7 +371,18 @@ def prepare_batch(observations, size=IMAGE_SIZE):
     out = {k: [] for k in keys}
     for obs in observations:
         valid0 = np.isfinite(obs.mom0)
-        valid1 = np.isfinite(obs.mom1) & valid0
+        # A velocity where there is (almost) no emission means nothing: mom1 is
+        # used only where mom0 exceeds MIN_RELATIVE_INTENSITY of its peak, as
+        # in any clipped moment map (a noiseless model map has velocities out
+        # to its corners, at 1e-9 of the peak).
+        peak0 = np.nanmax(np.where(valid0, obs.mom0, -np.inf))
+        valid1 = np.isfinite(obs.mom1) & valid0 & (
+            np.where(valid0, obs.mom0, 0.0) > MIN_RELATIVE_INTENSITY * peak0)
+        if not valid1.any():
+            raise ValueError(
+                "mom1 has no valid pixels where mom0 is above "
+                f"{MIN_RELATIVE_INTENSITY:g} of its peak (all NaN, or no emission)."
+            )
         v1 = obs.mom1[valid1]
         v_ref = float(np.median(v1))
         # 99th percentile rather than the maximum: one spurious pixel must not
