@@ -17,8 +17,8 @@ import torch
 from astrokin.fitting import NeuralKinematicFitter
 from astrokin.fitting.pretraining import (
     DEFAULT_RECIPE,
-    _batch,
     _generators,
+    _mixed_batch,
     _model_from_recipe,
     calibrate,
 )
@@ -52,8 +52,8 @@ def main():
             print(" ".join(f"{h[c]:>15.4g}" if isinstance(h.get(c), float) else
                            f"{h.get(c, ''):>15}" for c in cols))
     model = _model_from_recipe(rec)
-    batch, truth = _batch(_generators(model, rec, 4242), rec, np.random.default_rng(4242),
-                          args.n)
+    batch, truth = _mixed_batch(_generators(model, rec, 4242), rec,
+                                np.random.default_rng(4242), args.n)
     scale = fitter.std_scale or {}
     fitter.std_scale = None
     _, before = calibrate(fitter, model, batch, truth, args.mc_samples)

@@ -16,10 +16,10 @@ python benchmarks/kinms_sets.py both --n 1000
 run renderer_speed python benchmarks/renderer_speed.py --threads 2
 run renderer_accuracy python benchmarks/renderer_accuracy.py
 run fitting_speed python benchmarks/fitting_speed.py --threads 1
-run blind_speed python benchmarks/blind_speed.py --threads 2
+run blind_speed python benchmarks/blind_speed.py --threads 2 --no-barolo
 run paper_blind python benchmarks/accuracy.py --set paper --mode blind --network pretrained --threads 2
 run hard_blind python benchmarks/accuracy.py --set hard --mode blind --network pretrained --threads 2
 run paper_solo python benchmarks/accuracy.py --set paper --mode solo --n 200 --epochs 300 \
     --learning-rate 1e-3 --threads 2
-run paper_2dfit python benchmarks/peer_2dfit.py --set paper
-run hard_2dfit python benchmarks/peer_2dfit.py --set hard
+run paper_2dfit python benchmarks/peer_2dfit.py --set paper --timeout 5
+run hard_2dfit python benchmarks/peer_2dfit.py --set hard --timeout 5

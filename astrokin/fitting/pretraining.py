@@ -140,6 +140,14 @@ def _batch(gens, recipe, rng, n):
     return batch, truth
 
 
+def _mixed_batch(gens, recipe, rng, n, chunk=64):
+    """``n`` galaxies in chunks of fresh shape and noise draws (`_batch` draws one of each)."""
+    parts = [_batch(gens, recipe, rng, min(chunk, n - start)) for start in range(0, n, chunk)]
+    batch = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    truth = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    return batch, truth
+
+
 def _supervised_loss(network, layout, tb, truth_t):
     import torch
 
@@ -236,9 +244,9 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     fitter.network, fitter.layout, fitter._fixed_at_training = network, layout, fixed
     gens = _generators(model, rec, None if seed is None else seed + 7)
     val_rng = np.random.default_rng(None if seed is None else seed + 99)
-    val_batch, val_truth = _batch(_generators(model, rec, None if seed is None else seed + 5),
-                                  {**rec, "shapes": [64], "noise_fraction": 0.5}, val_rng,
-                                  rec["validation_size"])
+    val_batch, val_truth = _mixed_batch(
+        _generators(model, rec, None if seed is None else seed + 5),
+        {**rec, "shapes": [64], "noise_fraction": 0.5}, val_rng, rec["validation_size"])
     history = []
     t_start = time.perf_counter()
 
@@ -303,8 +311,9 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     run_phase("self-supervised", rec["selfsupervised_steps"], rec["selfsupervised_lr"],
               selfsupervised)
     cal_rng = np.random.default_rng(None if seed is None else seed + 123)
-    cal_batch, cal_truth = _batch(_generators(model, rec, None if seed is None else seed + 11),
-                                  rec, cal_rng, rec["calibration_size"])
+    cal_batch, cal_truth = _mixed_batch(
+        _generators(model, rec, None if seed is None else seed + 11), rec, cal_rng,
+        rec["calibration_size"])
     calibration, coverage = calibrate(fitter, model, cal_batch, cal_truth,
                                       rec["calibration_mc_samples"])
     log(json.dumps({"calibration": calibration, "coverage_before": coverage}))
@@ -383,8 +392,8 @@ def calibrate_network(fitter, recipe=None, *, log=print):
     seed = rec["seed"]
     model = _model_from_recipe(rec)
     rng = np.random.default_rng(None if seed is None else seed + 123)
-    batch, truth = _batch(_generators(model, rec, None if seed is None else seed + 11), rec,
-                          rng, rec["calibration_size"])
+    batch, truth = _mixed_batch(_generators(model, rec, None if seed is None else seed + 11),
+                                rec, rng, rec["calibration_size"])
     fitter.std_scale = None
     scale, coverage = calibrate(fitter, model, batch, truth, rec["calibration_mc_samples"])
     log(json.dumps({"calibration": scale, "coverage_before": coverage}))
