@@ -358,7 +358,7 @@ class NeuralKinematicFitter(Fitter):
         batch = _to_tensors(batch_np, device)
         layout = self.layout
         names = list(layout.param_names)
-        vname = _vsini_parameter(layout.model_class)
+        vname = layout.model_class.velocity_scale_parameter
         extra = ["vsini"] if vname is not None and "inclination" in names else []
 
         def transform(outputs, index):
@@ -422,7 +422,7 @@ class NeuralKinematicFitter(Fitter):
                 and not model.tied["amplitude"]:
             ia = names.index("amplitude")
             mean[:, ia] = self._amplitude(batch_np, mean, names, fixed, ties)
-        units = {nm: _unit_of(layout.model_class, model, nm) for nm in layout.param_names}
+        units = {nm: layout.model_class.canonical_unit(nm) for nm in layout.param_names}
         units["vsini"] = u.km / u.s
         free = [nm for nm in layout.param_names if not model.fixed[nm] and not model.tied[nm]]
         fidx = [names.index(nm) for nm in free]
@@ -686,28 +686,11 @@ class NeuralKinematicFitter(Fitter):
 # ----------------------------------------------------------------------
 def _fixed_values(model):
     """Canonical-unit values of every parameter (used for the non-predicted ones)."""
-    if hasattr(model, "canonical_values"):
-        return {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}
-    return {nm: float(np.ravel(getattr(model, nm).value)[0]) for nm in model.param_names}
-
-
-def _unit_of(model_class, model, name):
-    if hasattr(model_class, "canonical_unit"):
-        return model_class.canonical_unit(name)
-    return getattr(model, name).unit
+    return {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}
 
 
 def _with_unit(value, unit):
     return value * unit if unit is not None else np.asarray(value)
-
-
-def _vsini_parameter(model_class):
-    """The first velocity parameter of the rotation curve (V_max-like), or None."""
-    for nm in getattr(model_class, "velocity_parameters", ()):
-        unit = model_class.canonical_unit(nm) if hasattr(model_class, "canonical_unit") else None
-        if unit is not None and unit.is_equivalent(u.km / u.s):
-            return nm
-    return None
 
 
 def _to_tensors(batch_np, device):

@@ -86,12 +86,6 @@ _DEFAULT_ENCODER = {
 _ENCODERS = ("intensity", "velocity")
 
 
-def _canonical_unit(model_class, name):
-    if hasattr(model_class, "canonical_unit"):
-        return model_class.canonical_unit(name)
-    return getattr(model_class, name).unit
-
-
 def _to_canonical(value, par_unit, canonical):
     if value is None or par_unit is None or canonical is None:
         return None if value is None else float(value)
@@ -162,10 +156,10 @@ class ParameterLayout:
             if name in self.fixed_names or name in self.tied_names or name == "amplitude":
                 continue
             par = getattr(model, name)
-            canonical = _canonical_unit(self.model_class, name)
+            canonical = self.model_class.canonical_unit(name)
             lo, hi = (_to_canonical(b, par.unit, canonical) for b in par.bounds)
             slot = {"name": name, "encoder": assignment.get(name, "intensity")}
-            if name == getattr(self.model_class, "velocity_scale_parameter", None) \
+            if name == self.model_class.velocity_scale_parameter \
                     and "inclination" in self.param_names:
                 # The mom1 map constrains the projected speed v sin i, and only as a
                 # multiple of its own velocity half-range (the network sees normalised

@@ -78,7 +78,7 @@ def _model_from_recipe(recipe):
     module, _, name = recipe["model"].partition(":")
     model_class = getattr(importlib.import_module(module), name)
     model = model_class()
-    scale = getattr(model_class, "velocity_scale_parameter", None)
+    scale = model_class.velocity_scale_parameter
     if scale is not None:
         getattr(model, scale).bounds = tuple(recipe["v_max_bounds"])
     return model
@@ -88,7 +88,7 @@ def _generators(model, recipe, seed):
     from astrokin.synthetic import BeamPrior, SyntheticGenerator
 
     vlo, vhi = recipe["vsini_range"]
-    scale = getattr(type(model), "velocity_scale_parameter", None)
+    scale = type(model).velocity_scale_parameter
 
     def speed(rng, n, drawn):
         return rng.uniform(vlo, vhi, n) / np.sin(np.deg2rad(drawn["inclination"]))
@@ -172,7 +172,7 @@ def _evaluate(fitter, model, val_batch, val_truth, mc_samples=50):
         d = np.remainder(mean[:, names.index("pa")] - val_truth["pa"] + 180.0, 360.0) - 180.0
         errs["pa"] = float(np.mean(np.abs(d)))
     if "vsini" in names:
-        scale = getattr(type(model), "velocity_scale_parameter", None)
+        scale = type(model).velocity_scale_parameter
         vs = val_truth[scale] * np.sin(np.deg2rad(val_truth["inclination"]))
         errs["vsini"] = float(np.mean(np.abs(mean[:, names.index("vsini")] - vs)))
     return errs, summary, names
@@ -356,7 +356,7 @@ def calibrate(fitter, model, batch, truth, mc_samples=300):
                                 mc_samples)
     scale, coverage = {}, {}
     truth = dict(truth)
-    vname = getattr(type(model), "velocity_scale_parameter", None)
+    vname = type(model).velocity_scale_parameter
     if "vsini" in names and vname is not None:
         truth["vsini"] = truth[vname] * np.sin(np.deg2rad(truth["inclination"]))
     for nm in [n for n in fitter.layout.free_names + ["vsini"] if n in names]:

@@ -111,6 +111,11 @@ class KinematicDiskModel(Fittable2DModel):
         description="Exponential scale height of the disc",
     )
 
+    #: The parameter the rotation curve is proportional to (``v_max`` and the
+    #: like), or None. The neural fitter predicts it as the projected speed
+    #: ``v sin i`` and reports ``vsini``; subclasses name it.
+    velocity_scale_parameter = None
+
     @classproperty
     def intensity_parameters(cls):  # noqa: N805
         """Names of the parameters of ``surface_brightness``, in its order."""

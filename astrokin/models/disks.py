@@ -66,7 +66,6 @@ class ExponentialArctanDisk(KinematicDiskModel):
         fig.colorbar(im, ax=ax1, label="km/s")
     """
 
-    #: The parameter the rotation curve is proportional to (see `~astrokin.fitting`).
     velocity_scale_parameter = "v_max"
 
     r_scale = Parameter(default=5.0, unit=u.arcsec, bounds=(0.0, None),
@@ -135,7 +134,6 @@ class GaussianRingDisk(KinematicDiskModel):
     True
     """
 
-    #: The parameter the rotation curve is proportional to (see `~astrokin.fitting`).
     velocity_scale_parameter = "v_c"
 
     r_ring = Parameter(default=10.0, unit=u.arcsec, bounds=(0.0, None),
