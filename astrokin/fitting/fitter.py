@@ -266,7 +266,7 @@ class NeuralKinematicFitter(Fitter):
     # ------------------------------------------------------------------
     # Fitting
     def __call__(self, model, mom0, mom1, *, pixel_scale=None, beam=None, training_data=None,
-                 mc_samples=None):
+                 mc_samples=None, first_index=0):
         """Fit ``model`` to one or more galaxies' moment maps.
 
         Parameters
@@ -289,6 +289,11 @@ class NeuralKinematicFitter(Fitter):
             optionally ``pixel_scale``, ``beam``.
         mc_samples : int, optional
             Override ``self.mc_samples``.
+        first_index : int, optional
+            Position of the first of these galaxies in a larger catalogue.
+            Each galaxy's dropout masks come from its own random stream,
+            seeded with ``(seed, first_index + i)``: with a fixed ``seed``, a
+            catalogue fitted in chunks gives the same results as one call.
 
         Returns
         -------
@@ -331,7 +336,8 @@ class NeuralKinematicFitter(Fitter):
         t2 = time.perf_counter()
         n_samples = self.mc_samples if mc_samples is None else int(mc_samples)
         summary, names = self._mc(batch_np, fixed, ties, n_samples,
-                                  overrides=getattr(layout, "overrides", ()))
+                                  overrides=getattr(layout, "overrides", ()),
+                                  first_index=int(first_index))
         t_mc = time.perf_counter() - t2
         device = _resolve_device(self.device)
         fitted = self._results(model, obs, batch_np, summary, names, fixed, ties)
@@ -346,7 +352,7 @@ class NeuralKinematicFitter(Fitter):
         )
         return fitted
 
-    def _mc(self, batch_np, fixed, ties, n_samples, overrides=()):
+    def _mc(self, batch_np, fixed, ties, n_samples, overrides=(), first_index=0):
         """MC dropout summaries of every parameter (canonical units) and vsini."""
         import torch
 
@@ -379,6 +385,7 @@ class NeuralKinematicFitter(Fitter):
         summary = mc_dropout_summary(
             net.encoders, [batch["mom0"], batch["mom1"]], n_samples, transform,
             periods=periods, seed=seed, keep_samples=self.keep_samples,
+            first_index=first_index,
         )
         return summary, names + extra
 

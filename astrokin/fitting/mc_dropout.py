@@ -204,6 +204,7 @@ def mc_dropout_summary(
     seed=None,
     keep_samples=False,
     galaxy_block=64,
+    first_index=0,
 ):
     """Streaming MC dropout summaries of (transformed) encoder outputs.
 
@@ -226,6 +227,10 @@ def mc_dropout_summary(
         Also return all samples (memory ``N * T * P`` floats).
     galaxy_block : int, optional
         Galaxies processed together.
+    first_index : int, optional
+        Index of the first galaxy in a larger catalogue: galaxy ``i`` here
+        draws its masks from the stream ``(seed, first_index + i)``, so a
+        catalogue split into chunks gets the same samples as one call.
 
     Returns
     -------
@@ -256,7 +261,7 @@ def mc_dropout_summary(
         # once, so memory is bounded by the block, not by the number of galaxies.
         y = torch.cat([transform(chunk, index).to(torch.float64)
                        for chunk in shared_trunk_samples(encoders, block_inputs, n_samples,
-                                                         seed=seed, first_index=start)],
+                                                         seed=seed, first_index=first_index + start)],
                       dim=1)
         shift, wrap_cols = _reference(y, periods)
         d = _deviation(y, shift, periods, wrap_cols)
