@@ -29,17 +29,70 @@ __all__ = ["NeuralKinematicFitter"]
 
 _MODES = ("solo", "combined", "blind")
 _FORMAT = "astrokin-neural-kinematic-fitter"
-_FORMAT_VERSION = 1
+#: Version 2 added the ``model`` block (class, parameter units and bounds,
+#: fixed and tied names), ``torch_version`` and ``created``; version 1 files
+#: (the first bundled network) are still read.
+_FORMAT_VERSION = 2
 _RECIPE_KEYS = ("epochs", "batch_size", "learning_rate", "lr_decay", "lr_decay_every",
                 "mc_samples", "dropout")
 
 
+#: Devices astrokin knows how to check; anything else torch accepts is refused
+#: with a clear message rather than failing deep inside torch.
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+#: A batch loss above this many times the first batch's loss (and above
+#: ``_EXPLODE_FACTOR * _LOSS_FLOOR``) counts as an exploding loss. The loss
+#: compares maps normalised to about [-1, 1], so it starts at ~0.01-1 and
+#: even a poor fit stays far below the threshold.
+_EXPLODE_FACTOR = 1e4
+_LOSS_FLOOR = 1e-3
+
+
 def _resolve_device(device):
+    """The `torch.device` for a ``device=`` option, checked to exist on this machine."""
     import torch
 
-    if device in (None, "auto"):
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError(
+            "device must be 'auto', a device string such as 'cpu', 'cuda' or 'cuda:1', or a "
+            f"torch.device; got {type(device).__name__} {device!r}."
+        )
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"Unknown device {device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or "
+            "'xpu'."
+        ) from err
+    if dev.type not in _DEVICE_TYPES:
+        raise ValueError(
+            f"Unsupported device {device!r} (type {dev.type!r}): expected one of "
+            f"{('auto',) + _DEVICE_TYPES}."
+        )
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        available = backend is not None and backend.is_available()
+        count = 1 if available else 0
+    else:
+        backend = getattr(torch, dev.type, None)
+        available = backend is not None and backend.is_available()
+        count = backend.device_count() if available else 0
+    if not available:
+        raise ValueError(
+            f"device={device!r} was asked for, but this torch ({torch.__version__}) has no "
+            f"usable {dev.type.upper()} device (torch.{dev.type}.is_available() is False). "
+            "Use device='cpu', or 'auto' to take an accelerator only when there is one."
+        )
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(
+            f"device={device!r} was asked for, but only {count} {dev.type.upper()} device(s) "
+            f"are visible (indices 0 to {count - 1})."
+        )
+    return dev
 
 
 def _astrokin_version():
@@ -112,9 +165,36 @@ class NeuralKinematicFitter(Fitter):
         ``timings`` (seconds), ``device``, ``mode``, ``mc_samples``.
     network : `~astrokin.fitting.network.KinematicAutoencoder` or None
         The trained network (after `train` or a solo/combined fit).
+    training_info : dict
+        How the last training ended: ``epochs_requested``,
+        ``epochs_completed``, ``stopped`` (``'completed'``, ``'interrupted'``,
+        ``'diverged'`` or ``'error'``) and ``message``.
+
+    Raises
+    ------
+    ValueError
+        From the constructor, for an unknown option value or a ``device``
+        that does not exist on this machine (e.g. ``'cuda'`` without CUDA).
+    astrokin.exceptions.TrainingDivergedError
+        From training (`train`, solo and combined fits) when a loss becomes
+        NaN, infinite or explodes, or gradients become non-finite.
 
     Notes
     -----
+    **Failed or interrupted training.** Every optimiser step is checked
+    before it is applied. A non-finite loss, a loss more than 1e4 times the
+    first batch's (an exploding loss: the loss compares maps normalised to
+    about [-1, 1], so a sound training never gets there), or non-finite
+    gradients stop training with `~astrokin.exceptions.TrainingDivergedError`
+    (an error rather than a warning: a fit from a diverged network would be
+    garbage, and unattended surveys must see it). On that error and on
+    `KeyboardInterrupt` (Ctrl-C), the network goes back to the last weights
+    that gave a finite loss and stays the fitter's network, ``loss_history``
+    holds the completed epochs and ``training_info`` says what happened; then
+    the exception propagates (Ctrl-C still stops the script; in an
+    interactive session the fitter can be used at once, e.g. in ``'blind'``
+    mode, or saved).
+
     Returned values follow astropy's fitters: a copy of the model (a model
     set of length N for N galaxies) with the MC means as parameter values
     (Quantities in arcsec, deg, km/s), ``stds`` (`~astropy.modeling.fitting.StandardDeviations`)
@@ -151,10 +231,14 @@ class NeuralKinematicFitter(Fitter):
             raise ValueError(f"mode must be one of {_MODES}; got {mode!r}.")
         for name, value in (("epochs", epochs), ("batch_size", batch_size),
                             ("lr_decay_every", lr_decay_every), ("mc_samples", mc_samples)):
-            if int(value) != value or value < (0 if name == "epochs" else 1):
-                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+            _check_integer(name, value, 0 if name == "epochs" else 1)
+        for name, value, lo, hi in (("learning_rate", learning_rate, 0.0, None),
+                                    ("lr_decay", lr_decay, 0.0, None),
+                                    ("dropout", dropout, None, 1.0)):
+            _check_real(name, value, lo, hi)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
+        _resolve_device(device)  # an unknown or absent device fails here, not mid-fit
         self.mode = mode
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -178,6 +262,7 @@ class NeuralKinematicFitter(Fitter):
         self.std_scale = None
         self.metadata = {}
         self.loss_history = []
+        self.training_info = {}
         self.fit_info = {}
 
     def __repr__(self):
@@ -204,6 +289,7 @@ class NeuralKinematicFitter(Fitter):
         -------
         self : `NeuralKinematicFitter`
         """
+        _check_model(model)
         from astrokin.fitting.preprocessing import parse_maps, prepare_batch
 
         obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam)
@@ -211,8 +297,21 @@ class NeuralKinematicFitter(Fitter):
         return self
 
     def _train(self, model, batch_np, epochs=None):
+        """Train (or, with ``warm_start``, continue training) the network on a batch.
+
+        Every step is guarded: a non-finite or exploding loss, or non-finite
+        gradients, stop training before the optimiser applies the step, and
+        `~astrokin.exceptions.TrainingDivergedError` is raised. On that error,
+        on `KeyboardInterrupt` and on any other exception, the network is set
+        back to the last weights whose loss was finite ("last good weights")
+        and, if there are any, becomes the fitter's network (with the losses
+        of the completed epochs in ``loss_history``), so the fitter stays
+        usable; then the exception propagates. A fresh network that never
+        produced a finite loss leaves the fitter as it was.
+        """
         import torch
 
+        from astrokin.exceptions import TrainingDivergedError
         from astrokin.fitting.network import KinematicAutoencoder, reconstruction_loss
         from astrokin.fitting.parameters import ParameterLayout
 
@@ -222,45 +321,91 @@ class NeuralKinematicFitter(Fitter):
         fixed = _fixed_values(model)
         batch = _to_tensors(batch_np, device)
         n = batch["mom0"].shape[0]
-        with torch.random.fork_rng(devices=[]):
-            if self.seed is not None:
-                torch.manual_seed(int(self.seed))
-            overrides = ()
-            if self.warm_start and self.network is not None:
-                overrides = self.layout.check_compatible(model).overrides
-                layout = self.layout
-                network = self.network.to(device)
-            else:
-                network = KinematicAutoencoder(layout, self.dropout, device=device)
-            gen = torch.Generator()
-            gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-            optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-            schedule = torch.optim.lr_scheduler.StepLR(optimiser, step_size=self.lr_decay_every,
-                                                       gamma=self.lr_decay)
-            history = []
-            network.train()
-            bar = _progress(range(epochs), self.progress, f"training ({n} maps)")
-            for _ in bar:
-                order = torch.randperm(n, generator=gen).to(device)
-                total = 0.0
-                for start in range(0, n, self.batch_size):
-                    index = order[start:start + self.batch_size]
-                    sub = {k: (v[index] if v is not None else None) for k, v in batch.items()}
-                    optimiser.zero_grad()
-                    _, r0, r1 = network(sub, fixed, overrides=overrides)
-                    loss = reconstruction_loss(r0, r1, sub)
-                    loss.backward()
-                    optimiser.step()
-                    total += float(loss.detach()) * len(index)
-                schedule.step()
-                history.append(total / n)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{history[-1]:.4g}")
+        network, last_good, history = None, None, []
+        self.training_info = {"epochs_requested": epochs, "epochs_completed": 0,
+                              "stopped": None, "message": None}
+        try:
+            with torch.random.fork_rng(devices=[]):
+                if self.seed is not None:
+                    torch.manual_seed(int(self.seed))
+                overrides = ()
+                if self.warm_start and self.network is not None:
+                    overrides = self.layout.check_compatible(model).overrides
+                    layout = self.layout
+                    network = self.network.to(device)
+                    # The weights we start from are good by definition: restore
+                    # them if the continued training fails at once.
+                    last_good = _snapshot(network)
+                else:
+                    network = KinematicAutoencoder(layout, self.dropout, device=device)
+                gen = torch.Generator()
+                gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+                optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
+                schedule = torch.optim.lr_scheduler.StepLR(
+                    optimiser, step_size=self.lr_decay_every, gamma=self.lr_decay)
+                network.train()
+                params = [p for p in network.parameters() if p.requires_grad]
+                first_loss = None
+                bar = _progress(range(epochs), self.progress, f"training ({n} maps)")
+                for epoch in bar:
+                    order = torch.randperm(n, generator=gen).to(device)
+                    total = 0.0
+                    for k, start in enumerate(range(0, n, self.batch_size)):
+                        index = order[start:start + self.batch_size]
+                        sub = {key: (v[index] if v is not None else None)
+                               for key, v in batch.items()}
+                        optimiser.zero_grad()
+                        _, r0, r1 = network(sub, fixed, overrides=overrides)
+                        loss = reconstruction_loss(r0, r1, sub)
+                        value = float(loss.detach())
+                        where = f"epoch {epoch + 1}/{epochs}, batch {k + 1}"
+                        if first_loss is None and np.isfinite(value):
+                            first_loss = value
+                        limit = _EXPLODE_FACTOR * max(first_loss or 0.0, _LOSS_FLOOR)
+                        if not np.isfinite(value) or value > limit:
+                            what = (f"the loss became {value}" if not np.isfinite(value) else
+                                    f"the loss exploded to {value:.4g}, more than "
+                                    f"{_EXPLODE_FACTOR:g} times the first batch's "
+                                    f"{first_loss:.4g}")
+                            raise TrainingDivergedError(
+                                _diverged_message(what, where, last_good, self.learning_rate),
+                                epoch=epoch, loss=value)
+                        last_good = _snapshot(network)
+                        loss.backward()
+                        grads = [p.grad for p in params if p.grad is not None]
+                        if grads and not bool(torch.stack(
+                                [torch.isfinite(g).all() for g in grads]).all()):
+                            raise TrainingDivergedError(
+                                _diverged_message("the gradients became non-finite", where,
+                                                  last_good, self.learning_rate),
+                                epoch=epoch, loss=float("nan"))
+                        optimiser.step()
+                        total += value * len(index)
+                    schedule.step()
+                    history.append(total / n)
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{history[-1]:.4g}")
+        except BaseException as err:
+            stopped = ("interrupted" if isinstance(err, KeyboardInterrupt) else
+                       "diverged" if isinstance(err, TrainingDivergedError) else "error")
+            self.training_info.update(epochs_completed=len(history), stopped=stopped,
+                                      message=str(err) or type(err).__name__)
+            if network is not None and last_good is not None:
+                network.load_state_dict(last_good)
+                network.eval()
+                self.network = network
+                self.layout = layout
+                self._fixed_at_training = fixed
+                self._model_at_training = _model_metadata(layout.model_class, layout, model)
+                self.loss_history = history
+            raise
         network.eval()
         self.network = network
         self.layout = layout
         self._fixed_at_training = fixed
+        self._model_at_training = _model_metadata(layout.model_class, layout, model)
         self.loss_history = history
+        self.training_info.update(epochs_completed=len(history), stopped="completed")
         return history
 
     # ------------------------------------------------------------------
@@ -301,6 +446,7 @@ class NeuralKinematicFitter(Fitter):
             A copy of ``model`` with fitted parameters, ``stds`` and
             ``cov_matrix``; a model set of length N for N galaxies.
         """
+        _check_model(model)
         import torch
 
         from astrokin.fitting.preprocessing import parse_maps, prepare_batch
@@ -410,6 +556,10 @@ class NeuralKinematicFitter(Fitter):
             a[ix] = -1.0 if o.flipped else 1.0
             b[ix] = a[ix] * o.pixel_scale * ((side - nx) / 2 - px)
             b[iy] = o.pixel_scale * ((side - ny) / 2 - py)
+            # From the cut-out's centre to the input map's centre.
+            fy, fx = o.full_shape
+            b[ix] += o.pixel_scale * (o.offset[1] + (nx - 1) / 2 - (fx - 1) / 2)
+            b[iy] += o.pixel_scale * (o.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
             b[ipa] = -o.north_angle
             if o.flipped:
                 # mirroring the columns turns PA into -PA about North
@@ -476,7 +626,7 @@ class NeuralKinematicFitter(Fitter):
             table[f"{nm}_std"] = std[:, j] * (units[nm] or u.one)
         xs, ys, xerr, yerr = [], [], [], []
         for g, o in enumerate(obs):
-            ny, nx = o.shape
+            ny, nx = o.full_shape
             xs.append((nx - 1) / 2 + mean[g, ix] / o.pixel_scale)
             ys.append((ny - 1) / 2 + mean[g, iy] / o.pixel_scale)
             xerr.append(std[g, ix] / o.pixel_scale)
@@ -535,19 +685,44 @@ class NeuralKinematicFitter(Fitter):
 
     # ------------------------------------------------------------------
     # Persistence
-    def save(self, path):
+    def save(self, path, *, overwrite=False):
         """Save the trained network: weights plus JSON metadata (no pickled objects).
 
-        The file is a torch checkpoint holding only tensors and strings,
-        readable with ``torch.load(path, weights_only=True)``. Ties (Python
-        callables) are not saved; in blind mode they come from the model
-        passed to the fitter.
+        The file is a torch checkpoint holding only tensors and one JSON
+        string, readable with ``torch.load(path, weights_only=True)``: loading
+        it never runs code. The metadata (format version ``format_version``,
+        see `load`) records the model class with its parameter names, units,
+        bounds, fixed and tied parameters, the network's output layout, the
+        fixed values, the input normalisation, the training recipe and loss
+        history, the uncertainty calibration, and the astrokin and torch
+        versions. Ties (Python callables) are not saved; in blind mode they
+        come from the model passed to the fitter.
+
+        The file is written atomically: to a temporary file in the same
+        directory, renamed to ``path`` only once complete, so an interrupted
+        save never leaves a truncated network under ``path``.
 
         Parameters
         ----------
         path : str or path-like
+        overwrite : bool, optional
+            Replace an existing file. Default False: an existing ``path``
+            raises `FileExistsError` and is left untouched.
+
+        Raises
+        ------
+        ValueError
+            If there is no trained network to save.
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is False.
+        FileNotFoundError
+            If the directory of ``path`` does not exist.
         """
+        import datetime
+
         import torch
+
+        from astrokin._io import atomic_path
 
         if self.network is None:
             raise ValueError("Nothing to save: the network has not been trained yet.")
@@ -555,6 +730,10 @@ class NeuralKinematicFitter(Fitter):
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
             "astrokin_version": _astrokin_version(),
+            "torch_version": str(torch.__version__).split("+")[0],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "model": _model_block(self),
             "layout": self.layout.to_metadata(),
             "fixed_values_at_training": {k: float(np.asarray(v)) for k, v in
                                          self._fixed_at_training.items()},
@@ -567,24 +746,37 @@ class NeuralKinematicFitter(Fitter):
                 "resampling": "pad to square, bilinear, align_corners=False, antialias "
                               "when shrinking",
             },
-            "loss_history": list(self.loss_history),
+            "loss_history": [float(v) for v in self.loss_history],
             "calibration": getattr(self, "std_scale", None),
         }
-        meta.update({k: v for k, v in getattr(self, "metadata_extra", {}).items()
+        meta.update({k: v for k, v in (getattr(self, "metadata_extra", None) or {}).items()
                      if k not in meta})
         state = {f"intensity_encoder.{k}": v.detach().cpu()
                  for k, v in self.network.intensity_encoder.state_dict().items()}
         state.update({f"velocity_encoder.{k}": v.detach().cpu()
                       for k, v in self.network.velocity_encoder.state_dict().items()})
-        torch.save({"metadata": json.dumps(meta), "state_dict": state}, path)
+        text = json.dumps(meta, allow_nan=False)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            torch.save({"metadata": text, "state_dict": state}, tmp)
 
     @classmethod
-    def load(cls, path, *, device="auto", **kwargs):
+    def load(cls, path, *, model=None, device="auto", **kwargs):
         """Load a network saved with `save`, as a fitter in ``'blind'`` mode.
+
+        The file is read with ``torch.load(weights_only=True)``, which only
+        rebuilds tensors and plain containers and never runs code from the
+        file, and astrokin imports no module the file names unless it is part
+        of astrokin or already imported (pass ``model=`` for a model class of
+        your own that is not imported yet). The metadata are checked before
+        anything is built.
 
         Parameters
         ----------
         path : str or path-like
+        model : type or `~astrokin.models.KinematicDiskModel`, optional
+            The model class (or an instance of it) the network must have
+            been trained for; a network for another class raises
+            `~astrokin.exceptions.NetworkFormatError`.
         device : str, optional
         **kwargs
             Other `NeuralKinematicFitter` options (e.g. ``mc_samples``,
@@ -593,39 +785,73 @@ class NeuralKinematicFitter(Fitter):
         Returns
         -------
         fitter : `NeuralKinematicFitter`
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist or is not a file.
+        astrokin.exceptions.NetworkFormatError
+            If the file is truncated or corrupt, holds anything but tensors
+            and strings, is not a saved network, was written in a newer
+            format version than this astrokin reads (the message names both),
+            has missing or malformed metadata or weights that do not fit the
+            network it describes, or is for another model class than
+            ``model``.
         """
-        import importlib
-
-        import torch
-
+        from astrokin.exceptions import NetworkFormatError
         from astrokin.fitting.network import KinematicAutoencoder
         from astrokin.fitting.parameters import ParameterLayout
         from astrokin.models import KinematicDiskModel
 
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        meta = json.loads(data["metadata"])
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a saved NeuralKinematicFitter network.")
-        module, _, qualname = meta["layout"]["model_class"].partition(":")
-        obj = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        if not (isinstance(obj, type) and issubclass(obj, KinematicDiskModel)):
-            raise TypeError(f"{meta['layout']['model_class']} is not an astrokin disc model.")
-        recipe = dict(meta["recipe"])
+        if model is not None and not (
+                isinstance(model, KinematicDiskModel)
+                or (isinstance(model, type) and issubclass(model, KinematicDiskModel))):
+            raise TypeError(
+                "model= must be an astrokin disc model class or instance (e.g. "
+                f"ExponentialArctanDisk); got {type(model).__name__}."
+            )
+        _resolve_device(device)  # an unknown or absent device fails before reading
+        meta, state = _read_network_file(path)
+        name = meta["layout"]["model_class"]
+        expected = None if model is None else (model if isinstance(model, type) else type(model))
+        model_class = _model_class(name, expected, path)
+        saved_names = list(meta["layout"]["param_names"])
+        if list(model_class.param_names) != saved_names:
+            raise NetworkFormatError(
+                f"{path} was saved for {name} with parameters {saved_names}, but "
+                f"{model_class.__name__} now has parameters {list(model_class.param_names)}."
+            )
+        recipe = {k: v for k, v in meta["recipe"].items() if k in _RECIPE_KEYS}
+        try:
+            cls(mode="blind", device="cpu", **recipe)
+        except (TypeError, ValueError) as err:
+            raise NetworkFormatError(f"{path} holds an invalid training recipe: {err}") from None
         recipe.update(kwargs)
         fitter = cls(mode="blind", device=device, **recipe)
-        layout = ParameterLayout.from_metadata(meta["layout"], obj)
+        try:
+            layout = ParameterLayout.from_metadata(meta["layout"], model_class)
+        except (KeyError, TypeError, ValueError) as err:
+            raise NetworkFormatError(
+                f"{path} has a malformed network layout in its metadata ({type(err).__name__}: "
+                f"{err})."
+            ) from None
         net = KinematicAutoencoder(layout, fitter.dropout, device=_resolve_device(device))
-        state = data["state_dict"]
         for prefix, enc in (("intensity_encoder.", net.intensity_encoder),
                             ("velocity_encoder.", net.velocity_encoder)):
-            enc.load_state_dict({k[len(prefix):]: v for k, v in state.items()
-                                 if k.startswith(prefix)})
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            want = enc.state_dict()
+            bad = sorted(set(want) ^ set(part)) or [
+                k for k in want if tuple(part[k].shape) != tuple(want[k].shape)]
+            if bad:
+                raise NetworkFormatError(
+                    f"{path}: the saved weights do not fit the network its metadata describe "
+                    f"(mismatched {prefix[:-1]} tensors: {bad[:5]})."
+                )
+            enc.load_state_dict(part)
         net.eval()
         fitter.network = net
         fitter.layout = layout
-        fitter._fixed_at_training = meta["fixed_values_at_training"]
+        fitter._fixed_at_training = dict(meta["fixed_values_at_training"])
         fitter.loss_history = list(meta.get("loss_history", []))
         fitter.metadata = meta
         fitter.std_scale = meta.get("calibration")
@@ -691,6 +917,255 @@ class NeuralKinematicFitter(Fitter):
 
 
 # ----------------------------------------------------------------------
+def _check_integer(name, value, minimum):
+    """``value`` must be an integer (or an integral float) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or int(value) != value or value < minimum:
+        what = "a non-negative" if minimum == 0 else "a positive"
+        raise ValueError(f"{name} must be {what} integer; got {value!r}.")
+
+
+def _check_real(name, value, lo=None, hi=None):
+    """``value`` must be a finite real number, > ``lo`` and < ``hi`` when given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}.")
+    if not np.isfinite(value) or (lo is not None and not value > lo) \
+            or (hi is not None and not value < hi):
+        rng = {(True, True): f"in ({lo}, {hi})", (True, False): f"> {lo}",
+               (False, True): f"< {hi}", (False, False): "finite"}[(lo is not None,
+                                                                      hi is not None)]
+        raise ValueError(f"{name} must be a finite number {rng}; got {value!r}.")
+
+
+def _check_model(model):
+    """Check the model given to `NeuralKinematicFitter.__call__` or ``train``.
+
+    It must be a single astrokin disc model with at least one free parameter
+    the network can predict, and every fixed value must be finite and inside
+    the parameter's bounds (a fixed value outside them would give model maps
+    the network was never meant to produce, silently).
+    """
+    from astrokin.models import KinematicDiskModel
+
+    if isinstance(model, type) and issubclass(model, KinematicDiskModel):
+        raise TypeError(
+            f"model must be an instance, e.g. {model.__name__}(), not the class "
+            f"{model.__name__} itself."
+        )
+    if not isinstance(model, KinematicDiskModel):
+        raise TypeError(
+            "model must be an astrokin disc model (a KinematicDiskModel such as "
+            f"ExponentialArctanDisk()); got {type(model).__name__}."
+        )
+    if len(model) != 1:
+        raise ValueError(
+            f"The model to fit must be a single model, not a model set of {len(model)}; "
+            "the fitter returns a model set when given several galaxies."
+        )
+    free = [n for n in model.param_names
+            if not model.fixed[n] and not model.tied[n] and n != "amplitude"]
+    if not free:
+        raise ValueError(
+            f"{type(model).__name__} has no free parameters to fit: every parameter is fixed "
+            "or tied (the amplitude alone is set by scaling, not predicted). Free at least "
+            "one, e.g. model.fixed['inclination'] = False."
+        )
+    for name in model.param_names:
+        par = getattr(model, name)
+        value = np.ravel(par.value)[0]
+        if not np.isfinite(value):
+            raise ValueError(
+                f"Parameter {name!r} of {type(model).__name__} is {value}; "
+                "every parameter value must be finite."
+            )
+        if not model.fixed[name]:
+            continue
+        lo, hi = par.bounds
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            unit = f" {par.unit}" if par.unit is not None else ""
+            raise ValueError(
+                f"Fixed parameter {name!r} = {value}{unit} is outside its bounds "
+                f"({lo}, {hi}){unit}; change the value or the bounds "
+                f"(model.bounds[{name!r}] = (low, high))."
+            )
+
+
+def _model_metadata(model_class, layout=None, model=None):
+    """JSON description of the model a network is trained for: class, units, bounds."""
+    source = model if model is not None else model_class
+    names = list(model_class.param_names)
+    meta = {
+        "class": f"{model_class.__module__}:{model_class.__qualname__}",
+        "param_names": names,
+        "units": {n: (None if getattr(source, n).unit is None else getattr(source, n).unit
+                      .to_string()) for n in names},
+        "bounds": {n: [None if b is None else float(b) for b in getattr(source, n).bounds]
+                   for n in names},
+    }
+    if layout is not None:  # what the network was built for (a warm start keeps it)
+        meta["fixed"] = list(layout.fixed_names)
+        meta["tied"] = list(layout.tied_names)
+    elif model is not None:
+        meta["fixed"] = [n for n in names if model.fixed[n]]
+        meta["tied"] = [n for n in names if model.tied[n] and not model.fixed[n]]
+    return meta
+
+
+def _model_block(fitter):
+    """The ``model`` metadata of a fitter's network (from training, else from the class)."""
+    layout = fitter.layout
+    block = getattr(fitter, "_model_at_training", None)
+    name = f"{layout.model_class.__module__}:{layout.model_class.__qualname__}"
+    if not block or block.get("class") != name:
+        saved = (fitter.metadata or {}).get("model")
+        block = saved if saved and saved.get("class") == name else _model_metadata(
+            layout.model_class, layout)
+    return block
+
+
+def _read_network_file(path):
+    """``(metadata dict, state dict)`` of a saved network, checked; never runs code."""
+    import os
+    import pickle
+    import zipfile
+
+    import torch
+
+    from astrokin.exceptions import NetworkFormatError
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No network file {path}.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is not a file (a saved network is one .pt file).")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
+            raise NetworkFormatError(
+                f"{path} holds Python objects other than tensors and strings; astrokin refuses "
+                "to load it, because unpickling them could run code. It is not a network "
+                "saved by NeuralKinematicFitter.save."
+            ) from None
+        raise NetworkFormatError(
+            f"{path} is not a readable network file (corrupt or not a torch checkpoint: "
+            f"{_first_line(err)})."
+        ) from None
+    except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, OSError, KeyError,
+            AttributeError, TypeError, IndexError, MemoryError) as err:
+        raise NetworkFormatError(
+            f"{path} is not a readable network file: it is truncated, corrupt, or not a torch "
+            f"checkpoint ({type(err).__name__}: {_first_line(err)})."
+        ) from None
+    if not (isinstance(data, dict) and isinstance(data.get("metadata"), str)
+            and isinstance(data.get("state_dict"), dict)):
+        raise NetworkFormatError(
+            f"{path} is a torch file but not a saved NeuralKinematicFitter network (expected "
+            "a dict with a 'metadata' JSON string and a 'state_dict')."
+        )
+    try:
+        meta = json.loads(data["metadata"])
+    except ValueError as err:
+        raise NetworkFormatError(f"{path} has corrupt metadata (not JSON: {err}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise NetworkFormatError(
+            f"{path} is not a saved NeuralKinematicFitter network (its metadata 'format' is "
+            f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
+            f"{_FORMAT!r})."
+        )
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise NetworkFormatError(
+            f"{path} has no valid format_version in its metadata (got {version!r}); it is "
+            "damaged or not written by NeuralKinematicFitter.save."
+        )
+    if version > _FORMAT_VERSION:
+        raise NetworkFormatError(
+            f"{path} was written in network format version {version} (by astrokin "
+            f"{meta.get('astrokin_version', 'unknown')}); this astrokin "
+            f"({_astrokin_version()}) reads format versions up to {_FORMAT_VERSION}. "
+            "Upgrade astrokin to load it."
+        )
+    required = {"layout": dict, "recipe": dict, "fixed_values_at_training": dict}
+    for key, kind in required.items():
+        if not isinstance(meta.get(key), kind):
+            raise NetworkFormatError(
+                f"{path} lacks the metadata entry {key!r} (or it is malformed: got "
+                f"{type(meta.get(key)).__name__}); the file is damaged."
+            )
+    layout = meta["layout"]
+    for key in ("model_class", "param_names", "fixed_names", "tied_names", "slots"):
+        if key not in layout:
+            raise NetworkFormatError(f"{path} lacks the layout entry {key!r}; the file is "
+                                     "damaged.")
+    if not isinstance(layout["model_class"], str) or ":" not in layout["model_class"]:
+        raise NetworkFormatError(
+            f"{path} names its model class as {layout['model_class']!r}, not 'module:Class'."
+        )
+    fixed = meta["fixed_values_at_training"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fixed.values()):
+        raise NetworkFormatError(f"{path} has non-numeric fixed values in its metadata.")
+    state = data["state_dict"]
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise NetworkFormatError(f"{path}: weight {k!r} is not a tensor.")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise NetworkFormatError(f"{path}: weight {k!r} holds NaN or infinite values.")
+    return meta, state
+
+
+def _model_class(name, expected, path):
+    """The model class named ``'module:Qualname'``, imported only if safe."""
+    import importlib
+    import sys
+
+    from astrokin.exceptions import NetworkFormatError
+    from astrokin.models import KinematicDiskModel
+
+    module, _, qualname = name.partition(":")
+    if expected is not None:
+        if expected.__qualname__ != qualname:
+            raise NetworkFormatError(
+                f"{path} is a network for {name}, not for the expected "
+                f"{expected.__module__}:{expected.__qualname__}."
+            )
+        return expected
+    if not (module == "astrokin" or module.startswith("astrokin.") or module in sys.modules):
+        raise NetworkFormatError(
+            f"{path} is a network for {name}, from module {module!r}, which is not imported. "
+            "astrokin does not import modules named in a file; import it first or pass "
+            "model=<the model class>."
+        )
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise NetworkFormatError(
+            f"{path} is a network for {name}, which cannot be found ({err})."
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, KinematicDiskModel)):
+        raise NetworkFormatError(f"{path} names {name}, which is not an astrokin disc model.")
+    return obj
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def _snapshot(network):
+    """A copy of the network's weights (cheap: ~5 MB for the paper's encoders)."""
+    return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+
+def _diverged_message(what, where, last_good, learning_rate):
+    kept = ("the fitter keeps the last weights that gave a finite loss" if last_good is not None
+            else "no weights of this training gave a finite loss, so the fitter is unchanged")
+    return (f"Training diverged at {where}: {what}. Training stopped before applying the step; "
+            f"{kept}. Check the maps for extreme or non-finite values (and a custom model's "
+            f"profiles for NaN), or lower learning_rate (now {learning_rate:g}).")
+
+
 def _fixed_values(model):
     """Canonical-unit values of every parameter (used for the non-predicted ones)."""
     return {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}

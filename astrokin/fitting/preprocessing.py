@@ -46,7 +46,7 @@ Normalisation
     velocities are learned in km/s.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy import units as u
@@ -62,23 +62,33 @@ MIN_RELATIVE_INTENSITY = 1e-3
 
 @dataclass
 class Observation:
-    """One galaxy's maps as given, in the standard orientation.
+    """One galaxy's maps, cleaned and cut out, in the standard orientation.
 
     Attributes
     ----------
     mom0, mom1 : `numpy.ndarray`
-        ``(ny, nx)`` float maps; mom1 in km/s, NaN where there are no data.
+        ``(ny, nx)`` float maps (the cut-out, mirrored if ``flipped``); mom1
+        in km/s, NaN where there are no data or pixels were rejected.
     pixel_scale : float
         Arcsec per pixel of the input map.
     beam : tuple of float or None
         ``(bmaj, bmin, bpa)`` in arcsec, arcsec, deg, with ``bpa`` in the
         pixel frame; None for no beam.
     wcs : `~astropy.wcs.WCS` or None
-        Celestial WCS of the input map as given (before any mirroring).
+        Celestial WCS of the input map as given (before any cut-out or
+        mirroring).
     flipped : bool
         Whether the columns were mirrored to put East along -column.
     north_angle : float
         ``theta`` in degrees: ``PA_pixel = PA_sky + theta``.
+    full_shape : tuple of int or None
+        ``(ny, nx)`` of the input map (None: same as the maps).
+    offset : tuple of int
+        ``(row, column)`` of the cut-out's first pixel in the input map.
+    rejected : dict
+        Pixels left out of the fit, by reason (``'outside_mask'``,
+        ``'excluded'``, and the tests of `astrokin.fitting.cleaning`): flat
+        indices into the input map (``numpy.unravel_index(i, full_shape)``).
     """
 
     mom0: np.ndarray
@@ -88,10 +98,17 @@ class Observation:
     wcs: object = None
     flipped: bool = False
     north_angle: float = 0.0
+    full_shape: tuple | None = None
+    offset: tuple = (0, 0)
+    rejected: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.full_shape is None:
+            self.full_shape = tuple(self.mom0.shape)
 
     @property
     def shape(self):
-        """``(ny, nx)`` of the maps."""
+        """``(ny, nx)`` of the (cut-out) maps that are fitted."""
         return self.mom0.shape
 
 
@@ -103,10 +120,14 @@ def _is_hdu(obj):
 
 def _unpack(obj, what):
     """``(data ndarray, unit or None, wcs or None, header or None)`` of one input."""
+    import os
+
     from astropy.io import fits
     from astropy.nddata import NDData
     from astropy.wcs import WCS
 
+    if isinstance(obj, (str, os.PathLike)):
+        return _read_fits(obj, what)
     if isinstance(obj, fits.HDUList):
         hdus = [h for h in obj if getattr(h, "data", None) is not None]
         if not hdus:
@@ -117,13 +138,15 @@ def _unpack(obj, what):
         unit = None
         if "BUNIT" in header:
             try:
-                unit = u.Unit(header["BUNIT"])
+                unit = u.Unit(header["BUNIT"], format="fits", parse_strict="silent")
             except ValueError:
                 unit = None
-        wcs = WCS(header).celestial if header.get("NAXIS", 0) >= 2 else None
-        if wcs is not None and wcs.naxis != 2:
-            wcs = None
-        return np.asarray(obj.data, dtype=float), unit, wcs, header
+            if isinstance(unit, u.UnrecognizedUnit):
+                unit = None
+        if obj.data is None:
+            raise ValueError(f"The HDU given as {what} has no data.")
+        data = np.asarray(obj.data, dtype=float)
+        return _image_data(data, header, what), unit, _celestial_wcs(header), header
     if isinstance(obj, NDData):
         wcs = obj.wcs
         if wcs is not None and not isinstance(wcs, WCS):
@@ -151,6 +174,78 @@ def _unpack(obj, what):
         f"{what} must be a numpy array, Quantity, FITS HDU, NDData, a stack of maps, or a list "
         f"of these; got {type(obj).__name__}."
     )
+
+
+def _celestial_wcs(header):
+    """The 2D celestial WCS of a header, or None (extra spectral/Stokes axes dropped)."""
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    if header.get("NAXIS", 0) < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header).celestial
+        except Exception:  # an unparsable WCS is no WCS; a pixel scale must then be given
+            return None
+    return wcs if wcs.naxis == 2 and wcs.has_celestial else None
+
+
+def _image_data(data, header, what):
+    """A map's data with degenerate (length-1) spectral or Stokes axes removed.
+
+    Refuses spectral cubes: a FITS image with a spectral axis of more than one
+    channel is not a moment map.
+    """
+    if data.ndim <= 2:
+        return data
+    squeezed = data.reshape([n for n in data.shape if n != 1] or [1])
+    if squeezed.ndim <= 2:
+        return squeezed
+    ctypes = [str(header.get(f"CTYPE{k}", "")).upper() for k in range(1, data.ndim + 1)]
+    spectral = ("FREQ", "VRAD", "VOPT", "VELO", "FELO", "WAVE", "ZOPT", "BETA", "VELOCITY")
+    if any(c.startswith(spectral) for c in ctypes):
+        raise ValueError(
+            f"{what} is a spectral cube (shape {data.shape}), not a 2D moment map; make "
+            "moment maps first with astrokin.cubes.moment_maps(cube)."
+        )
+    return squeezed
+
+
+def _read_fits(path, what):
+    """``(data, unit, wcs, header)`` of the first image HDU of a FITS file."""
+    import os
+
+    from astropy.io import fits
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}.")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) \
+                        and hdu.data is not None:
+                    data = np.array(hdu.data, dtype=float)
+                    header = hdu.header.copy()
+                    break
+            else:
+                raise ValueError(f"{what}: the FITS file {path!r} has no image HDU with data.")
+    except ValueError:
+        raise
+    except (OSError, TypeError, IndexError, KeyError) as err:
+        raise ValueError(f"{what}: {path!r} is not a readable FITS file ({err}).") from err
+    unit = None
+    if "BUNIT" in header:
+        try:
+            unit = u.Unit(header["BUNIT"], format="fits", parse_strict="silent")
+        except ValueError:
+            unit = None
+        if isinstance(unit, u.UnrecognizedUnit):
+            unit = None
+    return _image_data(data, header, f"{what} ({path})"), unit, _celestial_wcs(header), header
 
 
 def _as_list(value, n, name):
@@ -189,21 +284,41 @@ def _orientation(wcs):
     return flipped, theta, float(np.sqrt(scales[0] * scales[1]))
 
 
-def parse_maps(mom0, mom1, pixel_scale=None, beam=None):
+def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=None,
+               reject_spurious=True, cutout=True, region_format=None):
     """Read moment maps of one or more galaxies into `Observation` objects.
 
     Parameters
     ----------
-    mom0, mom1 : array-like, `~astropy.units.Quantity`, HDU, `~astropy.nddata.NDData`, or list
+    mom0, mom1 : array-like, `~astropy.units.Quantity`, HDU, `~astropy.nddata.NDData`, path, or list
         A single map ``(ny, nx)``, a stack ``(N, ny, nx)``, or a list of
-        single maps (sizes may differ). mom1 in velocity units (km/s when
-        plain numbers).
+        single maps (sizes may differ); a FITS file name is read (its first
+        image HDU). mom1 in velocity units (km/s when plain numbers, or
+        per ``BUNIT``: m/s is converted). Length-1 extra axes in a FITS map
+        (a leftover spectral or Stokes axis) are dropped; a FITS cube with
+        more than one channel is refused (see `astrokin.cubes.moment_maps`).
     pixel_scale : `~astropy.units.Quantity` or list, optional
         Angle per pixel (e.g. ``0.5 * u.arcsec``); one for all galaxies or
         one each. Needed when the maps carry no celestial WCS.
     beam : optional
         Anything `astrokin.beams.to_beam` accepts, or a list of them, one per
-        galaxy. Default: from the header (``BMAJ``...), else no beam.
+        galaxy. Default: from the header (``BMAJ``... via
+        `radio_beam.Beam.from_fits_header`, which also reads AIPS ``HISTORY``
+        records), else no beam.
+    mask, exclude : optional
+        Pixels to use (``mask``) or to leave out (``exclude``): a boolean
+        array of the map's shape, a `regions` region (pixel, or sky with a
+        WCS), a region file, or a list of these (see
+        `astrokin.masks.pixel_mask`); one for all galaxies or a list, one
+        each.
+    reject_spurious : bool, optional
+        Remove velocity pixels that cannot belong to the disc
+        (`astrokin.fitting.cleaning.find_spurious`).
+    cutout : bool, optional
+        Cut the maps down to a square around the valid velocity pixels, so
+        that a small galaxy in a large map fills the network's 64x64 input.
+    region_format : str, optional
+        Format of region files whose extension does not tell it.
 
     Returns
     -------
@@ -228,9 +343,11 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None):
     n = len(maps0)
     scales = _as_list(pixel_scale, n, "pixel_scale")
     beams = _as_list(beam, n, "beam")
+    masks = _as_list(mask, n, "mask")
+    excludes = _as_list(exclude, n, "exclude")
     out = []
     pairs = enumerate(zip(maps0, maps1, strict=True))
-    for i, ((d0, _unit0, wcs0, hdr0), (d1, unit1, wcs1, hdr1)) in pairs:
+    for i, ((d0, unit0, wcs0, hdr0), (d1, unit1, wcs1, hdr1)) in pairs:
         label = f" (galaxy {i})" if n > 1 else ""
         if d0.shape != d1.shape:
             raise ValueError(
@@ -238,6 +355,15 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None):
             )
         if min(d0.shape) < 4:
             raise ValueError(f"Maps must be at least 4x4 pixels{label}; got {d0.shape}.")
+        if unit0 is not None and unit0 != u.dimensionless_unscaled and \
+                unit0.is_equivalent(_KMS):
+            raise u.UnitsError(
+                f"mom0 is in velocity units ({unit0}){label}: mom0 and mom1 may be swapped. "
+                "mom0 is the integrated intensity, mom1 the velocity."
+            )
+        # Copies: the caller's arrays are never modified.
+        d0 = np.array(d0, dtype=float)
+        d1 = np.array(d1, dtype=float)
         if unit1 is not None and unit1 != u.dimensionless_unscaled:
             if not unit1.is_equivalent(_KMS):
                 raise u.UnitsError(f"mom1 must be in velocity units{label}; got {unit1}.")
@@ -257,29 +383,98 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None):
                 f"No pixel scale{label}: give pixel_scale= (e.g. 0.5 * u.arcsec) or maps with "
                 "a celestial WCS."
             )
+        if not (np.isfinite(ps) and ps > 0):
+            raise ValueError(f"The pixel scale must be finite and positive{label}; got {ps} "
+                             "arcsec.")
         b = beams[i]
         if b is None:
             for hdr in (hdr0, hdr1):
-                if hdr is not None and "BMAJ" in hdr:
+                if hdr is not None and ("BMAJ" in hdr or "HISTORY" in hdr):
                     from radio_beam import Beam
+                    from radio_beam.beam import NoBeamException
 
-                    b = Beam.from_fits_header(hdr)
+                    try:
+                        b = Beam.from_fits_header(hdr)
+                    except NoBeamException:
+                        continue
                     break
         bp = beam_parameters(b)
         if bp is not None:
             bpa = bp[2] if not flipped else -bp[2]
             bp = (bp[0], bp[1], float(np.remainder(bpa + theta, 180.0)))
+        rejected = {}
+        shape = d0.shape
+        for spec, keep_inside, reason in ((masks[i], True, "outside_mask"),
+                                          (excludes[i], False, "excluded")):
+            if spec is None:
+                continue
+            from astrokin.masks import pixel_mask
+
+            inside = pixel_mask(spec, shape, wcs, region_format=region_format,
+                                what="mask" if keep_inside else "exclude")
+            drop = ~inside if keep_inside else inside
+            rejected[reason] = np.flatnonzero(drop & (np.isfinite(d0) | np.isfinite(d1)))
+            d0[drop] = np.nan
+            d1[drop] = np.nan
         valid0 = np.isfinite(d0)
-        valid1 = np.isfinite(d1) & valid0
-        if not valid1.any():
-            raise ValueError(f"mom1 has no finite pixels{label}.")
+        if not valid0.any():
+            raise ValueError(f"mom0 has no finite pixels{label} (all NaN or masked).")
         if not np.nanmax(np.where(valid0, d0, -np.inf)) > 0:
-            raise ValueError(f"mom0 has no positive pixels{label}.")
+            raise ValueError(f"mom0 has no positive pixels{label} (all zero or negative).")
+        if not (np.isfinite(d1) & valid0).any():
+            raise ValueError(f"mom1 has no finite pixels where mom0 has data{label} "
+                             "(all NaN or masked).")
+        if reject_spurious:
+            from astrokin.fitting.cleaning import find_spurious
+
+            area = 1.0 if bp is None else 1.1331 * bp[0] * bp[1] / ps ** 2
+            flags = find_spurious(d1, np.isfinite(d1) & valid0, beam_area=area)
+            for reason, bad in flags.items():
+                if bad.any():
+                    rejected[reason] = np.flatnonzero(bad)
+                    d1[bad] = np.nan
+        offset = (0, 0)
+        if cutout:
+            d0, d1, offset = _cut_out(d0, d1, bp, ps)
         if flipped:
             d0, d1 = d0[:, ::-1], d1[:, ::-1]
-        out.append(Observation(np.array(d0, dtype=float), np.array(d1, dtype=float), ps, bp,
-                               wcs, flipped, theta))
+        out.append(Observation(np.ascontiguousarray(d0), np.ascontiguousarray(d1), ps, bp,
+                               wcs, flipped, theta, tuple(shape), offset, rejected))
     return out
+
+
+def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16):
+    """Square cut-out around the valid velocity pixels, with a margin.
+
+    The box is the bounding box of the main groups of pixels where both maps
+    are valid (connected groups of at least 10% of the largest one), grown by
+    ``margin`` of its size plus one beam on every side, made square (the
+    network sees square maps) and at least ``min_side`` pixels; it is only
+    used when it is at least 10% smaller than the map.
+    """
+    from scipy import ndimage
+
+    ok = np.isfinite(d1) & np.isfinite(d0)
+    labels, n = ndimage.label(ok, structure=np.ones((3, 3)))
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        ok = np.isin(labels, np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1)
+    rows = np.flatnonzero(ok.any(axis=1))
+    cols = np.flatnonzero(ok.any(axis=0))
+    ny, nx = d0.shape
+    pad = 1.0 if beam is None else beam[0] / pixel_scale
+    h = (rows[-1] - rows[0] + 1)
+    w = (cols[-1] - cols[0] + 1)
+    side = int(np.ceil(max(h, w) * (1 + 2 * margin) + 2 * pad))
+    side = max(side, min_side)
+    if side >= 0.9 * max(ny, nx):
+        return d0, d1, (0, 0)
+    cy = 0.5 * (rows[0] + rows[-1])
+    cx = 0.5 * (cols[0] + cols[-1])
+    y0 = int(np.clip(round(cy - (side - 1) / 2), 0, max(ny - side, 0)))
+    x0 = int(np.clip(round(cx - (side - 1) / 2), 0, max(nx - side, 0)))
+    sl = (slice(y0, min(y0 + side, ny)), slice(x0, min(x0 + side, nx)))
+    return d0[sl].copy(), d1[sl].copy(), (y0, x0)
 
 
 def _split(obj, what):
@@ -420,8 +615,8 @@ def grid_to_input_pixels(x_grid, y_grid, obs, side, pad_y, pad_x, size=IMAGE_SIZ
     """0-based input-map pixel coordinates of points on the ``size`` grid.
 
     Undoes the resampling (``align_corners=False``: pixel ``i`` of the grid
-    covers input pixels ``[i, i + 1) * side / size - 0.5``), the padding, and
-    any column mirroring.
+    covers input pixels ``[i, i + 1) * side / size - 0.5``), the padding, any
+    column mirroring, and the cut-out.
 
     Parameters
     ----------
@@ -449,4 +644,4 @@ def grid_to_input_pixels(x_grid, y_grid, obs, side, pad_y, pad_x, size=IMAGE_SIZ
     ys = (np.asarray(y_grid, dtype=float) + 0.5) * scale - 0.5 - pad_y
     if obs.flipped:
         xs = (obs.shape[1] - 1) - xs
-    return xs, ys
+    return xs + obs.offset[1], ys + obs.offset[0]

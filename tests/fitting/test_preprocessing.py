@@ -91,7 +91,9 @@ def test_stacks_lists_and_per_galaxy_arguments():
         ((np.ones(8), np.ones(8)), {"pixel_scale": 1 * u.arcsec}, ValueError, "2D map"),
         ((np.ones((8, 8)), np.ones((8, 8)) * u.kg), {"pixel_scale": 1 * u.arcsec},
          u.UnitsError, "velocity"),
-        (("a", "b"), {"pixel_scale": 1 * u.arcsec}, TypeError, "must be a numpy array"),
+        (("a", "b"), {"pixel_scale": 1 * u.arcsec}, FileNotFoundError, "mom0: no such file 'a'"),
+        (({"a": 1}, np.ones((8, 8))), {"pixel_scale": 1 * u.arcsec}, TypeError,
+         "must be a numpy array"),
         ((np.ones((8, 8)), np.full((8, 8), np.nan)), {"pixel_scale": 1 * u.arcsec},
          ValueError, "no finite"),
     ],
@@ -103,7 +105,7 @@ def test_invalid_input_messages(args, kwargs, error, match):
 
 def test_normalisation_and_masks():
     mom0, mom1 = _maps(128, 128)
-    (obs,) = parse_maps(mom0 * 7.0, mom1, pixel_scale=0.5 * u.arcsec)
+    (obs,) = parse_maps(mom0 * 7.0, mom1, pixel_scale=0.5 * u.arcsec, cutout=False)
     b = prepare_batch([obs])
     assert b["mom0"].max() == pytest.approx(1.0)
     valid = b["mask1"][0]
