@@ -272,7 +272,8 @@ class NeuralKinematicFitter(Fitter):
 
     # ------------------------------------------------------------------
     # Training
-    def train(self, model, mom0, mom1, *, pixel_scale=None, beam=None, epochs=None):
+    def train(self, model, mom0, mom1, *, pixel_scale=None, beam=None, epochs=None, mask=None,
+              exclude=None, reject_spurious=True, cutout=True):
         """Train the network on maps (no fitting); afterwards fit with ``mode='blind'``.
 
         Parameters
@@ -280,8 +281,8 @@ class NeuralKinematicFitter(Fitter):
         model : `~astrokin.models.KinematicDiskModel`
             Model whose free parameters the network will predict (its
             ``fixed``, ``tied`` and ``bounds`` are used).
-        mom0, mom1, pixel_scale, beam
-            Training maps, as for `__call__`.
+        mom0, mom1, pixel_scale, beam, mask, exclude, reject_spurious, cutout
+            Training maps and how to read them, as for `__call__`.
         epochs : int, optional
             Override ``self.epochs``.
 
@@ -292,7 +293,8 @@ class NeuralKinematicFitter(Fitter):
         _check_model(model)
         from astrokin.fitting.preprocessing import parse_maps, prepare_batch
 
-        obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam)
+        obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam, mask=mask,
+                         exclude=exclude, reject_spurious=reject_spurious, cutout=cutout)
         self._train(model, prepare_batch(obs), epochs=epochs)
         return self
 
@@ -410,8 +412,9 @@ class NeuralKinematicFitter(Fitter):
 
     # ------------------------------------------------------------------
     # Fitting
-    def __call__(self, model, mom0, mom1, *, pixel_scale=None, beam=None, training_data=None,
-                 mc_samples=None, first_index=0):
+    def __call__(self, model, mom0, mom1, *, pixel_scale=None, beam=None, mask=None,
+                 exclude=None, distance=None, training_data=None, mc_samples=None,
+                 first_index=0, reject_spurious=True, cutout=True, region_format=None):
         """Fit ``model`` to one or more galaxies' moment maps.
 
         Parameters
@@ -419,15 +422,35 @@ class NeuralKinematicFitter(Fitter):
         model : `~astrokin.models.KinematicDiskModel`
             Starting model: its class, fixed values, ties and bounds define
             the fit (starting values of free parameters are not used).
-        mom0, mom1 : array-like, `~astropy.units.Quantity`, HDU, `~astropy.nddata.NDData`, or list
-            Moment maps: a single map, a ``(N, ny, nx)`` stack, or a list of
-            maps (sizes may differ). mom1 in velocity units (km/s when plain),
-            NaN where there are no data. See `astrokin.fitting.preprocessing`.
+        mom0, mom1 : array-like, `~astropy.units.Quantity`, HDU, `~astropy.nddata.NDData`, path, or list
+            Moment maps: a single map, a ``(N, ny, nx)`` stack, a FITS file
+            name, or a list of maps (sizes may differ). mom1 in velocity
+            units (km/s when plain), NaN where there are no data. For a
+            spectral cube, make the maps with `astrokin.cubes.moment_maps`.
+            See `astrokin.fitting.preprocessing`.
         pixel_scale : `~astropy.units.Quantity` or list, optional
             Angle per pixel, when the maps have no celestial WCS.
         beam : `radio_beam.Beam`, Quantity, tuple, list, or None
             Restoring beam (or one per galaxy) when no header gives it; None
             and no header: no beam smearing is modelled.
+        mask, exclude : optional
+            Pixels to fit (``mask``) or to leave out (``exclude``): a boolean
+            array, a `regions` region (pixel, or sky given a WCS), a region
+            file (DS9, CRTF), or a list of these; or a list with one per
+            galaxy. See `astrokin.masks.pixel_mask`.
+        distance : `~astropy.units.Quantity`, optional
+            Distance to the galaxy (or one per galaxy): the table then gives
+            every length also in kpc (``<name>_kpc``), and
+            ``fitted.rotation_curve`` accepts radii in kpc.
+        reject_spurious : bool, optional
+            Remove velocity pixels that cannot belong to the disc before
+            fitting (`astrokin.fitting.cleaning`); what was removed is in
+            ``fit_info['rejected']`` and the table's ``n_rejected``.
+        cutout : bool, optional
+            Cut the maps down around the emission before resampling them to
+            the network's 64x64 input.
+        region_format : str, optional
+            Format of region files whose extension does not tell it.
         training_data : dict or tuple, optional
             ``mode='combined'`` only: other maps to train on, as
             ``(mom0, mom1)`` or a dict with keys ``mom0``, ``mom1`` and
@@ -452,7 +475,10 @@ class NeuralKinematicFitter(Fitter):
         from astrokin.fitting.preprocessing import parse_maps, prepare_batch
 
         t0 = time.perf_counter()
-        obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam)
+        obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam, mask=mask,
+                         exclude=exclude, reject_spurious=reject_spurious, cutout=cutout,
+                         region_format=region_format)
+        distances = _distances(distance, len(obs))
         batch_np = prepare_batch(obs)
         t_prep = time.perf_counter() - t0
         if training_data is not None and self.mode != "combined":
@@ -487,6 +513,7 @@ class NeuralKinematicFitter(Fitter):
         t_mc = time.perf_counter() - t2
         device = _resolve_device(self.device)
         fitted = self._results(model, obs, batch_np, summary, names, fixed, ties)
+        self._physical(fitted, obs, distances)
         self.fit_info.update(
             loss_history=list(self.loss_history),
             timings={"preprocessing": t_prep, "training": t_train, "mc_dropout": t_mc,
@@ -663,6 +690,34 @@ class NeuralKinematicFitter(Fitter):
             "std_scale": dict(self.std_scale) if self.std_scale else None,
         }
         return fitted
+
+    def _physical(self, fitted, obs, distances):
+        """Rejected pixels, distances and lengths in kpc; MC samples onto the model."""
+        table = self.fit_info["table"]
+        table["n_rejected"] = np.array([sum(len(v) for v in o.rejected.values()) for o in obs])
+        self.fit_info["rejected"] = [
+            {reason: np.unravel_index(idx, o.full_shape) for reason, idx in o.rejected.items()}
+            for o in obs
+        ]
+        self.fit_info["rejected_counts"] = [{r: len(i) for r, i in o.rejected.items()}
+                                            for o in obs]
+        self.fit_info["cutout"] = [
+            (slice(o.offset[0], o.offset[0] + o.shape[0]),
+             slice(o.offset[1], o.offset[1] + o.shape[1])) for o in obs]
+        fitted.mc_samples = self.fit_info.get("samples")
+        fitted.mc_std_scale = dict(self.std_scale) if self.std_scale else None
+        fitted.distance = None
+        if distances is None:
+            return
+        fitted.distance = distances[0] if len(obs) == 1 else distances
+        table["distance"] = distances
+        kpc_per_arcsec = (distances * u.arcsec.to(u.rad)).to(u.kpc)
+        for name in self.layout.param_names:
+            unit = self.layout.model_class.canonical_unit(name)
+            if unit is None or unit != u.arcsec or name in ("x_0", "y_0"):
+                continue
+            table[f"{name}_kpc"] = table[name].to_value(u.arcsec) * kpc_per_arcsec
+            table[f"{name}_kpc_std"] = table[f"{name}_std"].to_value(u.arcsec) * kpc_per_arcsec
 
     def _amplitude(self, batch_np, mean, names, fixed, ties):
         """Least-squares amplitude of the rendered mom0 against the input mom0 (input units)."""
@@ -1040,7 +1095,7 @@ def _read_network_file(path):
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
+        if "unsupported global" in str(err).lower():
             raise NetworkFormatError(
                 f"{path} holds Python objects other than tensors and strings; astrokin refuses "
                 "to load it, because unpickling them could run code. It is not a network "
@@ -1169,6 +1224,22 @@ def _diverged_message(what, where, last_good, learning_rate):
 def _fixed_values(model):
     """Canonical-unit values of every parameter (used for the non-predicted ones)."""
     return {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}
+
+
+def _distances(distance, n):
+    """Distances as a length Quantity of shape ``(n,)``, or None."""
+    if distance is None:
+        return None
+    if not isinstance(distance, u.Quantity) or not distance.unit.is_equivalent(u.Mpc):
+        raise u.UnitsError(f"distance must be a length Quantity (e.g. 16.5 * u.Mpc); got "
+                           f"{distance!r}.")
+    d = distance.to(u.Mpc)
+    d = np.full(n, d.value) * u.Mpc if d.isscalar else d
+    if d.shape != (n,):
+        raise ValueError(f"distance has {d.size} values for {n} galaxies.")
+    if not np.all(np.isfinite(d.value) & (d.value > 0)):
+        raise ValueError(f"distance must be finite and positive; got {distance}.")
+    return u.Quantity(d, copy=True)
 
 
 def _with_unit(value, unit):

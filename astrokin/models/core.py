@@ -335,27 +335,63 @@ class KinematicDiskModel(Fittable2DModel):
     # ------------------------------------------------------------------
     # Profiles as Quantities
     def _profile(self, func, names, r, unit):
-        r = _plain(r, LENGTH_UNIT, "r")
+        per_model = getattr(r, "per_model", False)
+        r = np.asarray(_plain(r, LENGTH_UNIT, "r"), dtype=float)
         values = self.canonical_values()
         args = [values[n] for n in names]
         if len(self) > 1:
-            args = [np.asarray(a)[(...,) + (None,) * np.ndim(r)] for a in args]
-        return func(np, np.asarray(r, dtype=float), *args) * unit
+            # radii shared by all models, or (with several distances) one row each
+            extra = np.ndim(r) - (1 if per_model else 0)
+            args = [np.asarray(a)[(...,) + (None,) * extra] for a in args]
+        return func(np, r, *args) * unit
 
-    def rotation_curve(self, r):
-        """Circular rotation speed at radii ``r``.
+    def _radii_arcsec(self, r):
+        """Radii as arcsec (plain numbers: arcsec); lengths need the model's ``distance``."""
+        if isinstance(r, u.Quantity) and r.unit.is_equivalent(u.kpc):
+            distance = getattr(self, "distance", None)
+            if distance is None:
+                raise u.UnitsError(
+                    f"Radii in {r.unit} need a distance: fit with distance= (or set "
+                    "model.distance), or give radii as angles."
+                )
+            d = np.asarray(u.Quantity(distance).to_value(u.kpc))
+            if d.ndim:
+                out = _PerModelRadii(r.to_value(u.kpc)[None, ...] / d[(...,) + (None,) * r.ndim]
+                                     * u.rad.to(u.arcsec))
+                return out
+            return (r.to_value(u.kpc) / d) * u.rad.to(u.arcsec)
+        return _plain(r, LENGTH_UNIT, "r")
+
+    def rotation_curve(self, r, band=None):
+        """Circular rotation speed at radii ``r``, with its MC band after a fit.
 
         Parameters
         ----------
         r : `~astropy.units.Quantity` or array-like
             Radii in the disc plane, as angles on the sky (arcsec when plain
-            numbers).
+            numbers), or lengths (e.g. kpc) when the model has a
+            ``distance`` (set by `~astrokin.fitting.NeuralKinematicFitter`
+            when fitting with ``distance=``).
+        band : bool or None, optional
+            Whether to return the Monte Carlo band of a fitted model (one
+            returned by `~astrokin.fitting.NeuralKinematicFitter`, which
+            carries its MC-dropout samples in ``mc_samples``). None (the
+            default): the band when the model carries samples, else the
+            curve alone.
 
         Returns
         -------
-        v : `~astropy.units.Quantity`
-            Deprojected rotation speed in km/s; for a model set, one row per
-            model.
+        v : `~astropy.units.Quantity` or `~astropy.table.QTable`
+            Without a band: the deprojected rotation speed in km/s (for a
+            model set, one row per model). With one: a QTable with one row
+            per radius (and per galaxy, with a ``galaxy`` column, for a model
+            set) and columns ``radius`` (as given), ``radius_arcsec``,
+            ``v_rot`` (the curve of the fitted parameters), ``v_rot_median``,
+            ``v_rot_lower`` and ``v_rot_upper`` (the 15.9th and 84.1st
+            percentiles over the MC samples: the 1-sigma band) and
+            ``v_rot_std``. When the fitter's MC spreads are calibrated, each
+            parameter's samples are scaled about their mean by the same
+            factor first, so the band is calibrated too.
 
         Examples
         --------
@@ -365,7 +401,65 @@ class KinematicDiskModel(Fittable2DModel):
         >>> disk.rotation_curve(1 * u.arcsec)
         <Quantity 100. km / s>
         """
-        return self._profile(self.rotation_velocity, self.velocity_parameters, r, VELOCITY_UNIT)
+        samples = getattr(self, "mc_samples", None)
+        if band is None:
+            band = samples is not None
+        if not band:
+            return self._profile(self.rotation_velocity, self.velocity_parameters,
+                                 self._radii_arcsec(r), VELOCITY_UNIT)
+        if samples is None:
+            raise ValueError(
+                "This model carries no Monte Carlo samples: band=True needs a model returned "
+                "by NeuralKinematicFitter (with keep_samples=True)."
+            )
+        return self._rotation_band(r, samples)
+
+    def _rotation_band(self, r, samples):
+        from astropy.table import QTable
+
+        r_in = u.Quantity(r) if isinstance(r, u.Quantity) else np.asarray(r, dtype=float) * \
+            u.arcsec
+        r_in = np.atleast_1d(r_in)
+        r_arc = np.atleast_1d(self._radii_arcsec(r_in))
+        values = self.canonical_values()
+        scale = getattr(self, "mc_std_scale", None) or {}
+        n_models = len(self)
+        curves = []
+        for g in range(n_models):
+            args = []
+            for name in self.velocity_parameters:
+                if name in samples and not self.fixed[name]:
+                    s = np.asarray(u.Quantity(samples[name]).value, dtype=float)
+                    s = s if n_models == 1 else s[g]
+                    f = float(scale.get(name, 1.0))
+                    if f != 1.0:
+                        s = s.mean() + f * (s - s.mean())
+                else:
+                    s = np.full(1, float(np.ravel(values[name])[g]))
+                args.append(s[:, None])
+            rr = r_arc if r_arc.ndim == 1 else r_arc[g]
+            v = self.rotation_velocity(np, rr[None, :], *args)
+            v = np.broadcast_to(v, (max(a.shape[0] for a in args), rr.size))
+            curves.append(v)
+        mean_curve = np.atleast_2d(self.rotation_curve(r_in, band=False).to_value(VELOCITY_UNIT))
+        table = QTable()
+        rows = []
+        for g, v in enumerate(curves):
+            lo, med, hi = np.percentile(v, [15.865, 50.0, 84.135], axis=0)
+            rr = r_arc if r_arc.ndim == 1 else r_arc[g]
+            rows.append((np.full(rr.size, g), r_in, rr, mean_curve[g], med, lo, hi,
+                         v.std(axis=0)))
+        cols = list(zip(*rows, strict=True))
+        if n_models > 1:
+            table["galaxy"] = np.concatenate(cols[0])
+        table["radius"] = np.concatenate([np.atleast_1d(c) for c in cols[1]])
+        table["radius_arcsec"] = np.concatenate(cols[2]) * u.arcsec
+        for name, col in zip(("v_rot", "v_rot_median", "v_rot_lower", "v_rot_upper",
+                              "v_rot_std"), cols[3:], strict=True):
+            table[name] = np.concatenate(col) * VELOCITY_UNIT
+        table.meta["band"] = "15.9-84.1 percentiles of the MC-dropout samples"
+        table.meta["calibrated"] = bool(scale)
+        return table
 
     def intensity_profile(self, r):
         """Face-on surface brightness at radii ``r``, including ``amplitude``.
@@ -392,9 +486,11 @@ class KinematicDiskModel(Fittable2DModel):
         amp = self.amplitude.quantity if self.amplitude.unit is not None else \
             self.amplitude.value * u.dimensionless_unscaled
         if len(self) > 1:
-            amp = amp[(...,) + (None,) * np.ndim(_plain(r, LENGTH_UNIT, "r"))]
-        shape = self._profile(self.surface_brightness, self.intensity_parameters, r,
-                              u.dimensionless_unscaled)
+            rr = self._radii_arcsec(r)
+            amp = amp[(...,) + (None,) * (np.ndim(rr) - (1 if getattr(rr, "per_model", False)
+                                                             else 0))]
+        shape = self._profile(self.surface_brightness, self.intensity_parameters,
+                              self._radii_arcsec(r), u.dimensionless_unscaled)
         return amp * shape
 
     # ------------------------------------------------------------------
@@ -425,6 +521,17 @@ class KinematicDiskModel(Fittable2DModel):
             Intensity-weighted line-of-sight velocity in km/s, NaN where the
             model has no emission.
 
+        Raises
+        ------
+        TypeError
+            If ``shape`` is not two integers or ``pixel_scale`` not a Quantity.
+        ValueError
+            If a size is below 2, ``pixel_scale`` is not finite and positive,
+            a parameter value is not finite, or the beam is invalid (see
+            `astrokin.beams.to_beam`).
+        astropy.units.UnitsError
+            If ``pixel_scale`` or the beam is not an angle.
+
         Examples
         --------
         >>> import numpy as np
@@ -443,11 +550,18 @@ class KinematicDiskModel(Fittable2DModel):
 
         from astrokin.beams import beam_parameters
         from astrokin.rendering import DiskRenderer
+        from astrokin.rendering.renderer import _check_shape
 
         ps = _pixel_scale_arcsec(pixel_scale)
-        shape = tuple(int(n) for n in shape)
+        shape = _check_shape(shape)
         renderer = DiskRenderer(type(self), shape, dtype=torch.float64, **renderer_options)
         values = self.canonical_values()
+        bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise ValueError(
+                f"Cannot render {type(self).__name__}: parameters {bad} are not finite "
+                f"({', '.join(f'{k}={values[k]}' for k in bad)})."
+            )
         n = len(self)
         params = {k: torch.as_tensor(np.broadcast_to(v, (n,)).copy(), dtype=torch.float64)
                   for k, v in values.items()}
@@ -463,6 +577,15 @@ class KinematicDiskModel(Fittable2DModel):
             mom0, mom1 = mom0[0], mom1[0]
         amp_unit = self.amplitude.unit or u.dimensionless_unscaled
         return mom0 * amp_unit, mom1 * VELOCITY_UNIT
+
+
+class _PerModelRadii(np.ndarray):
+    """Radii in arcsec with one row per model of a set (several distances)."""
+
+    per_model = True
+
+    def __new__(cls, values):
+        return np.asarray(values, dtype=float).view(cls)
 
 
 def _profile_parameters(cls, func):
