@@ -2,18 +2,19 @@
 
 import numpy as np
 
-__all__ = ["kinms_moments"]
+__all__ = ["kinms_cube", "kinms_moments"]
 
 
-def kinms_moments(*, n=64, cell=1.0, inclination, pa, r_scale, r_turn, v_max, beam,
-                  x_off=0.0, y_off=0.0, v_sys=0.0, z_scale=0.0, dv=5.0, n_clouds=2_000_000,
-                  gas_sigma=5.0, seed=1):
-    """mom0 and mom1 (km/s) of an exponential/arctan disc made by KinMS.
+def kinms_cube(*, n=64, cell=1.0, inclination, pa, r_scale, r_turn, v_max, beam,
+               x_off=0.0, y_off=0.0, v_sys=0.0, z_scale=0.0, dv=5.0, n_clouds=2_000_000,
+               gas_sigma=5.0, seed=1):
+    """A KinMS cube ``(nv, ny, nx)`` in astrokin's orientation, and its channel velocities.
 
-    Lengths are in arcsec. The returned maps are (ny, nx) arrays in astrokin's
-    orientation (KinMS cubes are (x, y, v) with x along RA: transposed here).
-    KinMS puts the disc centre at 0-based pixel n/2 (plus ``phaseCent``), that
-    is half a pixel from astrokin's map centre (n - 1)/2.
+    Lengths are in arcsec. KinMS cubes are (x, y, v) with x along RA: they are
+    transposed here, so that rows run North and columns run West->East reversed
+    (East along -column), as in a FITS image with CDELT1 < 0. KinMS puts the
+    disc centre at 0-based pixel n/2 (plus ``phaseCent``), that is half a pixel
+    from astrokin's map centre (n - 1)/2. Channel k is at ``(k - nv/2) dv``.
     """
     from kinms import KinMS
 
@@ -28,6 +29,16 @@ def kinms_moments(*, n=64, cell=1.0, inclination, pa, r_scale, r_turn, v_max, be
                           vOffset=v_sys)
     cube = np.transpose(cube, (2, 1, 0))
     v = (np.arange(nv) - nv / 2) * dv
+    return cube, v
+
+
+def kinms_moments(**kwargs):
+    """mom0 and mom1 (km/s) of an exponential/arctan disc made by KinMS.
+
+    Takes the arguments of `kinms_cube`; the maps are ``(ny, nx)`` arrays in
+    astrokin's orientation.
+    """
+    cube, v = kinms_cube(**kwargs)
     mom0 = cube.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mom1 = (cube * v[:, None, None]).sum(axis=0) / mom0

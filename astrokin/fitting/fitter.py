@@ -295,10 +295,12 @@ class NeuralKinematicFitter(Fitter):
 
         obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam, mask=mask,
                          exclude=exclude, reject_spurious=reject_spurious, cutout=cutout)
-        self._train(model, prepare_batch(obs), epochs=epochs)
+        batch_np = prepare_batch(obs)
+        self._train(model, batch_np, epochs=epochs,
+                    framed_fixed=_framed_fixed(_fixed_values(model), model, obs, batch_np))
         return self
 
-    def _train(self, model, batch_np, epochs=None):
+    def _train(self, model, batch_np, epochs=None, framed_fixed=None):
         """Train (or, with ``warm_start``, continue training) the network on a batch.
 
         Every step is guarded: a non-finite or exploding loss, or non-finite
@@ -321,6 +323,8 @@ class NeuralKinematicFitter(Fitter):
         epochs = self.epochs if epochs is None else int(epochs)
         layout = ParameterLayout(model, self.encoder_assignment)
         fixed = _fixed_values(model)
+        # Per-galaxy fixed x_0, y_0, pa in each galaxy's fitting frame (see _framed_fixed).
+        framed = fixed if framed_fixed is None else framed_fixed
         batch = _to_tensors(batch_np, device)
         n = batch["mom0"].shape[0]
         network, last_good, history = None, None, []
@@ -357,7 +361,8 @@ class NeuralKinematicFitter(Fitter):
                         sub = {key: (v[index] if v is not None else None)
                                for key, v in batch.items()}
                         optimiser.zero_grad()
-                        _, r0, r1 = network(sub, fixed, overrides=overrides)
+                        _, r0, r1 = network(sub, _select_fixed(framed, index.cpu().numpy()),
+                                            overrides=overrides)
                         loss = reconstruction_loss(r0, r1, sub)
                         value = float(loss.detach())
                         where = f"epoch {epoch + 1}/{epochs}, batch {k + 1}"
@@ -422,7 +427,7 @@ class NeuralKinematicFitter(Fitter):
         model : `~astrokin.models.KinematicDiskModel`
             Starting model: its class, fixed values, ties and bounds define
             the fit (starting values of free parameters are not used).
-        mom0, mom1 : array-like, `~astropy.units.Quantity`, HDU, `~astropy.nddata.NDData`, path, or list
+        mom0, mom1 : array-like, Quantity, HDU, `~astropy.nddata.NDData`, path, or list
             Moment maps: a single map, a ``(N, ny, nx)`` stack, a FITS file
             name, or a list of maps (sizes may differ). mom1 in velocity
             units (km/s when plain), NaN where there are no data. For a
@@ -486,14 +491,18 @@ class NeuralKinematicFitter(Fitter):
                 f"training_data= is only used with mode='combined', not {self.mode!r}."
             )
         t1 = time.perf_counter()
+        framed = _framed_fixed(_fixed_values(model), model, obs, batch_np)
         if self.mode == "solo":
-            self._train(model, batch_np)
+            self._train(model, batch_np, framed_fixed=framed)
         elif self.mode == "combined":
             if training_data is None:
                 raise ValueError("mode='combined' needs training_data= (other maps to train on).")
-            extra = _parse_training_data(training_data)
+            extra_obs, extra = _parse_training_data(training_data)
             both = {k: np.concatenate([batch_np[k], extra[k]]) for k in batch_np}
-            self._train(model, both)
+            extra_framed = _framed_fixed(_fixed_values(model), model, extra_obs, extra)
+            both_framed = {k: (np.concatenate([v, extra_framed[k]])
+                               if isinstance(v, np.ndarray) else v) for k, v in framed.items()}
+            self._train(model, both, framed_fixed=both_framed)
         else:
             if self.network is None:
                 raise ValueError(
@@ -507,7 +516,7 @@ class NeuralKinematicFitter(Fitter):
 
         t2 = time.perf_counter()
         n_samples = self.mc_samples if mc_samples is None else int(mc_samples)
-        summary, names = self._mc(batch_np, fixed, ties, n_samples,
+        summary, names = self._mc(batch_np, framed, ties, n_samples,
                                   overrides=getattr(layout, "overrides", ()),
                                   first_index=int(first_index))
         t_mc = time.perf_counter() - t2
@@ -543,8 +552,8 @@ class NeuralKinematicFitter(Fitter):
         def transform(outputs, index):
             context = {k: batch[k][index][:, None] for k in ("half_width", "v_ref", "v_half")}
             params = layout.to_parameters(
-                {"intensity": outputs[0], "velocity": outputs[1]}, context, fixed, ties,
-                overrides,
+                {"intensity": outputs[0], "velocity": outputs[1]}, context,
+                _select_fixed(fixed, index), ties, overrides,
             )
             cols = [params[n] for n in names]
             if extra:
@@ -569,6 +578,7 @@ class NeuralKinematicFitter(Fitter):
         n = len(obs)
         layout = self.layout
         mean = summary.mean.copy()
+        mean_frame = summary.mean.copy()  # as the network sees the maps (for rendering)
         cov = summary.cov.copy()
         samples = None if summary.samples is None else summary.samples.copy()
         # Linear per-galaxy transforms from the fitting frame (mirrored, padded
@@ -576,21 +586,10 @@ class NeuralKinematicFitter(Fitter):
         ix, iy = names.index("x_0"), names.index("y_0")
         ipa = names.index("pa")
         for g, o in enumerate(obs):
-            side, py, px = batch_np["side"][g], batch_np["pad_y"][g], batch_np["pad_x"][g]
-            ny, nx = o.shape
             a = np.ones(len(names))
             b = np.zeros(len(names))
-            a[ix] = -1.0 if o.flipped else 1.0
-            b[ix] = a[ix] * o.pixel_scale * ((side - nx) / 2 - px)
-            b[iy] = o.pixel_scale * ((side - ny) / 2 - py)
-            # From the cut-out's centre to the input map's centre.
-            fy, fx = o.full_shape
-            b[ix] += o.pixel_scale * (o.offset[1] + (nx - 1) / 2 - (fx - 1) / 2)
-            b[iy] += o.pixel_scale * (o.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
-            b[ipa] = -o.north_angle
-            if o.flipped:
-                # mirroring the columns turns PA into -PA about North
-                a[ipa] = -1.0
+            (a[ix], b[ix]), (a[iy], b[iy]), (a[ipa], b[ipa]) = _frame_transforms(
+                o, batch_np, g)
             mean[g] = a * mean[g] + b
             cov[g] = cov[g] * a[:, None] * a[None, :]
             if samples is not None:
@@ -605,7 +604,7 @@ class NeuralKinematicFitter(Fitter):
         if "amplitude" in layout.param_names and not model.fixed["amplitude"] \
                 and not model.tied["amplitude"]:
             ia = names.index("amplitude")
-            mean[:, ia] = self._amplitude(batch_np, mean, names, fixed, ties)
+            mean[:, ia] = self._amplitude(batch_np, mean_frame, names, fixed, ties)
         units = {nm: layout.model_class.canonical_unit(nm) for nm in layout.param_names}
         units["vsini"] = u.km / u.s
         free = [nm for nm in layout.param_names if not model.fixed[nm] and not model.tied[nm]]
@@ -1226,6 +1225,51 @@ def _fixed_values(model):
     return {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}
 
 
+def _frame_transforms(o, batch_np, g):
+    """``(a, b)`` for x_0, y_0 and pa: input-map value = ``a * fitting-frame value + b``.
+
+    The fitting frame is the (cut-out, mirrored to East along -column, padded)
+    map the network sees: offsets are from its centre, and its PA is
+    ``PA_sky + theta`` (``theta`` the angle of North from +row). Mirroring the
+    columns turns the input's x offsets around but not the PA on the sky,
+    which ``theta`` (measured on the mirrored grid) already accounts for.
+    """
+    side, py, px = batch_np["side"][g], batch_np["pad_y"][g], batch_np["pad_x"][g]
+    ny, nx = o.shape
+    fy, fx = o.full_shape
+    ax = -1.0 if o.flipped else 1.0
+    bx = ax * o.pixel_scale * ((side - nx) / 2 - px)
+    by = o.pixel_scale * ((side - ny) / 2 - py)
+    # From the cut-out's centre to the input map's centre.
+    bx += o.pixel_scale * (o.offset[1] + (nx - 1) / 2 - (fx - 1) / 2)
+    by += o.pixel_scale * (o.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
+    return (ax, bx), (1.0, by), (1.0, -o.north_angle)
+
+
+def _framed_fixed(fixed, model, obs, batch_np):
+    """Fixed values with the user's x_0, y_0 and pa turned into each galaxy's fitting frame.
+
+    Those three become ``(N, 1)`` arrays (one value per galaxy); the others
+    stay scalars.
+    """
+    out = dict(fixed)
+    for k, name in enumerate(("x_0", "y_0", "pa")):
+        if name not in fixed or not model.fixed[name]:
+            continue
+        values = []
+        for g, o in enumerate(obs):
+            a, b = _frame_transforms(o, batch_np, g)[k]
+            v = (float(fixed[name]) - b) / a
+            values.append(np.remainder(v, 360.0) if name == "pa" else v)
+        out[name] = np.asarray(values, dtype=float)[:, None]
+    return out
+
+
+def _select_fixed(fixed, index):
+    """The per-galaxy fixed values of the galaxies ``index`` (scalars as they are)."""
+    return {k: (v[index] if isinstance(v, np.ndarray) and v.ndim else v) for k, v in fixed.items()}
+
+
 def _distances(distance, n):
     """Distances as a length Quantity of shape ``(n,)``, or None."""
     if distance is None:
@@ -1289,7 +1333,8 @@ def _parse_training_data(training_data):
     else:
         raise TypeError("training_data must be (mom0, mom1) or a dict with mom0, mom1, "
                         "pixel_scale, beam.")
-    return prepare_batch(parse_maps(**args))
+    obs = parse_maps(**args)
+    return obs, prepare_batch(obs)
 
 
 def _progress(iterable, enabled, desc):

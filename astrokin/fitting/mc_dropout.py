@@ -259,10 +259,9 @@ def mc_dropout_summary(
         block_inputs = [x[index] for x in inputs]
         # One block's samples (galaxy_block x n_samples x P values) are held at
         # once, so memory is bounded by the block, not by the number of galaxies.
-        y = torch.cat([transform(chunk, index).to(torch.float64)
-                       for chunk in shared_trunk_samples(encoders, block_inputs, n_samples,
-                                                         seed=seed, first_index=first_index + start)],
-                      dim=1)
+        chunks = shared_trunk_samples(encoders, block_inputs, n_samples, seed=seed,
+                                      first_index=first_index + start)
+        y = torch.cat([transform(chunk, index).to(torch.float64) for chunk in chunks], dim=1)
         shift, wrap_cols = _reference(y, periods)
         d = _deviation(y, shift, periods, wrap_cols)
         mean_d = d.mean(dim=1)

@@ -369,6 +369,12 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                 raise u.UnitsError(f"mom1 must be in velocity units{label}; got {unit1}.")
             d1 = (d1 * unit1).to_value(_KMS)
         wcs = wcs0 if wcs0 is not None else wcs1
+        if wcs0 is not None and wcs1 is not None and not np.allclose(
+                wcs0.pixel_scale_matrix, wcs1.pixel_scale_matrix, rtol=1e-6, atol=0):
+            raise ValueError(
+                f"mom0 and mom1 have different pixel grids in their WCS{label}: "
+                "they must be maps of the same field on the same pixels."
+            )
         flipped, theta, ps = False, 0.0, None
         if wcs is not None and getattr(wcs, "has_celestial", False):
             flipped, theta, ps = _orientation(wcs)
@@ -400,8 +406,9 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                     break
         bp = beam_parameters(b)
         if bp is not None:
-            bpa = bp[2] if not flipped else -bp[2]
-            bp = (bp[0], bp[1], float(np.remainder(bpa + theta, 180.0)))
+            # The beam's PA is on the sky (N through E); theta was measured on
+            # the grid as fitted (mirrored if need be), so no sign change here.
+            bp = (bp[0], bp[1], float(np.remainder(bp[2] + theta, 180.0)))
         rejected = {}
         shape = d0.shape
         for spec, keep_inside, reason in ((masks[i], True, "outside_mask"),
