@@ -703,6 +703,21 @@ class NeuralKinematicFitter(Fitter):
         self.fit_info["cutout"] = [
             (slice(o.offset[0], o.offset[0] + o.shape[0]),
              slice(o.offset[1], o.offset[1] + o.shape[1])) for o in obs]
+        # A free parameter whose MC samples do not spread at all is pinned at the
+        # edge of the range the network can predict: say so, as a fitter would.
+        free = self.fit_info["free_parameters"]
+        pinned = [[nm for nm in free if nm in self.fit_info["std"] and
+                   float(np.ravel(self.fit_info["std"][nm].value)[g]) == 0.0]
+                  for g in range(len(obs))]
+        table["at_bound"] = [",".join(p) for p in pinned]
+        if any(pinned):
+            which = "; ".join(f"galaxy {g}: {', '.join(p)}" for g, p in enumerate(pinned) if p)
+            warnings.warn(
+                f"Parameters at the edge of the network's range, with no MC spread ({which}). "
+                "The galaxy lies outside the range the network was trained on for these: treat "
+                "the values as limits (see the table's 'at_bound' column).",
+                AstropyUserWarning, stacklevel=3,
+            )
         fitted.mc_samples = self.fit_info.get("samples")
         fitted.mc_std_scale = dict(self.std_scale) if self.std_scale else None
         fitted.distance = None
