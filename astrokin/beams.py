@@ -35,7 +35,10 @@ def to_beam(beam):
     TypeError
         If ``beam`` is of none of the accepted kinds or lacks units.
     ValueError
-        If an axis is not finite and positive, or ``bmin > bmaj``.
+        If an axis is not finite and positive, ``bmin > bmaj``, or the
+        position angle is not finite.
+    astropy.units.UnitsError
+        If an axis or the position angle is not an angle.
 
     Examples
     --------
@@ -72,8 +75,10 @@ def to_beam(beam):
                 )
         _check_angle("beam bmaj", bmaj)
         _check_angle("beam bmin", bmin)
-        if not bpa.unit.is_equivalent(u.deg) or not np.isfinite(bpa.value):
-            raise ValueError(f"Beam bpa must be a finite angle; got {bpa!r}.")
+        if not bpa.unit.is_equivalent(u.deg):
+            raise u.UnitsError(f"Beam bpa must be an angle; got unit {bpa.unit!r}.")
+        if not (bpa.isscalar and np.isfinite(bpa.value)):
+            raise ValueError(f"Beam bpa must be a finite scalar angle; got {bpa!r}.")
         if bmin.to_value(u.arcsec) > bmaj.to_value(u.arcsec):
             raise ValueError(f"Beam bmin ({bmin}) is larger than bmaj ({bmaj}).")
         out = Beam(major=bmaj, minor=bmin, pa=bpa)
@@ -86,6 +91,11 @@ def to_beam(beam):
     minor = out.minor.to_value(u.arcsec)
     if not (np.isfinite(major) and np.isfinite(minor) and major > 0 and minor > 0):
         raise ValueError(f"Beam axes must be finite and positive; got {out.major}, {out.minor}.")
+    if minor > major * (1 + 1e-9):
+        raise ValueError(f"Beam minor axis ({out.minor}) is larger than its major axis "
+                         f"({out.major}).")
+    if not np.isfinite(out.pa.to_value(u.deg)):
+        raise ValueError(f"Beam position angle must be finite; got {out.pa}.")
     return out
 
 

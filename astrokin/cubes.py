@@ -38,17 +38,17 @@ def _load(cube, beam):
         path = os.fspath(cube)
         if not os.path.exists(path):
             raise FileNotFoundError(f"No such cube file {path!r}.")
+        data = None
         try:
             with fits.open(path, memmap=False) as hdul:
                 hdu = next((h for h in hdul if getattr(h, "data", None) is not None
                             and h.data.ndim >= 3), None)
-                if hdu is None:
-                    raise ValueError(f"{path!r} has no HDU with a 3D cube.")
-                data, header = np.array(hdu.data, dtype=float), hdu.header.copy()
-        except ValueError:
-            raise
-        except (OSError, TypeError, IndexError, KeyError) as err:
+                if hdu is not None:
+                    data, header = np.array(hdu.data, dtype=float), hdu.header.copy()
+        except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
             raise ValueError(f"{path!r} is not a readable FITS file ({err}).") from err
+        if data is None:
+            raise ValueError(f"{path!r} has no HDU with a 3D cube.")
     elif isinstance(cube, fits.HDUList):
         hdu = next((h for h in cube if getattr(h, "data", None) is not None
                     and h.data.ndim >= 3), None)

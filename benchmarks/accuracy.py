@@ -47,6 +47,7 @@ can be reported the same way.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -551,8 +552,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true", help="show a training progress bar")
     parser.add_argument("--save-network", help="save the network trained in solo/combined mode")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --save-network replace an existing file")
     parser.add_argument("--save-results", help="save truth, fits, std and MAD as .npz")
     args = parser.parse_args(argv)
+    if args.save_network and os.path.lexists(args.save_network) and not args.overwrite:
+        parser.error(f"{args.save_network} already exists; pass --overwrite to replace it.")
 
     import torch
 
@@ -606,7 +611,7 @@ def main(argv=None):
         if args.mode == "blind":
             print("--save-network ignored in blind mode")
         else:
-            fitter.save(args.save_network)
+            fitter.save(args.save_network, overwrite=args.overwrite)
             print(f"network saved to {args.save_network}")
     if args.save_results:
         arrays = {f"true_{k}": v for k, v in kset.truth.items()}

@@ -19,6 +19,8 @@ import numpy as np
 from astropy.io import fits
 from scipy import ndimage
 
+from astrokin._io import atomic_path
+
 __all__ = ["TRUTH", "main"]
 
 TRUTH = dict(inclination=55.0, pa=125.0, r_scale=4.0, r_turn=1.5, v_max=220.0, v_sys=1350.0,
@@ -83,10 +85,9 @@ def main(outdir=None):
     mom1[~(mask.any(axis=0) & (mom0 > 0))] = np.nan
     out = pathlib.Path(outdir or pathlib.Path(__file__).parents[1] / "data" / "examples")
     out.mkdir(parents=True, exist_ok=True)
-    fits.PrimaryHDU(mom0.astype(np.float32), _header("mom0")).writeto(
-        out / "example_mom0.fits", overwrite=True)
-    fits.PrimaryHDU(mom1.astype(np.float32), _header("mom1")).writeto(
-        out / "example_mom1.fits", overwrite=True)
+    for name, data in (("mom0", mom0), ("mom1", mom1)):
+        with atomic_path(out / f"example_{name}.fits", overwrite=True) as tmp:
+            fits.PrimaryHDU(data.astype(np.float32), _header(name)).writeto(tmp, overwrite=True)
     print(f"wrote {out / 'example_mom0.fits'} and {out / 'example_mom1.fits'}")
 
 

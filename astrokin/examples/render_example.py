@@ -5,11 +5,13 @@ moment-0 and moment-1 maps of an exponential disc with an arctan rotation
 curve, smeared by an elliptical beam, with its rotation curve.
 """
 
+import pathlib
 import sys
 
 import astropy.units as u
 import numpy as np
 
+from astrokin._io import atomic_path
 from astrokin.models import ExponentialArctanDisk
 
 __all__ = ["main"]
@@ -53,7 +55,8 @@ def main(path="astrokin_example.png"):
     axes[2].set_ylabel("rotation speed (km/s)")
     axes[2].set_title("rotation curve")
     fig.suptitle("ExponentialArctanDisk: i = 60 deg, PA = 120 deg, beam 3\"x2\" at 30 deg")
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format=pathlib.Path(path).suffix[1:] or "png")
     print(f"wrote {path}")
     return path
 

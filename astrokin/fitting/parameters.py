@@ -320,7 +320,10 @@ class ParameterLayout:
                 value = torch.as_tensor(
                     np.asarray(fixed_values[name], dtype=float), dtype=ref.dtype, device=ref.device
                 )
-                params[name] = value.expand(shape) if value.ndim == 0 else value
+                if value.ndim:
+                    # one value per galaxy (first axis), shared by any sample axis
+                    value = value.reshape((value.shape[0],) + (1,) * (len(shape) - 1))
+                params[name] = value.expand(shape)
         for s in self.slots:
             if s["rule"] == "projected":
                 sin_i = torch.sin(torch.deg2rad(params["inclination"])).clamp(min=1e-3)

@@ -223,6 +223,7 @@ def _read_fits(path, what):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what}: no such file {path!r}.")
+    data = header = None
     try:
         with fits.open(path, memmap=False) as hdul:
             for hdu in hdul:
@@ -231,12 +232,11 @@ def _read_fits(path, what):
                     data = np.array(hdu.data, dtype=float)
                     header = hdu.header.copy()
                     break
-            else:
-                raise ValueError(f"{what}: the FITS file {path!r} has no image HDU with data.")
-    except ValueError:
-        raise
-    except (OSError, TypeError, IndexError, KeyError) as err:
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
+        # astropy and numpy raise all of these for corrupt or truncated files
         raise ValueError(f"{what}: {path!r} is not a readable FITS file ({err}).") from err
+    if data is None:
+        raise ValueError(f"{what}: the FITS file {path!r} has no image HDU with data.")
     unit = None
     if "BUNIT" in header:
         try:

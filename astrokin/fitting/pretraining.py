@@ -33,6 +33,7 @@ be run in stages (each stage's learning rate decays from its own start).
 """
 
 import json
+import os
 import time
 
 import numpy as np
@@ -291,7 +292,7 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
                 if checkpoint is not None:
                     network.eval()
                     fitter.metadata_extra = {"recipe_pretraining": rec, "history": history}
-                    fitter.save(checkpoint)
+                    fitter.save(checkpoint, overwrite=True)  # our own partial file
                     network.train()
         network.eval()
 
@@ -422,7 +423,11 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--calibrate-only", metavar="NETWORK",
                         help="do not train: recalibrate this saved network and save it to --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (default: refuse, before training)")
     args = parser.parse_args(argv)
+    if os.path.lexists(args.out) and not args.overwrite:
+        parser.error(f"{args.out} already exists; pass --overwrite to replace it.")
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = {}
@@ -439,12 +444,12 @@ def main(argv=None):
         saved = fitter.metadata.get("recipe_pretraining") or {}
         calibrate_network(fitter, {**{k: v for k, v in saved.items() if k in DEFAULT_RECIPE},
                                    **recipe})
-        fitter.save(args.out)
+        fitter.save(args.out, overwrite=args.overwrite)
         print(f"saved {args.out} (recalibrated)")
         return 0
     fitter = pretrain(recipe, device=args.device, progress=not args.no_progress,
                       checkpoint=args.out + ".partial")
-    fitter.save(args.out)
+    fitter.save(args.out, overwrite=args.overwrite)
     print(f"saved {args.out} after {fitter.metadata['training_minutes']:.1f} min")
     return 0
 

@@ -11,6 +11,8 @@ from .hankel import hankel_tables
 __all__ = ["DiskRenderer"]
 
 _FWHM_TO_SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))
+#: Longest map side the renderer accepts (pixels).
+MAX_SIDE = 16384
 
 
 class DiskRenderer(torch.nn.Module):
@@ -88,15 +90,17 @@ class DiskRenderer(torch.nn.Module):
     def __init__(self, model_class, shape, *, alias_order="auto", pad_factor=2.0,
                  dtype=torch.float32, device="cpu"):
         super().__init__()
-        if len(shape) != 2 or min(shape) < 2:
-            raise ValueError(f"shape must be (ny, nx) with both >= 2; got {shape}.")
+        shape = _check_shape(shape)
+        if isinstance(pad_factor, bool) or not isinstance(pad_factor, (int, float)) \
+                or not math.isfinite(pad_factor) or pad_factor < 1:
+            raise ValueError(f"pad_factor must be a finite number >= 1; got {pad_factor!r}.")
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
         if alias_order != "auto" and (int(alias_order) != alias_order or alias_order < 0):
             raise ValueError(f"alias_order must be a non-negative integer or 'auto'; "
                              f"got {alias_order!r}.")
         self.model_class = model_class
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = shape
         self.alias_order = alias_order
         self.dtype = dtype
         self.device = torch.device(device)
@@ -170,10 +174,36 @@ class DiskRenderer(torch.nn.Module):
              for n in mc.param_names}
         ps = torch.as_tensor(pixel_scale, dtype=self.dtype, device=self.device).reshape(-1)
         n_gal = ps.shape[0]
+        if n_gal == 0:
+            raise ValueError("pixel_scale is empty: give one pixel size (arcsec) per galaxy.")
+        if not bool(torch.all(torch.isfinite(ps) & (ps > 0))):
+            raise ValueError(
+                "pixel_scale must be finite and positive (arcsec per pixel); got "
+                f"{ps.detach().cpu().numpy().tolist()}."
+            )
+        bad = [n for n, v in p.items() if v.shape[0] not in (1, n_gal)]
+        if bad:
+            raise ValueError(
+                f"Parameters {bad} have {[p[n].shape[0] for n in bad]} values for "
+                f"{n_gal} galaxies (pixel_scale has {n_gal}); give 1 or {n_gal} each."
+            )
         p = {n: v.expand(n_gal) for n, v in p.items()}
         if beam is not None:
-            beam = torch.as_tensor(beam, dtype=self.dtype, device=self.device).reshape(-1, 3)
-            beam = beam.expand(n_gal, 3)
+            beam = torch.as_tensor(beam, dtype=self.dtype, device=self.device)
+            if beam.ndim not in (1, 2) or beam.shape[-1] != 3 \
+                    or (beam.ndim == 2 and beam.shape[0] not in (1, n_gal)):
+                raise ValueError(
+                    f"beam must be (3,) or (B, 3) with B = {n_gal}: FWHM major, minor "
+                    f"(arcsec), position angle (deg); got shape {tuple(beam.shape)}."
+                )
+            beam = beam.reshape(-1, 3).expand(n_gal, 3)
+            if not bool(torch.all(torch.isfinite(beam))
+                        and torch.all(beam[:, :2] > 0)):
+                raise ValueError(
+                    "beam axes must be finite and positive and its position angle finite; "
+                    f"got {beam.detach().cpu().numpy().tolist()[:3]}"
+                    f"{' ...' if n_gal > 3 else ''}."
+                )
         g = self._grid(self._order(beam, ps))
 
         # 1. Profiles on the radial nodes (arcsec), Hankel transforms (pixel units).
@@ -233,6 +263,32 @@ class DiskRenderer(torch.nn.Module):
         safe = torch.where(valid, mom0, torch.ones_like(mom0))
         mom1 = p["v_sys"][:, None, None] + torch.where(valid, num / safe, torch.zeros_like(num))
         return mom0, mom1
+
+
+def _check_shape(shape):
+    """``(ny, nx)`` as ints, each >= 2, or a ValueError/TypeError saying what was wrong."""
+    try:
+        items = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a (ny, nx) tuple of integers; got {shape!r}.") from None
+    if len(items) != 2:
+        raise ValueError(
+            f"shape must be (ny, nx): two sizes for a 2D map; got {len(items)} ({items})."
+        )
+    out = []
+    for n in items:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer, float, np.floating)) \
+                or not np.isfinite(n) or int(n) != n:
+            raise TypeError(f"shape must be (ny, nx) integers; got {items}.")
+        out.append(int(n))
+    if min(out) < 2:
+        raise ValueError(f"shape must be (ny, nx) with both >= 2; got {tuple(out)}.")
+    if max(out) > MAX_SIDE:
+        raise ValueError(
+            f"shape {tuple(out)} is too large to render: sides up to {MAX_SIDE} pixels "
+            "(the Fourier tables grow with the square of the longest side)."
+        )
+    return tuple(out)
 
 
 def _interp(k, t0, t1, dk, n_k):

@@ -53,7 +53,13 @@ def test_rotation_curve_and_intensity_profile_are_quantities():
     assert i.unit == u.Jy / u.beam * KMS
     np.testing.assert_allclose(i.value, [3, 3 / np.e])
     with pytest.raises(u.UnitsError, match="r must be in units of arcsec"):
-        d.rotation_curve(3 * u.km)
+        d.rotation_curve(3 * u.kg)
+    # lengths need a distance: 1 kpc at 206.265 Mpc is 1 arcsec
+    with pytest.raises(u.UnitsError, match="need a distance"):
+        d.rotation_curve(1 * u.kpc)
+    d.distance = 206.264806 * u.Mpc
+    assert d.rotation_curve(2 * u.kpc).value == pytest.approx(100, rel=1e-6)
+    assert d.intensity_profile(5 * u.kpc).value == pytest.approx(3 / np.e, rel=1e-6)
 
 
 def test_model_set_profiles_have_one_row_per_model():

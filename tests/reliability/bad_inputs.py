@@ -1,0 +1,405 @@
+"""The bad inputs astrokin is tried with, what each should get, and the docs table.
+
+Each `Case` names the input, the public entry point, a call that feeds the bad
+input (files are made in the current directory, so messages show short
+names), and the exception type(s) it must raise. ``test_bad_inputs.py`` runs
+them; running this module writes the table of :doc:`/reliability` from the
+actual messages::
+
+    python -m tests.reliability.bad_inputs docs/reliability_table.inc
+"""
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from astropy import units as u
+
+PS = 1.0 * u.arcsec
+BEAM = 2.0 * u.arcsec
+KMS = u.km / u.s
+
+
+@dataclass
+class Case:
+    what: str
+    entry: str
+    call: object
+    expect: tuple
+    mentions: str = ""  # the message must contain this (e.g. the file at fault)
+
+
+def _maps(shape=(32, 32)):
+    from .helpers import galaxy_maps
+
+    return galaxy_maps(shape)
+
+
+def _fit(mom0, mom1, model=None, **kw):
+    from astrokin.fitting import NeuralKinematicFitter
+    from astrokin.models import ExponentialArctanDisk
+
+    kw.setdefault("pixel_scale", PS)
+    fitter = NeuralKinematicFitter(mode="solo", epochs=1, mc_samples=4, seed=0, progress=False)
+    return fitter(model if model is not None else ExponentialArctanDisk(), mom0, mom1, **kw)
+
+
+def _parse(mom0, mom1, **kw):
+    from astrokin.fitting.preprocessing import parse_maps
+
+    return parse_maps(mom0, mom1, **kw)
+
+
+def _write_fits(name, data, header=None):
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header).writeto(name, overwrite=True)
+    return name
+
+
+def _hdu(data, header):
+    from astropy.io import fits
+
+    return fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header)
+
+
+def _network(name, edit):
+    """A saved tiny network, damaged by ``edit(meta)``."""
+    import json
+
+    import torch
+
+    from astrokin.fitting import NeuralKinematicFitter
+    from astrokin.models import ExponentialArctanDisk
+
+    if not os.path.exists("good.pt"):
+        mom0, mom1 = _maps()
+        fitter = NeuralKinematicFitter(mode="blind", epochs=1, seed=0, progress=False)
+        fitter.train(ExponentialArctanDisk(), mom0, mom1, pixel_scale=PS, beam=BEAM)
+        fitter.save("good.pt")
+    raw = torch.load("good.pt", weights_only=True)
+    meta = json.loads(raw["metadata"])
+    edit(meta)
+    torch.save({"metadata": json.dumps(meta), "state_dict": raw["state_dict"]}, name)
+    return name
+
+
+def _load(path, **kw):
+    from astrokin.fitting import NeuralKinematicFitter
+
+    return NeuralKinematicFitter.load(path, **kw)
+
+
+def _cubes():
+    try:
+        from astrokin.cubes import moment_maps
+    except ImportError:
+        return None
+    return moment_maps
+
+
+def cases():
+    """The list of `Case` (some build files in the current directory when called)."""
+    from astropy.io import fits
+
+    from astrokin.exceptions import NetworkFormatError
+    from astrokin.models import ExponentialArctanDisk, GaussianRingDisk
+
+    from .helpers import sky_header
+
+    mom0, mom1 = _maps()
+    m1 = mom1.value
+    nan = np.full_like(mom0, np.nan)
+    V, T, UE = ValueError, TypeError, u.UnitsError
+    out = [
+        # ---- maps (parse_maps, used by every fit)
+        Case("mom0 and mom1 of different shapes", "fitter call", lambda: _fit(mom0, m1[:, :-2]),
+             (V,)),
+        Case("mom1 all NaN", "fitter call", lambda: _fit(mom0, nan), (V,)),
+        Case("mom0 all NaN", "fitter call", lambda: _fit(nan, m1), (V,)),
+        Case("mom0 all zero", "fitter call", lambda: _fit(np.zeros_like(mom0), m1), (V,)),
+        Case("mom0 negative everywhere", "fitter call", lambda: _fit(-mom0, m1), (V,)),
+        Case("maps of 3x3 pixels", "fitter call", lambda: _fit(mom0[:3, :3], m1[:3, :3]), (V,)),
+        Case("maps of 1x32 pixels", "fitter call", lambda: _fit(mom0[:1], m1[:1]), (V,)),
+        Case("an empty list of maps", "fitter call", lambda: _fit([], []), (V,)),
+        Case("a 4D array", "fitter call", lambda: _fit(mom0[None, None], m1[None, None]), (V,)),
+        Case("a list holding a 3D stack", "fitter call",
+             lambda: _fit([mom0[None].repeat(2, 0)], [m1[None].repeat(2, 0)]), (V,)),
+        Case("a dict instead of a map", "fitter call", lambda: _fit({"a": 1}, m1), (T,)),
+        Case("mom1 in Jy/beam (not a velocity)", "fitter call",
+             lambda: _fit(mom0, m1 * u.Jy / u.beam), (UE,)),
+        Case("mom0 in km/s (a velocity)", "fitter call", lambda: _fit(mom0 * KMS, mom1), (UE,)),
+        Case("mom1 HDU with BUNIT = 'Jy/beam'", "fitter call",
+             lambda: _fit(_hdu(mom0, sky_header()), _hdu(m1, sky_header(bunit="Jy/beam")),
+                          pixel_scale=None), (UE,)),
+        Case("mom0 HDU with BUNIT = 'km/s'", "fitter call",
+             lambda: _fit(_hdu(mom0, sky_header(bunit="km/s")), _hdu(m1, sky_header()),
+                          pixel_scale=None), (UE,)),
+        Case("plain arrays, no pixel_scale", "fitter call",
+             lambda: _fit(mom0, m1, pixel_scale=None), (V,)),
+        Case("HDUs without a WCS, no pixel_scale", "fitter call",
+             lambda: _fit(fits.PrimaryHDU(mom0), fits.PrimaryHDU(m1), pixel_scale=None), (V,)),
+        Case("pixel_scale = 0 arcsec", "fitter call",
+             lambda: _fit(mom0, m1, pixel_scale=0 * u.arcsec), (V,)),
+        Case("pixel_scale = -1 arcsec", "fitter call",
+             lambda: _fit(mom0, m1, pixel_scale=-1 * u.arcsec), (V,)),
+        Case("pixel_scale = NaN arcsec", "fitter call",
+             lambda: _fit(mom0, m1, pixel_scale=np.nan * u.arcsec), (V,)),
+        Case("pixel_scale = inf arcsec", "fitter call",
+             lambda: _fit(mom0, m1, pixel_scale=np.inf * u.arcsec), (V,)),
+        Case("pixel_scale = 0.5 (no unit)", "fitter call",
+             lambda: _fit(mom0, m1, pixel_scale=0.5), (T,)),
+        Case("pixel_scale = 0.5 km/s", "fitter call",
+             lambda: _fit(mom0, m1, pixel_scale=0.5 * KMS), (UE,)),
+        Case("WCS with CDELT = 0", "fitter call",
+             lambda: _fit(_hdu(mom0, sky_header(cdelt=0.0)), _hdu(m1, sky_header(cdelt=0.0)),
+                          pixel_scale=None), (V,)),
+        Case("beam = 0 arcsec", "fitter call", lambda: _fit(mom0, m1, beam=0 * u.arcsec), (V,)),
+        Case("beam = -2 arcsec", "fitter call", lambda: _fit(mom0, m1, beam=-2 * u.arcsec), (V,)),
+        Case("beam = NaN arcsec", "fitter call",
+             lambda: _fit(mom0, m1, beam=np.nan * u.arcsec), (V,)),
+        Case("beam with bmin > bmaj", "fitter call",
+             lambda: _fit(mom0, m1, beam=(1 * u.arcsec, 2 * u.arcsec, 0 * u.deg)), (V,)),
+        Case("beam = 2 (no unit)", "fitter call", lambda: _fit(mom0, m1, beam=2.0), (T,)),
+        Case("beam = 2 km/s", "fitter call", lambda: _fit(mom0, m1, beam=2 * KMS), (UE,)),
+        Case("header BMAJ < 0", "fitter call",
+             lambda: _fit(_hdu(mom0, _with(sky_header(), BMAJ=-1e-3)),
+                          _hdu(m1, _with(sky_header(), BMAJ=-1e-3)), pixel_scale=None), (V,)),
+        # ---- FITS files
+        Case("a FITS path that does not exist", "fitter call",
+             lambda: _fit("missing_mom0.fits", "missing_mom1.fits"), (FileNotFoundError,)),
+        Case("a corrupt FITS file (random bytes)", "fitter call",
+             lambda: _fit(_garbage("corrupt.fits"), _write_fits("ok1.fits", m1)), (V,),
+             "corrupt.fits"),
+        Case("a truncated FITS file", "fitter call",
+             lambda: _fit(_truncated("truncated.fits", mom0), _write_fits("ok1.fits", m1)), (V,),
+             "truncated.fits"),
+        Case("an empty file", "fitter call",
+             lambda: _fit(_empty("empty.fits"), _write_fits("ok1.fits", m1)), (V,),
+             "empty.fits"),
+        Case("a FITS spectral cube (3D) given as mom0", "fitter call",
+             lambda: _fit(_cube_file("cube.fits"), _write_fits("ok1.fits", m1)), (V,),
+             "cube"),
+        # ---- the model
+        Case("a model with no free parameters", "fitter call",
+             lambda: _fit(mom0, m1, model=ExponentialArctanDisk(
+                 fixed={n: True for n in ExponentialArctanDisk.param_names})), (V,)),
+        Case("a fixed value outside its bounds (inclination 5 deg, bounds 10-90)",
+             "fitter call",
+             lambda: _fit(mom0, m1, model=ExponentialArctanDisk(
+                 inclination=5 * u.deg, fixed={"inclination": True})), (V,)),
+        Case("a model class instead of an instance", "fitter call",
+             lambda: _fit(mom0, m1, model=ExponentialArctanDisk), (T,)),
+        Case("a free parameter with empty bounds (inclination 40-40 deg)", "fitter call",
+             lambda: _fit(mom0, m1, model=ExponentialArctanDisk(
+                 bounds={"inclination": (40, 40)})), (V,)),
+        # ---- fitter options
+        Case("device = 'gpu'", "NeuralKinematicFitter()", lambda: _fitter(device="gpu"), (V,)),
+        Case("device = 'cuda' without CUDA", "NeuralKinematicFitter()",
+             lambda: _fitter(device="cuda"), (V,)),
+        Case("learning_rate = NaN", "NeuralKinematicFitter()",
+             lambda: _fitter(learning_rate=float("nan")), (V,)),
+        Case("epochs = -1", "NeuralKinematicFitter()", lambda: _fitter(epochs=-1), (V,)),
+        # ---- saved networks
+        Case("a network file that does not exist", "NeuralKinematicFitter.load",
+             lambda: _load("missing.pt"), (FileNotFoundError,)),
+        Case("a truncated network file", "NeuralKinematicFitter.load",
+             lambda: _load(_truncated_bytes("cut.pt", _network("full.pt", lambda m: None))),
+             (NetworkFormatError,)),
+        Case("a network file of random bytes", "NeuralKinematicFitter.load",
+             lambda: _load(_garbage("noise.pt")), (NetworkFormatError,)),
+        Case("a pickle that would run code", "NeuralKinematicFitter.load",
+             lambda: _load(_evil("evil.pt")), (NetworkFormatError,)),
+        Case("a network from a newer format (version 99)", "NeuralKinematicFitter.load",
+             lambda: _load(_network("future.pt", lambda m: m.update(format_version=99))),
+             (NetworkFormatError,)),
+        Case("a network without format_version", "NeuralKinematicFitter.load",
+             lambda: _load(_network("nover.pt", lambda m: m.pop("format_version"))),
+             (NetworkFormatError,)),
+        Case("a network for another model class", "NeuralKinematicFitter.load",
+             lambda: _load(_network("other.pt", lambda m: None), model=GaussianRingDisk),
+             (NetworkFormatError,)),
+        Case("a network naming a module not imported", "NeuralKinematicFitter.load",
+             lambda: _load(_network("foreign.pt", lambda m: m["layout"].update(
+                 model_class="evil_module:Disk"))), (NetworkFormatError,)),
+        Case("saving over an existing file", "NeuralKinematicFitter.save",
+             lambda: _load(_network("exists.pt", lambda m: None)).save("exists.pt"),
+             (FileExistsError,)),
+        Case("saving into a missing directory", "NeuralKinematicFitter.save",
+             lambda: _load(_network("x.pt", lambda m: None)).save("no/such/dir/net.pt"),
+             (FileNotFoundError,)),
+        # ---- rendering and beams
+        Case("render shape (64,) (1D)", "model.render",
+             lambda: ExponentialArctanDisk().render((64,), PS), (V,)),
+        Case("render shape (2, 64, 64) (3D)", "model.render",
+             lambda: ExponentialArctanDisk().render((2, 64, 64), PS), (V,)),
+        Case("render shape (64.5, 64)", "model.render",
+             lambda: ExponentialArctanDisk().render((64.5, 64), PS), (T,)),
+        Case("render pixel_scale = 0", "model.render",
+             lambda: ExponentialArctanDisk().render((16, 16), 0 * u.arcsec), (V,)),
+        Case("render a model with a NaN parameter", "model.render",
+             lambda: ExponentialArctanDisk(pa=np.nan * u.deg).render((16, 16), PS), (V,)),
+        Case("beam bpa in km/s", "to_beam",
+             lambda: _to_beam((2 * u.arcsec, 1 * u.arcsec, 3 * KMS)), (UE,)),
+    ]
+    moment_maps = _cubes()
+    if moment_maps is not None:
+        out += [
+            Case("a 2D map given as a cube", "cubes.moment_maps",
+                 lambda: moment_maps(_write_fits("flat.fits", mom0, sky_header())), (V,)),
+            Case("a cube file that does not exist", "cubes.moment_maps",
+                 lambda: moment_maps("missing_cube.fits"), (FileNotFoundError,)),
+            Case("a corrupt cube file", "cubes.moment_maps",
+                 lambda: moment_maps(_garbage("corrupt_cube.fits")), (V,), "corrupt_cube.fits"),
+            Case("a cube of NaN", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("nan_cube.fits", fill=np.nan)), (V,)),
+        ]
+    return out
+
+
+def _with(header, **cards):
+    header.update(cards)
+    return header
+
+
+def _fitter(**kw):
+    from astrokin.fitting import NeuralKinematicFitter
+
+    return NeuralKinematicFitter(**kw)
+
+
+def _to_beam(beam):
+    from astrokin.beams import to_beam
+
+    return to_beam(beam)
+
+
+def _garbage(name):
+    with open(name, "wb") as f:
+        f.write(np.random.default_rng(1).bytes(6000))
+    return name
+
+
+def _empty(name):
+    open(name, "wb").close()
+    return name
+
+
+def _truncated(name, data):
+    _write_fits(name, data)
+    return _truncated_bytes(name, name)
+
+
+def _truncated_bytes(name, src):
+    with open(src, "rb") as f:
+        raw = f.read()
+    with open(name, "wb") as f:
+        f.write(raw[: len(raw) // 2 + 7])
+    return name
+
+
+def _cube_file(name, fill=None):
+    from astropy.io import fits
+
+    from .helpers import sky_header
+
+    h = sky_header()
+    h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"], h["CUNIT3"] = (
+        "VRAD", 1000.0, 10.0, 1.0, "km/s")
+    data = np.random.default_rng(2).random((5, 32, 32)).astype(np.float32)
+    if fill is not None:
+        data[:] = fill
+    fits.PrimaryHDU(data, h).writeto(name, overwrite=True)
+    return name
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code from the file ran",))
+
+
+def _evil(name):
+    import torch
+
+    torch.save({"metadata": _Payload(), "state_dict": {}}, name)
+    return name
+
+
+def outcome(case):
+    """``(exception type or None, message)`` of one case, run in the current directory."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            case.call()
+        except Exception as err:  # noqa: BLE001 - classifying is the point
+            return type(err), str(err)
+    return None, ""
+
+
+def _type_name(kind):
+    if kind is None:
+        return "(no error)"
+    if kind is u.UnitsError:
+        return "UnitsError"
+    return kind.__name__
+
+
+def table(results):
+    """A reStructuredText list-table of ``(case, type, message)``."""
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 30 15 15 40",
+        "",
+        "   * - Bad input",
+        "     - Entry point",
+        "     - Exception",
+        "     - Message",
+    ]
+    for case, kind, message in results:
+        text = " ".join(message.split()).replace("`", "'") or "-"
+        lines += [
+            f"   * - {case.what}",
+            f"     - ``{case.entry}``",
+            f"     - ``{_type_name(kind)}``",
+            f"     - ``{text}``",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def in_temporary_directory():
+    old = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            yield tmp
+        finally:
+            os.chdir(old)
+
+
+def main(argv=None):
+    """Write the table of :doc:`/reliability` (``docs/reliability_table.inc``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    target = os.path.abspath(argv[0] if argv else "docs/reliability_table.inc")
+    import torch
+
+    torch.set_num_threads(1)
+    with in_temporary_directory():
+        results = [(c, *outcome(c)) for c in cases()]
+    header = (".. This table is generated from the actual messages by\n"
+              "   ``python -m tests.reliability.bad_inputs docs/reliability_table.inc``;\n"
+              "   do not edit it by hand.\n\n")
+    with open(target, "w") as f:
+        f.write(header + table(results))
+    bad = [(c.what, _type_name(k)) for c, k, _ in results if k is None or k not in c.expect]
+    print(f"wrote {target}: {len(results)} cases, {len(bad)} not as expected: {bad}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
