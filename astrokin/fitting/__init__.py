@@ -5,6 +5,12 @@ import torch (so it can be registered as an ``astropy.modeling`` entry point);
 the network pieces load on first use.
 """
 
+# astropy.modeling loads its "astropy.modeling" entry points, ours included,
+# while it is first imported. Importing it before .fitter means that happens
+# now, not halfway through .fitter's own import (where the entry point would
+# find the class not yet defined and astropy would warn).
+import astropy.modeling  # noqa: F401, I001
+
 from .fitter import NeuralKinematicFitter
 
 __all__ = [

@@ -297,3 +297,18 @@ def test_blind_network_accepts_parameters_fixed_by_the_user(trained_fitter, rend
     with pytest.raises(ValueError, match="was trained for ExponentialArctanDisk"):
         trained_fitter(ExponentialArctanDisk(fixed={"z_scale": False}), mom0[:1], mom1[:1],
                        pixel_scale=PIXEL_SCALE, beam=BEAM)
+
+
+@pytest.mark.parametrize("first", ["astrokin.fitting", "astrokin.cli", "astropy.modeling"])
+def test_astropy_entry_point_registers_the_fitter_whatever_is_imported_first(first):
+    """astropy.modeling.fitting exposes NeuralKinematicFitter, without a warning."""
+    import subprocess
+    import sys
+
+    code = (f"import {first}\n"
+            "import astropy.modeling.fitting as f\n"
+            "from astrokin.fitting import NeuralKinematicFitter as N\n"
+            "assert f.NeuralKinematicFitter is N\n")
+    result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
