@@ -43,23 +43,24 @@ def _local_median(values, valid, half=2):
     p = np.pad(a, half, constant_values=np.nan)
     win = sliding_window_view(p, (2 * half + 1, 2 * half + 1)).reshape(a.shape + (-1,)).copy()
     win[..., (2 * half + 1) ** 2 // 2] = np.nan  # leave the pixel itself out
-    with np.errstate(all="ignore"), _quiet():
-        med = np.nanmedian(win, axis=-1)
-        count = np.sum(np.isfinite(win), axis=-1)
-        spread = _MAD_TO_SIGMA * np.nanmedian(np.abs(win - med[..., None]), axis=-1)
+    with np.errstate(all="ignore"):
+        med, count = _nanmedian(win)
+        spread = _MAD_TO_SIGMA * _nanmedian(np.abs(win - med[..., None]))[0]
     return med, count, spread
 
 
-class _quiet:
-    def __enter__(self):
-        import warnings
+def _nanmedian(a):
+    """Median over the last axis ignoring NaN, and the number of finite values.
 
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
+    The same as `numpy.nanmedian` (NaN where there are none), but by one sort,
+    which puts the NaNs last: several times faster on many short rows.
+    """
+    s = np.sort(a, axis=-1)
+    n = np.sum(np.isfinite(a), axis=-1)
+    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(s, np.maximum(n // 2, 0)[..., None], axis=-1)[..., 0]
+    med = np.where(n > 0, 0.5 * (lo + hi), np.nan)
+    return med, n
 
 
 def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, local_sigma=6.0,
