@@ -113,7 +113,7 @@ def _run(function):
     return None
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(fits_pairs())
 def test_random_fits_files_succeed_or_fail_clearly(tmp_path, tiny_fitter, pair):
@@ -132,7 +132,7 @@ def test_random_fits_files_succeed_or_fail_clearly(tmp_path, tiny_fitter, pair):
     assert (file_state(p0), file_state(p1)) == before  # the files are only read
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(arrays(0), arrays(1), st.sampled_from([None, 1 * u.arcsec, 0.3 * u.deg]),
        st.sampled_from([None, 2 * u.arcsec]))
