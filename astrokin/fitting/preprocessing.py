@@ -471,23 +471,30 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         if not (np.isfinite(d1) & valid0).any():
             raise ValueError(f"mom1 has no finite pixels where mom0 has data{label} "
                              "(all NaN or masked).")
-        if reject_spurious:
-            from astrokin.fitting.cleaning import find_spurious
+        out.append((d0, d1, valid0, ps, bp, wcs, flipped, theta, tuple(shape), rejected))
+    return [_clean_and_cut(item, reject_spurious=reject_spurious, cutout=cutout)
+            for item in out]
 
-            area = 1.0 if bp is None else 1.1331 * bp[0] * bp[1] / ps ** 2
-            flags = find_spurious(d1, np.isfinite(d1) & valid0, beam_area=area)
-            for reason, bad in flags.items():
-                if bad.any():
-                    rejected[reason] = np.flatnonzero(bad)
-                    d1[bad] = np.nan
-        offset = (0, 0)
-        if cutout:
-            d0, d1, offset = _cut_out(d0, d1, bp, ps)
-        if flipped:
-            d0, d1 = d0[:, ::-1], d1[:, ::-1]
-        out.append(Observation(np.ascontiguousarray(d0), np.ascontiguousarray(d1), ps, bp,
-                               wcs, flipped, theta, tuple(shape), offset, rejected))
-    return out
+
+def _clean_and_cut(item, *, reject_spurious, cutout):
+    """Spurious-pixel rejection, cut-out and mirroring of one galaxy; its `Observation`."""
+    d0, d1, valid0, ps, bp, wcs, flipped, theta, shape, rejected = item
+    if reject_spurious:
+        from astrokin.fitting.cleaning import find_spurious
+
+        area = 1.0 if bp is None else 1.1331 * bp[0] * bp[1] / ps ** 2
+        flags = find_spurious(d1, np.isfinite(d1) & valid0, beam_area=area)
+        for reason, bad in flags.items():
+            if bad.any():
+                rejected[reason] = np.flatnonzero(bad)
+                d1[bad] = np.nan
+    offset = (0, 0)
+    if cutout:
+        d0, d1, offset = _cut_out(d0, d1, bp, ps)
+    if flipped:
+        d0, d1 = d0[:, ::-1], d1[:, ::-1]
+    return Observation(np.ascontiguousarray(d0), np.ascontiguousarray(d1), ps, bp, wcs, flipped,
+                       theta, shape, offset, rejected)
 
 
 def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16):
