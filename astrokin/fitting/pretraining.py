@@ -129,8 +129,12 @@ def _batch(gens, recipe, rng, n):
     kind = "noisy" if rng.random() < recipe["noise_fraction"] else "clean"
     gals = gens[size][kind].draw(n)
     beams = [gals.beam(i) for i in range(n)]
+    # The labels are in the frame of the full synthetic map, and the maps have
+    # no spurious pixels: no cut-out, no rejection (either would move the frame
+    # or the data away from the labels).
     obs = parse_maps(list(gals.mom0), list(gals.mom1 * u.km / u.s),
-                     pixel_scale=gals.pixel_scale, beam=beams)
+                     pixel_scale=gals.pixel_scale, beam=beams, reject_spurious=False,
+                     cutout=False)
     batch = prepare_batch(obs)
     truth = {name: (gals.params[name].to_value(gals.model_class.canonical_unit(name))
                     if gals.model_class.canonical_unit(name) is not None
