@@ -72,9 +72,23 @@ def test_newer_format_names_both_versions(network_file, tmp_path):
         NeuralKinematicFitter.load(path)
 
 
-def test_version_1_files_still_load():
-    fitter = NeuralKinematicFitter.pretrained(mc_samples=4)
+def test_version_1_files_still_load(tmp_path):
+    """A version 1 file (the first bundled network's format: no model block) loads."""
+    from importlib import resources
+
+    bundled = resources.files("astrokin") / "data" / "networks" / "exponential_arctan_disk.pt"
+
+    def as_v1(meta):
+        for key in ("model", "torch_version", "created"):  # what version 2 added
+            meta.pop(key, None)
+        meta["format_version"] = 1
+
+    with resources.as_file(bundled) as src:
+        assert json.loads(torch.load(src, weights_only=True)["metadata"])["format_version"] == 2
+        v1 = _rewrite(src, tmp_path / "v1.pt", edit_meta=as_v1)
+    fitter = NeuralKinematicFitter.load(v1, mc_samples=4)
     assert fitter.metadata["format_version"] == 1
+    assert fitter.layout.model_class is ExponentialArctanDisk
 
 
 @pytest.mark.parametrize("edit, pattern", [
