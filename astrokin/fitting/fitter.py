@@ -399,21 +399,20 @@ class NeuralKinematicFitter(Fitter):
                                       message=str(err) or type(err).__name__)
             if network is not None and last_good is not None:
                 network.load_state_dict(last_good)
-                network.eval()
-                self.network = network
-                self.layout = layout
-                self._fixed_at_training = fixed
-                self._model_at_training = _model_metadata(layout.model_class, layout, model)
-                self.loss_history = history
+                self._keep(network, layout, fixed, model, history)
             raise
+        self._keep(network, layout, fixed, model, history)
+        self.training_info.update(epochs_completed=len(history), stopped="completed")
+        return history
+
+    def _keep(self, network, layout, fixed, model, history):
+        """Make a trained (or restored) network the fitter's own."""
         network.eval()
         self.network = network
         self.layout = layout
         self._fixed_at_training = fixed
         self._model_at_training = _model_metadata(layout.model_class, layout, model)
         self.loss_history = history
-        self.training_info.update(epochs_completed=len(history), stopped="completed")
-        return history
 
     # ------------------------------------------------------------------
     # Fitting

@@ -135,14 +135,7 @@ def _unpack(obj, what):
         obj = hdus[0]
     if _is_hdu(obj):
         header = obj.header
-        unit = None
-        if "BUNIT" in header:
-            try:
-                unit = u.Unit(header["BUNIT"], format="fits", parse_strict="silent")
-            except ValueError:
-                unit = None
-            if isinstance(unit, u.UnrecognizedUnit):
-                unit = None
+        unit = _bunit(header)
         if obj.data is None:
             raise ValueError(f"The HDU given as {what} has no data.")
         data = np.asarray(obj.data, dtype=float)
@@ -249,6 +242,17 @@ def _image_data(data, header, what):
     return squeezed
 
 
+def _bunit(header):
+    """The unit in a header's ``BUNIT``, or None (absent or not understood)."""
+    if "BUNIT" not in header:
+        return None
+    try:
+        unit = u.Unit(header["BUNIT"], format="fits", parse_strict="silent")
+    except (ValueError, TypeError):
+        return None
+    return None if isinstance(unit, u.UnrecognizedUnit) else unit
+
+
 def _read_fits(path, what):
     """``(data, unit, wcs, header)`` of the first image HDU of a FITS file."""
     import os
@@ -272,15 +276,7 @@ def _read_fits(path, what):
         raise ValueError(f"{what}: {path!r} is not a readable FITS file ({err}).") from err
     if data is None:
         raise ValueError(f"{what}: the FITS file {path!r} has no image HDU with data.")
-    unit = None
-    if "BUNIT" in header:
-        try:
-            unit = u.Unit(header["BUNIT"], format="fits", parse_strict="silent")
-        except ValueError:
-            unit = None
-        if isinstance(unit, u.UnrecognizedUnit):
-            unit = None
-    return _image_data(data, header, f"{what} ({path})"), unit, _Lazy(header), header
+    return _image_data(data, header, f"{what} ({path})"), _bunit(header), _Lazy(header), header
 
 
 def _as_list(value, n, name):

@@ -7,17 +7,6 @@ from astropy import units as u
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    # On a small shared CPU, torch's intra-op threads spin against other
-    # processes and slow these tiny networks down many times; one thread is
-    # both faster and deterministic.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 PIXEL_SCALE = 0.5 * u.arcsec
 BEAM = 1.5 * u.arcsec
 

@@ -17,14 +17,6 @@ PIX = 0.5  # arcsec
 BEAM = 1.5  # arcsec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def blind():
     return NeuralKinematicFitter.pretrained(mc_samples=200, seed=3, progress=False)

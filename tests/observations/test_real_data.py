@@ -27,14 +27,6 @@ WISDOM = ["NGC0383", "NGC0524", "NGC1387", "NGC4697", "FRL49"]
 REFERENCE_PA = {"NGC0383": 141.0, "NGC1387": 65.0, "NGC4697": 66.0, "NGC4324": 65.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _maps(name):
     if name == "NGC4324":
         return moment_maps(DATA / "cubes" / "NGC4324_CO10.fits")

@@ -7,15 +7,6 @@ torch = pytest.importorskip("torch")
 from .helpers import BEAM, PIXEL_SCALE, galaxy_maps  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    # Tiny networks on a small shared CPU: one intra-op thread is faster and deterministic.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="session")
 def maps():
     """One rendered galaxy: plain mom0 array and mom1 Quantity (km/s) with NaN outside."""

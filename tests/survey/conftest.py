@@ -13,14 +13,6 @@ N_GALAXIES = 300
 PIXEL_SCALE = 1.0  # arcsec
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def header(beam, kind, ra=150.0, dec=2.0, n=40):
     """A celestial WCS (East to the left), the beam and the unit of a moment map."""
     h = fits.Header()
