@@ -11,7 +11,6 @@ Run: ``python benchmarks/blind_speed.py [--threads 2] [--device cuda] [--network
 """
 
 import argparse
-import platform
 import resource
 import sys
 import time
@@ -20,21 +19,12 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import torch
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 from astrokin.fitting import NeuralKinematicFitter
 from astrokin.fitting.mc_dropout import naive_samples
 from astrokin.models import ExponentialArctanDisk
 from astrokin.synthetic import make_galaxies
-
-
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():
@@ -55,7 +45,7 @@ def main():
     gals = make_galaxies(ExponentialArctanDisk(), max(sizes), shape=(64, 64), seed=1,
                          beam=2 * u.pix, mask_snr=1)
     mom1 = gals.mom1 * u.km / u.s
-    print(f"machine: {_cpu_name()}, {torch.get_num_threads()} torch thread(s), "
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread(s), "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})"
                                      if args.device.startswith("cuda") else ""))
     print(f"torch {torch.__version__}; {args.mc_samples} MC samples per galaxy; 64x64 maps")

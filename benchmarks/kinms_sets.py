@@ -365,15 +365,9 @@ def set_path(name, out=None):
 
 def machine_description():
     """One line describing this machine (CPU model, cores, Python, numpy, KinMS)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from machine import cpu_name
+
+    cpu = cpu_name()
     try:
         from importlib.metadata import version
 

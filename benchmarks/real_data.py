@@ -21,12 +21,12 @@ data README (mod 180). Usage::
 
 import argparse
 import pathlib
-import platform
 import time
 import warnings
 
 import numpy as np
 from astropy import units as u
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 GALAXIES = ["NGC0383", "NGC0524", "NGC1387", "NGC4697", "FRL49", "NGC4324"]
 REFERENCE_PA = {"NGC0383": 141.0, "NGC1387": 65.0, "NGC4697": 66.0, "NGC4324": 65.0}
@@ -65,7 +65,7 @@ def main(argv=None):
             mode="solo", epochs=args.scratch_epochs, learning_rate=1e-3, mc_samples=1000,
             seed=0, progress=False),
     }
-    print(f"# astrokin on real observations ({platform.processor() or platform.machine()}, "
+    print(f"# astrokin on real observations ({cpu_name()}, "
           f"{args.threads} torch threads, torch {torch.__version__})")
     print(f"# solo-tuned: {args.tune_epochs} epochs from the bundled weights; solo-scratch: "
           f"{args.scratch_epochs} epochs, lr 1e-3; 1000 MC samples; PA ref.: data README (mod 180)")

@@ -8,10 +8,10 @@ Run: python benchmarks/renderer_speed.py [--device cuda] [--threads N]
 """
 
 import argparse
-import platform
 import time
 
 import torch
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 from astrokin.models import ExponentialArctanDisk
 from astrokin.rendering import DiskRenderer
@@ -53,7 +53,7 @@ def main():
         torch.set_num_threads(args.threads)
     dev = args.device
     print(f"torch {torch.__version__}, device {dev}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}")
+          f"{cpu_name()}")
     if dev == "cuda":
         print(torch.cuda.get_device_name())
     header = (f"{'map':>7s} {'B':>5s} {'beam':>6s} {'order':>5s} {'fwd ms':>8s} {'renders/s':>10s} "

@@ -27,16 +27,7 @@ import astropy.units as u
 import torch
 from astropy.io import fits
 from astropy.table import Table
-
-
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 
 def write_catalogue(directory, n, seed=0):
@@ -126,7 +117,7 @@ def main():
         train_rows = bench_train(catalogue, tmp, args.galaxies, args.device, args.epochs)
     dev = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda")
                          else "")
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, device {dev}; torch "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, device {dev}; torch "
           f"{torch.__version__}; 1 torch thread per worker/process")
     print(f"{args.galaxies} synthetic 64x64 galaxies as FITS pairs; fits: {args.mc_samples} "
           "MC samples, batches of 256; training: global batch 64, "

@@ -189,8 +189,6 @@ class _Lazy:
         self.header = header
 
     def resolve(self):
-        if self.header.get("NAXIS", 0) < 2:
-            return None
         return _celestial_wcs(self.header)
 
 
@@ -210,6 +208,8 @@ def _celestial_wcs(header):
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
 
+    if header.get("NAXIS", 0) < 2:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
@@ -467,14 +467,14 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         if not (np.isfinite(d1) & valid0).any():
             raise ValueError(f"mom1 has no finite pixels where mom0 has data{label} "
                              "(all NaN or masked).")
-        out.append((d0, d1, valid0, ps, bp, wcs, flipped, theta, tuple(shape), rejected))
-    return [_clean_and_cut(item, reject_spurious=reject_spurious, cutout=cutout)
-            for item in out]
+        out.append(_clean_and_cut(d0, d1, valid0, ps, bp, wcs, flipped, theta, tuple(shape),
+                                  rejected, reject_spurious=reject_spurious, cutout=cutout))
+    return out
 
 
-def _clean_and_cut(item, *, reject_spurious, cutout):
+def _clean_and_cut(d0, d1, valid0, ps, bp, wcs, flipped, theta, shape, rejected, *,
+                   reject_spurious, cutout):
     """Spurious-pixel rejection, cut-out and mirroring of one galaxy; its `Observation`."""
-    d0, d1, valid0, ps, bp, wcs, flipped, theta, shape, rejected = item
     if reject_spurious:
         from astrokin.fitting.cleaning import find_spurious
 

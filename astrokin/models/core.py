@@ -335,18 +335,19 @@ class KinematicDiskModel(Fittable2DModel):
     # ------------------------------------------------------------------
     # Profiles as Quantities
     def _profile(self, func, names, r, unit):
-        per_model = getattr(r, "per_model", False)
-        r = np.asarray(_plain(r, LENGTH_UNIT, "r"), dtype=float)
+        r, per_model = self._radii_arcsec(r)
         values = self.canonical_values()
         args = [values[n] for n in names]
         if len(self) > 1:
-            # radii shared by all models, or (with several distances) one row each
-            extra = np.ndim(r) - (1 if per_model else 0)
-            args = [np.asarray(a)[(...,) + (None,) * extra] for a in args]
+            args = [np.asarray(a)[(...,) + (None,) * _model_axes(r, per_model)] for a in args]
         return func(np, r, *args) * unit
 
     def _radii_arcsec(self, r):
-        """Radii as arcsec (plain numbers: arcsec); lengths need the model's ``distance``."""
+        """``(radii in arcsec, per_model)``; lengths are converted with ``self.distance``.
+
+        Plain numbers are arcsec. With one distance per model of a set, the radii
+        get a leading model axis and ``per_model`` is True.
+        """
         if isinstance(r, u.Quantity) and r.unit.is_equivalent(u.kpc):
             distance = getattr(self, "distance", None)
             if distance is None:
@@ -355,12 +356,11 @@ class KinematicDiskModel(Fittable2DModel):
                     "model.distance), or give radii as angles."
                 )
             d = np.asarray(u.Quantity(distance).to_value(u.kpc))
+            kpc = r.to_value(u.kpc)
             if d.ndim:
-                out = _PerModelRadii(r.to_value(u.kpc)[None, ...] / d[(...,) + (None,) * r.ndim]
-                                     * u.rad.to(u.arcsec))
-                return out
-            return (r.to_value(u.kpc) / d) * u.rad.to(u.arcsec)
-        return _plain(r, LENGTH_UNIT, "r")
+                return kpc[None, ...] / d[(...,) + (None,) * kpc.ndim] * u.rad.to(u.arcsec), True
+            return kpc / d * u.rad.to(u.arcsec), False
+        return np.asarray(_plain(r, LENGTH_UNIT, "r"), dtype=float), False
 
     def rotation_curve(self, r, band=None):
         """Circular rotation speed at radii ``r``, with its MC band after a fit.
@@ -405,8 +405,8 @@ class KinematicDiskModel(Fittable2DModel):
         if band is None:
             band = samples is not None
         if not band:
-            return self._profile(self.rotation_velocity, self.velocity_parameters,
-                                 self._radii_arcsec(r), VELOCITY_UNIT)
+            return self._profile(self.rotation_velocity, self.velocity_parameters, r,
+                                 VELOCITY_UNIT)
         if samples is None:
             raise ValueError(
                 "This model carries no Monte Carlo samples: band=True needs a model returned "
@@ -420,7 +420,7 @@ class KinematicDiskModel(Fittable2DModel):
         r_in = u.Quantity(r) if isinstance(r, u.Quantity) else np.asarray(r, dtype=float) * \
             u.arcsec
         r_in = np.atleast_1d(r_in)
-        r_arc = np.atleast_1d(self._radii_arcsec(r_in))
+        r_arc = np.atleast_1d(self._radii_arcsec(r_in)[0])
         values = self.canonical_values()
         scale = getattr(self, "mc_std_scale", None) or {}
         n_models = len(self)
@@ -486,11 +486,9 @@ class KinematicDiskModel(Fittable2DModel):
         amp = self.amplitude.quantity if self.amplitude.unit is not None else \
             self.amplitude.value * u.dimensionless_unscaled
         if len(self) > 1:
-            rr = self._radii_arcsec(r)
-            amp = amp[(...,) + (None,) * (np.ndim(rr) - (1 if getattr(rr, "per_model", False)
-                                                             else 0))]
-        shape = self._profile(self.surface_brightness, self.intensity_parameters,
-                              self._radii_arcsec(r), u.dimensionless_unscaled)
+            amp = amp[(...,) + (None,) * _model_axes(*self._radii_arcsec(r))]
+        shape = self._profile(self.surface_brightness, self.intensity_parameters, r,
+                              u.dimensionless_unscaled)
         return amp * shape
 
     # ------------------------------------------------------------------
@@ -579,13 +577,9 @@ class KinematicDiskModel(Fittable2DModel):
         return mom0 * amp_unit, mom1 * VELOCITY_UNIT
 
 
-class _PerModelRadii(np.ndarray):
-    """Radii in arcsec with one row per model of a set (several distances)."""
-
-    per_model = True
-
-    def __new__(cls, values):
-        return np.asarray(values, dtype=float).view(cls)
+def _model_axes(r, per_model):
+    """Axes to add to a model set's per-model values to broadcast them against radii ``r``."""
+    return np.ndim(r) - (1 if per_model else 0)
 
 
 def _profile_parameters(cls, func):
