@@ -146,3 +146,37 @@ def test_pretraining_can_continue_from_a_saved_network(tmp_path):
     for (k, a), (_, b) in zip(first.network.state_dict().items(),
                               second.network.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_recipe_priors_set_the_training_galaxies():
+    from astrokin.fitting.pretraining import _batch, _generators, _model_from_recipe
+
+    rec = {**DEFAULT_RECIPE, "shapes": [64], "noise_fraction": 0.0,
+           "priors": {"pa": 0.0, "x_0": [-1.0, 1.0], "v_sys": 0.0, "inclination": [40, 50]}}
+    model = _model_from_recipe(rec)
+    _, truth = _batch(_generators(model, rec, 1), rec, np.random.default_rng(1), 64)
+    assert np.all(truth["pa"] == 0) and np.all(truth["v_sys"] == 0)
+    assert np.all(np.abs(truth["x_0"]) <= 1) and np.ptp(truth["x_0"]) > 0.5
+    assert np.all((truth["inclination"] >= 40) & (truth["inclination"] <= 50))
+    # V sin i keeps the recipe's range whatever the inclinations are.
+    vsini = truth["v_max"] * np.sin(np.deg2rad(truth["inclination"]))
+    assert vsini.min() >= 50 and vsini.max() <= 500
+    for bad, match in (({"colour": 1.0}, "not a parameter of ExponentialArctanDisk"),
+                       ({"pa": [10, 0]}, "one value or \\[low, high\\]"),
+                       ({"pa": [0, 1, 2]}, "one value or \\[low, high\\]")):
+        with pytest.raises(ValueError, match=match):
+            _generators(model, {**rec, "priors": bad}, 1)
+
+
+def test_specialising_starts_from_the_bundled_network():
+    if not BUNDLED.is_file():
+        pytest.skip("the bundled network is not present in this tree")
+    fitter = pretrain({"init": "pretrained", "supervised_steps": 0, "selfsupervised_steps": 0,
+                       "validation_size": 4, "calibration_size": 8,
+                       "calibration_mc_samples": 10, "shapes": [64],
+                       "priors": {"pa": 0.0}}, progress=False, log=lambda line: None)
+    bundled = NeuralKinematicFitter.pretrained()
+    for (k, a), (_, b) in zip(fitter.network.state_dict().items(),
+                              bundled.network.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert fitter.metadata["recipe_pretraining"]["priors"] == {"pa": 0.0}
