@@ -445,6 +445,25 @@ def fit_set(kset, fitter, model, *, batch=256, training=None):
     return out["val"], out["std"], out["mad"], timings
 
 
+def print_calibration(fitter, model, test_set, cal_set):
+    """Recalibrate ``fitter`` on ``cal_set`` (not the test set's galaxies) and print the factors."""
+    same = all(test_set.meta.get(k) == cal_set.meta.get(k) for k in ("set", "seed", "clouds"))
+    if same:
+        raise SystemExit("--calibrate-on must name a set made with another --seed than the one "
+                         "fitted: calibrating on the test galaxies would hide the real coverage.")
+    if cal_set.meta.get("set") != test_set.meta.get("set"):
+        print(f"note: calibrating on a {cal_set.meta.get('set')!r} set to fit a "
+              f"{test_set.meta.get('set')!r} set")
+    mom0, mom1, kw = _maps_args(cal_set, np.arange(len(cal_set)))
+    report = fitter.calibrate(model, mom0, mom1, cal_set.truth, **kw)
+    print(f"MC spreads recalibrated on {len(cal_set)} galaxies of {cal_set.meta.get('set')} "
+          f"(seed {cal_set.meta.get('seed')}), not the fitted ones:")
+    print(format_table([{"parameter": r["parameter"], "factor": float(r["scale"]),
+                         "n": int(r["n"]), "cover before": float(r["coverage_before"]),
+                         "cover after": float(r["coverage_after"])} for r in report]))
+    print()
+
+
 def make_fitter(args):
     from astrokin.fitting import NeuralKinematicFitter
 
@@ -555,7 +574,13 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true",
                         help="let --save-network replace an existing file")
     parser.add_argument("--save-results", help="save truth, fits, std and MAD as .npz")
+    parser.add_argument("--calibrate-on", metavar="SET",
+                        help="blind mode: first recalibrate the network's MC spreads on "
+                             "this other KinMS set (a .npz path, generated with another "
+                             "--seed; NeuralKinematicFitter.calibrate) and print the factors")
     args = parser.parse_args(argv)
+    if args.calibrate_on and args.mode != "blind":
+        parser.error("--calibrate-on needs --mode blind")
     if args.save_network and os.path.lexists(args.save_network) and not args.overwrite:
         parser.error(f"{args.save_network} already exists; pass --overwrite to replace it.")
 
@@ -596,6 +621,8 @@ def main(argv=None):
     print(f"fixed at truth: {', '.join(fixed) or 'none'}; MC samples {args.mc_samples}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}")
     print(f"machine: {kinms_sets.machine_description()}")
+    if args.calibrate_on:
+        print_calibration(fitter, model, full, kinms_sets.load_set(args.calibrate_on, args.cache))
     val, std, mad, timings = fit_set(kset, fitter, model, batch=args.batch, training=training)
     text, extra = report(kset, val, std, mad, fixed=fixed, flag_definition=args.flag)
     print()

@@ -110,3 +110,22 @@ def test_end_to_end_hard_mixed_shapes(tiny_set, capsys):
     text = capsys.readouterr().out
     for label in ("PA", "centre |offset|", "v_sys", "unflagged"):
         assert label in text
+
+
+def test_calibrate_on_another_set_sets_the_factors(tiny_set, tmp_path, capsys):
+    pytest.importorskip("torch")
+    other = tmp_path / "kinms_hard_seed5.npz"
+    ks.save_set(ks.generate("hard", 6, clouds=30_000, seed=5, verbose=False), other)
+    acc.main(["--set", "hard", "--cache", str(tiny_set), "--mode", "blind", "--network",
+              "pretrained", "--mc-samples", "50", "--calibrate-on", str(other)])
+    text = capsys.readouterr().out
+    assert "MC spreads recalibrated on 6 galaxies of hard (seed 5), not the fitted ones" in text
+    for name in ("inclination", "pa", "vsini"):
+        assert any(line.startswith(name) for line in text.splitlines()), name
+    # The test galaxies themselves cannot be the calibration set.
+    with pytest.raises(SystemExit, match="another --seed"):
+        acc.main(["--set", "hard", "--cache", str(tiny_set), "--mode", "blind", "--network",
+                  "pretrained", "--calibrate-on", str(tiny_set / "kinms_hard.npz")])
+    with pytest.raises(SystemExit):
+        acc.main(["--set", "hard", "--cache", str(tiny_set), "--mode", "solo",
+                  "--calibrate-on", str(other)])
