@@ -2,7 +2,9 @@
 
 ``astrokin fit MOM0 MOM1`` fits moment maps (or a cube, or many galaxies)
 and writes a table; ``astrokin train`` trains or fine-tunes a network on a
-set of maps; ``astrokin demo`` fits the bundled example galaxy. Run
+set of maps; ``astrokin pretrain`` trains one on synthetic galaxies of known
+parameters (e.g. specialises the bundled one to a survey's set-up);
+``astrokin demo`` fits the bundled example galaxy. Run
 ``astrokin COMMAND --help`` for the options. `main` runs the command line
 from Python (``main(['fit', 'a_mom0.fits', 'a_mom1.fits'])``).
 """
@@ -20,9 +22,10 @@ Fit the kinematics of gas discs in galaxies from moment maps with the
 self-supervised, physics-aware neural network of Dawson et al. (2021).
 
 commands:
-  fit     fit moment maps (mom0 + mom1 FITS files, or data cubes) and write a table
-  train   train (or fine-tune) a network on a set of maps, to fit blind later
-  demo    fit the bundled example galaxy and write its table and diagnostic figure
+  fit       fit moment maps (mom0 + mom1 FITS files, or data cubes) and write a table
+  train     train (or fine-tune) a network on a set of maps, to fit blind later
+  pretrain  train a network on synthetic galaxies drawn like a survey's maps
+  demo      fit the bundled example galaxy and write its table and diagnostic figure
 
 Run 'astrokin COMMAND --help' for the options of each command.
 """
@@ -34,7 +37,7 @@ class CommandLineError(Exception):
 
 def build_parser():
     """The argument parser of the ``astrokin`` command."""
-    from . import demo, fit, train
+    from . import demo, fit, pretrain, train
 
     parser = argparse.ArgumentParser(
         prog="astrokin", description=_DESCRIPTION,
@@ -44,7 +47,7 @@ def build_parser():
 
     parser.add_argument("--version", action="version", version=f"astrokin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (fit, train, demo):
+    for module in (fit, train, pretrain, demo):
         module.add_parser(sub)
     return parser
 

@@ -1,7 +1,8 @@
 """Pre-training networks for blind fitting on synthetic galaxies, and calibrating them.
 
 The recipe (`DEFAULT_RECIPE`, run by `pretrain`; from the command line
-``python -m astrokin.fitting.pretraining --out net.pt``):
+``astrokin pretrain -o net.pt`` or ``python -m astrokin.fitting.pretraining
+--out net.pt``):
 
 1. **Supervised phase.** Fresh synthetic galaxies for every step
    (`astrokin.synthetic.SyntheticGenerator`: the paper's Table 2 ranges —
@@ -52,7 +53,7 @@ import time
 import numpy as np
 from astropy import units as u
 
-__all__ = ["DEFAULT_RECIPE", "calibrate", "calibrate_network", "pretrain"]
+__all__ = ["DEFAULT_RECIPE", "calibrate", "calibrate_network", "pretrain", "read_recipe", "run"]
 
 #: The recipe of the bundled network. Lengths are fractions of the map
 #: half-width (the model's defaults), beams in pixels of the rendered maps.
@@ -473,28 +474,99 @@ def main(argv=None):
         parser.error(f"{args.out} already exists; pass --overwrite to replace it.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    recipe = read_recipe(args.recipe, args.set)
+    run(recipe, args.out, device=args.device, progress=not args.no_progress,
+        calibrate_only=args.calibrate_only, overwrite=args.overwrite)
+    return 0
+
+
+def read_recipe(path=None, items=()):
+    """Recipe overrides from a JSON file and ``KEY=VALUE`` strings (values as JSON).
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        JSON file of `DEFAULT_RECIPE` overrides.
+    items : sequence of str
+        ``KEY=VALUE`` overrides applied after the file's, e.g.
+        ``'supervised_steps=8000'`` or ``'priors={"pa": 0}'``.
+
+    Returns
+    -------
+    recipe : dict
+
+    Examples
+    --------
+    >>> from astrokin.fitting.pretraining import read_recipe
+    >>> read_recipe(items=["supervised_steps=8000", 'priors={"pa": 0}'])
+    {'supervised_steps': 8000, 'priors': {'pa': 0}}
+    """
     recipe = {}
-    if args.recipe:
-        with open(args.recipe) as f:
-            recipe.update(json.load(f))
-    for item in args.set:
-        key, _, value = item.partition("=")
-        recipe[key] = json.loads(value)
-    if args.calibrate_only:
+    if path:
+        with open(path) as f:
+            try:
+                recipe.update(json.load(f))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} is not a JSON recipe: {err}") from None
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Recipe overrides are KEY=VALUE, got {item!r}.")
+        try:
+            recipe[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"The value of {key.strip()!r} must be JSON (strings in double quotes), "
+                f"got {value!r}."
+            ) from None
+    unknown = set(recipe) - set(DEFAULT_RECIPE)
+    if unknown:
+        raise ValueError(f"Unknown recipe keys: {sorted(unknown)}.")
+    return recipe
+
+
+def run(recipe, out, *, device="auto", progress=True, calibrate_only=None, overwrite=False,
+        log=print):
+    """Pre-train (or only recalibrate) a network by a recipe and save it to ``out``.
+
+    Parameters
+    ----------
+    recipe : dict
+        Overrides of `DEFAULT_RECIPE`.
+    out : str or path-like
+        Where to save the network; a checkpoint ``out + '.partial'`` is kept
+        while training.
+    device : str, optional
+    progress : bool, optional
+    calibrate_only : str or path-like, optional
+        Do not train: recalibrate this saved network (with the recipe's
+        calibration set, over the recipe it was trained with).
+    overwrite : bool, optional
+        Replace ``out`` if it exists; checked before any training.
+    log : callable, optional
+
+    Returns
+    -------
+    fitter : `~astrokin.fitting.NeuralKinematicFitter`
+    """
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to "
+                              "replace it.")
+    if calibrate_only:
         from astrokin.fitting import NeuralKinematicFitter
 
-        fitter = NeuralKinematicFitter.load(args.calibrate_only, device=args.device)
+        fitter = NeuralKinematicFitter.load(calibrate_only, device=device)
         saved = fitter.metadata.get("recipe_pretraining") or {}
         calibrate_network(fitter, {**{k: v for k, v in saved.items() if k in DEFAULT_RECIPE},
-                                   **recipe})
-        fitter.save(args.out, overwrite=args.overwrite)
-        print(f"saved {args.out} (recalibrated)")
-        return 0
-    fitter = pretrain(recipe, device=args.device, progress=not args.no_progress,
-                      checkpoint=args.out + ".partial")
-    fitter.save(args.out, overwrite=args.overwrite)
-    print(f"saved {args.out} after {fitter.metadata['training_minutes']:.1f} min")
-    return 0
+                                   **recipe}, log=log)
+        fitter.save(out, overwrite=overwrite)
+        log(f"saved {out} (recalibrated)")
+        return fitter
+    fitter = pretrain(recipe, device=device, progress=progress, log=log,
+                      checkpoint=str(out) + ".partial")
+    fitter.save(out, overwrite=overwrite)
+    log(f"saved {out} after {fitter.metadata['training_minutes']:.1f} min")
+    return fitter
 
 
 if __name__ == "__main__":  # pragma: no cover

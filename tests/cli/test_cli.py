@@ -192,3 +192,32 @@ def test_dask_workers(maps, capsys):
                            "-o", maps / "dask.ecsv", "--mc-samples", "100", "-q"], capsys)
     assert status == 0, err
     assert len(QTable.read(maps / "dask.ecsv")) == 2
+
+
+def test_pretrain_specialises_the_bundled_network(tmp_path, capsys):
+    net = tmp_path / "special.pt"
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"shapes": [64], "noise_fraction": 0.0, "priors": {"pa": 0}}')
+    tiny = ["batch_size=8", "supervised_steps=4", "selfsupervised_steps=0", "eval_every=2",
+            "validation_size=8", "calibration_size=16", "calibration_mc_samples=10"]
+    status, out, _ = _run(["pretrain", "-o", net, "--recipe", recipe, "--init", "pretrained",
+                           "--set", *tiny], capsys)
+    assert status == 0, out
+    assert "continuing from pretrained" in out and f"saved {net}" in out
+    from astrokin.fitting import NeuralKinematicFitter
+
+    saved = NeuralKinematicFitter.load(net)
+    rec = saved.metadata["recipe_pretraining"]
+    assert rec["init"] == "pretrained" and rec["priors"] == {"pa": 0}
+    assert rec["supervised_steps"] == 4 and len(saved.metadata["history"]) == 2
+    size = net.stat().st_size
+    # Errors: one line, exit status 1, and the existing network is left alone.
+    for argv, message in (
+            (["--set", "supervised_steps=4"], "already exists"),
+            (["--overwrite", "--set", "epochs=4"], "Unknown recipe keys: ['epochs']"),
+            (["--overwrite", "--set", "priors={pa: 0}"], "must be JSON"),
+            (["--overwrite", "--set", "supervised_steps"], "KEY=VALUE"),
+            (["--overwrite", "--set", "priors={\"colour\": 1}"], "not a parameter")):
+        status, _, err = _run(["pretrain", "-o", net, *argv], capsys)
+        assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
+        assert net.stat().st_size == size
