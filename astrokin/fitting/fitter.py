@@ -635,10 +635,17 @@ class NeuralKinematicFitter(Fitter):
         if "vsini" not in values and vname in values and "inclination" in values:
             values["vsini"] = values[vname] * np.sin(np.deg2rad(values["inclination"]))
         free = self.fit_info["free_parameters"]
-        wanted = parameters if parameters is not None else free + ["vsini"]
-        unknown = [nm for nm in wanted if nm not in table.colnames]
-        if unknown:
-            raise ValueError(f"Cannot calibrate {unknown}: the fit gives {free + ['vsini']}.")
+        if parameters is not None:
+            wanted = list(parameters)
+            unknown = [nm for nm in wanted if nm not in free + ["vsini"]]
+            if unknown:
+                raise ValueError(f"Cannot calibrate {unknown}: the free parameters of this fit "
+                                 f"are {free + ['vsini']}.")
+            missing = [nm for nm in wanted if nm not in values]
+            if missing:
+                raise ValueError(f"truth gives no values of {missing}.")
+        else:
+            wanted = free + ["vsini"]
         names = [nm for nm in wanted if nm in values]
         if not names:
             raise ValueError(

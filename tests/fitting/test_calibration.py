@@ -95,6 +95,11 @@ def test_truth_as_dict_or_model_set_and_bad_truth():
         fitter.calibrate(*args, {"inclination": [30, 40, 50] * u.deg}, **kw)
     with pytest.raises(ValueError, match="truth gives none of the parameters"):
         fitter.calibrate(*args, {"colour": np.ones(20)}, **kw)
+    with pytest.raises(ValueError, match=r"Cannot calibrate \['pa'\]: the free parameters"):
+        fitter.calibrate(ExponentialArctanDisk(pa=0 * u.deg, fixed={"pa": True}), *args[1:],
+                         model_set, parameters=["pa"], **kw)
+    with pytest.raises(ValueError, match=r"truth gives no values of \['r_turn'\]"):
+        fitter.calibrate(*args, as_dict, parameters=["inclination", "r_turn"], **kw)
     with pytest.raises(ValueError, match="level must be between 0 and 1"):
         fitter.calibrate(*args, as_dict, level=68, **kw)
     with pytest.raises(u.UnitConversionError):
