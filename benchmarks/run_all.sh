@@ -20,7 +20,7 @@ run blind_speed python benchmarks/blind_speed.py --threads 2 --no-barolo
 run paper_blind python benchmarks/accuracy.py --set paper --mode blind --network pretrained --threads 2
 run hard_blind python benchmarks/accuracy.py --set hard --mode blind --network pretrained --threads 2
 # Error bars calibrated on other KinMS galaxies (seed 2), and the network
-# specialised to the paper set's set-up (11 minutes of training on 2 cores).
+# specialised to the paper set's set-up (10 minutes of training on 2 cores).
 cal="${ASTROKIN_BENCHMARK_CACHE:-$HOME/.cache/astrokin-benchmarks}/calibration"
 python benchmarks/kinms_sets.py both --n 1000 --seed 2 --out "$cal"
 run paper_blind_calibrated python benchmarks/accuracy.py --set paper --mode blind \

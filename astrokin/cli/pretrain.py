@@ -13,7 +13,7 @@ held-out ones. This is how the bundled network was made; with --init
 pretrained and a recipe describing your survey's maps (beam in pixels, noise,
 map size, known or narrowed parameters) it specialises the bundled network
 to them, which makes blind fits of those maps more accurate (on the paper's
-set-up: 11 minutes on 2 CPU cores, errors divided by two to three).
+set-up: 10 minutes on 2 CPU cores, errors divided by two to three).
 
 A recipe is a JSON file of overrides of DEFAULT_RECIPE, or KEY=VALUE pairs
 (values as JSON). Useful keys: supervised_steps, supervised_lr, shapes,

@@ -40,7 +40,7 @@ continuing from the bundled one on galaxies drawn like its own: the recipe's
 ``shapes``, ``beam_major_px``, ``beam_axis_ratio``, ``noise_fraction``,
 ``snr_range`` and ``priors`` (per-parameter ``[low, high]`` or a single value,
 in the model's canonical units: deg, km/s, and arcsec of the 1-arcsec
-training pixels) describe them. On the paper's set-up this takes 11 minutes
+training pixels) describe them. On the paper's set-up this takes 10 minutes
 on two CPU cores and divides the benchmark errors by two to three (see
 ``docs/pretrained.rst``). Calibrate the result on simulations of the survey
 (`~astrokin.fitting.NeuralKinematicFitter.calibrate`).
