@@ -587,8 +587,12 @@ class NeuralKinematicFitter(Fitter):
         ------
         ValueError
             If the fitter has no trained network or is not in blind mode, if
-            ``truth`` does not give one value per galaxy, or if it gives none
-            of the parameters to calibrate.
+            ``level`` is not between 0 and 1, if ``truth`` does not give one
+            value per galaxy or gives none of the parameters to calibrate, or
+            if ``parameters`` names one that is not free in ``model`` or that
+            ``truth`` lacks.
+        astropy.units.UnitConversionError
+            If a truth Quantity has the wrong kind of unit.
 
         Examples
         --------
