@@ -548,6 +548,23 @@ def run(recipe, out, *, device="auto", progress=True, calibrate_only=None, overw
     Returns
     -------
     fitter : `~astrokin.fitting.NeuralKinematicFitter`
+
+    Examples
+    --------
+    A (very) short specialisation of the bundled network to round 2-pixel
+    beams, saved to a file:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from astrokin.fitting.pretraining import read_recipe, run
+    >>> recipe = read_recipe(items=['init="pretrained"', "beam_major_px=[2, 2]",
+    ...                             "supervised_steps=2", "selfsupervised_steps=0",
+    ...                             "batch_size=4", "validation_size=4", "calibration_size=8",
+    ...                             "calibration_mc_samples=10", "shapes=[64]"])
+    >>> out = Path(tempfile.mkdtemp()) / "special.pt"
+    >>> fitter = run(recipe, out, progress=False, log=lambda line: None)
+    >>> out.exists(), fitter.metadata["recipe_pretraining"]["beam_major_px"]
+    (True, [2, 2])
     """
     if os.path.lexists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to "
