@@ -7,11 +7,16 @@ axis measured from North counter-clockwise through East. `to_beam` turns any
 of these into a `radio_beam.Beam` and checks it.
 """
 
+import functools
+
 import numpy as np
 from astropy import units as u
 from radio_beam import Beam
 
-__all__ = ["beam_parameters", "to_beam"]
+__all__ = ["FWHM_TO_SIGMA", "beam_area_pixels", "beam_parameters", "to_beam"]
+
+#: Standard deviation of a Gaussian per unit FWHM, ``1 / sqrt(8 ln 2)``.
+FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
 
 def to_beam(beam):
@@ -127,6 +132,47 @@ def beam_parameters(beam):
         float(beam.minor.to_value(u.arcsec)),
         float(beam.pa.to_value(u.deg)),
     )
+
+
+def beam_area_pixels(beam, pixel_scale):
+    """Area of a beam in pixels, as `radio_beam.Beam.sr` defines it.
+
+    Parameters
+    ----------
+    beam : any beam accepted by `to_beam`, a ``(bmaj, bmin, bpa)`` tuple of floats, or None
+        Floats are FWHM in arcsec (and the position angle in deg), as
+        `beam_parameters` returns them.
+    pixel_scale : float or `~astropy.units.Quantity`
+        Angle per pixel (a plain number is in arcsec).
+
+    Returns
+    -------
+    area : float
+        ``pi / (4 ln 2) bmaj bmin / pixel_scale**2``; 1.0 (one pixel) for no beam.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astrokin.beams import beam_area_pixels
+    >>> round(beam_area_pixels(2 * u.arcsec, 0.5 * u.arcsec), 3)
+    18.129
+    >>> round(beam_area_pixels((2.0, 2.0, 0.0), 0.5), 3)
+    18.129
+    """
+    if beam is None:
+        return 1.0
+    ps = float(u.Quantity(pixel_scale, u.arcsec).value)
+    if isinstance(beam, tuple) and all(isinstance(v, (int, float)) for v in beam):
+        # Floats, on the hot path of reading maps: radio_beam's area of a
+        # 1-arcsec beam, scaled (building a Beam per galaxy costs 0.1 ms).
+        return _unit_beam_area() * float(beam[0]) * float(beam[1]) / ps ** 2
+    return float(to_beam(beam).sr.to_value(u.arcsec ** 2)) / ps ** 2
+
+
+@functools.cache
+def _unit_beam_area():
+    """`radio_beam.Beam.sr` of a round 1-arcsec FWHM beam, in arcsec**2."""
+    return float(Beam(major=1 * u.arcsec).sr.to_value(u.arcsec ** 2))
 
 
 def _check_angle(name, value):

@@ -15,9 +15,9 @@ import torch
 from astropy import units as u
 from astropy.table import QTable
 
+from astrokin._validation import pixel_scale_arcsec
 from astrokin.beams import beam_parameters
 from astrokin.fitting.parameters import CENTRE_FRACTION, DEFAULT_LENGTH_FRACTION, LENGTH_FRACTIONS
-from astrokin.models.core import _pixel_scale_arcsec
 from astrokin.rendering import DiskRenderer
 
 __all__ = [
@@ -161,7 +161,7 @@ def draw_parameters(model, n, *, shape=(64, 64), pixel_scale=1 * u.arcsec, prior
     """
     rng = np.random.default_rng(seed)
     mc = type(model)
-    ps = _pixel_scale_arcsec(pixel_scale)
+    ps = pixel_scale_arcsec(pixel_scale)
     half_width = 0.5 * (min(shape) - 1) * ps
     priors = dict(priors or {})
     unknown = set(priors) - set(mc.param_names)
@@ -211,7 +211,7 @@ class SyntheticGenerator:
                  batch_size=512, alias_order="auto"):
         self.model = model
         self.shape = tuple(int(n) for n in shape)
-        self.pixel_scale = _pixel_scale_arcsec(pixel_scale)
+        self.pixel_scale = pixel_scale_arcsec(pixel_scale)
         self.priors = priors
         self.beam = beam
         self.noise = noise

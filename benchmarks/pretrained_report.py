@@ -58,7 +58,7 @@ def main():
     fitter.std_scale = None
     _, before = calibrate(fitter, model, batch, truth, args.mc_samples)
     # coverage after: raw z compared with the stored factors
-    summary, names = fitter._mc(batch, fitter._fixed_at_training, {}, args.mc_samples)
+    summary, names = fitter.mc_summary(batch, args.mc_samples)
     vname = "v_max"
     t = dict(truth)
     t["vsini"] = t[vname] * np.sin(np.deg2rad(t["inclination"]))

@@ -266,7 +266,7 @@ def run(args):
 
 
 def _check_plotting(corner):
-    from astrokin.visualization._optional import import_corner, new_figure
+    from astrokin._optional import import_corner, new_figure
 
     new_figure()  # raises ImportError naming astrokin[plot] when matplotlib is missing
     if corner:

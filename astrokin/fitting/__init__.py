@@ -18,6 +18,9 @@ __all__ = [
     "KinematicAutoencoder",
     "NeuralKinematicFitter",
     "ParameterLayout",
+    "PreparedBatch",
+    "TrainedNetwork",
+    "TrainingLoop",
     "mc_dropout_summary",
 ]
 
@@ -25,6 +28,9 @@ _LAZY = {
     "Encoder": "encoders",
     "KinematicAutoencoder": "network",
     "ParameterLayout": "parameters",
+    "PreparedBatch": "batch",
+    "TrainedNetwork": "trained",
+    "TrainingLoop": "training",
     "mc_dropout_summary": "mc_dropout",
 }
 

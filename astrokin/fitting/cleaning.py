@@ -92,7 +92,7 @@ def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, loc
     valid : `numpy.ndarray` of bool, optional
         Pixels to consider (default: the finite ones).
     beam_area : float, optional
-        Beam area in pixels (``1.1331 bmaj bmin / pixel_scale**2``); islands
+        Beam area in pixels (`astrokin.beams.beam_area_pixels`); islands
         smaller than this (or than 2% of the largest island) are flagged.
     velocity_limit : float or None, optional
         Largest plausible ``|v - median|`` in km/s; None disables the test.

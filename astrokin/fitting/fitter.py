@@ -2,8 +2,14 @@
 
 ``fitted = fitter(model, mom0, mom1)`` trains (or reuses) the self-supervised
 semantic auto-encoder of `astrokin.fitting.network` on the maps, then runs
-Monte Carlo dropout (`astrokin.fitting.mc_dropout`) to return the fitted model
-with uncertainties, as astropy's own fitters do.
+Monte Carlo dropout to return the fitted model with uncertainties, as
+astropy's own fitters do. The class orchestrates; each job lives in its own
+module: reading and preparing the maps (`~astrokin.fitting.preprocessing`),
+the fitting frame (`~astrokin.fitting.frames`), training
+(`~astrokin.fitting.training`), the trained network and its MC-dropout
+predictions (`~astrokin.fitting.trained`), the results
+(`~astrokin.fitting.results`), calibration (`~astrokin.fitting.calibration`)
+and network files (`~astrokin.fitting.persistence`).
 
 This module imports neither torch nor astrokin's models at import time, so that
 it can be registered under astropy's ``astropy.modeling`` entry-point group:
@@ -13,95 +19,29 @@ the object is a class deriving from `astropy.modeling.fitting.Fitter`, and
 adds it to the ``astropy.modeling.fitting`` namespace. At that moment
 ``astropy.modeling`` is only partly initialised (``astropy.modeling.core`` is
 not yet re-exported), so anything imported here at module level must be safe
-to import then; the heavy parts are imported on first use.
+to import then; the modules that need torch are imported on first use.
 """
 
-import json
 import time
 import warnings
 
 import numpy as np
-from astropy import units as u
-from astropy.modeling.fitting import Covariance, Fitter, StandardDeviations
+from astropy.modeling.fitting import Fitter
 from astropy.utils.exceptions import AstropyUserWarning
+
+from astrokin._validation import check_integer, check_real
+from astrokin.fitting.calibration import (
+    calibrate_parameters,
+    calibration_targets,
+    table_values,
+)
+from astrokin.fitting.devices import resolve_device
+from astrokin.fitting.parameters import check_model, fixed_values
 
 __all__ = ["NeuralKinematicFitter"]
 
 _MODES = ("solo", "combined", "blind")
-_FORMAT = "astrokin-neural-kinematic-fitter"
-#: Version 2 added the ``model`` block (class, parameter units and bounds,
-#: fixed and tied names), ``torch_version`` and ``created``; version 1 files
-#: (the first bundled network) are still read.
-_FORMAT_VERSION = 2
-_RECIPE_KEYS = ("epochs", "batch_size", "learning_rate", "lr_decay", "lr_decay_every",
-                "mc_samples", "dropout")
-
-
-#: Devices astrokin knows how to check; anything else torch accepts is refused
-#: with a clear message rather than failing deep inside torch.
-_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
-#: A batch loss above this many times the first batch's loss (and above
-#: ``_EXPLODE_FACTOR * _LOSS_FLOOR``) counts as an exploding loss. The loss
-#: compares maps normalised to about [-1, 1], so it starts at ~0.01-1 and
-#: even a poor fit stays far below the threshold.
-_EXPLODE_FACTOR = 1e4
-_LOSS_FLOOR = 1e-3
-
-
-def _resolve_device(device):
-    """The `torch.device` for a ``device=`` option, checked to exist on this machine."""
-    import torch
-
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
-        raise TypeError(
-            "device must be 'auto', a device string such as 'cpu', 'cuda' or 'cuda:1', or a "
-            f"torch.device; got {type(device).__name__} {device!r}."
-        )
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError) as err:
-        raise ValueError(
-            f"Unknown device {device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or "
-            "'xpu'."
-        ) from err
-    if dev.type not in _DEVICE_TYPES:
-        raise ValueError(
-            f"Unsupported device {device!r} (type {dev.type!r}): expected one of "
-            f"{('auto',) + _DEVICE_TYPES}."
-        )
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "mps":
-        backend = getattr(torch.backends, "mps", None)
-        available = backend is not None and backend.is_available()
-        count = 1 if available else 0
-    else:
-        backend = getattr(torch, dev.type, None)
-        available = backend is not None and backend.is_available()
-        count = backend.device_count() if available else 0
-    if not available:
-        raise ValueError(
-            f"device={device!r} was asked for, but this torch ({torch.__version__}) has no "
-            f"usable {dev.type.upper()} device (torch.{dev.type}.is_available() is False). "
-            "Use device='cpu', or 'auto' to take an accelerator only when there is one."
-        )
-    if dev.index is not None and dev.index >= count:
-        raise ValueError(
-            f"device={device!r} was asked for, but only {count} {dev.type.upper()} device(s) "
-            f"are visible (indices 0 to {count - 1})."
-        )
-    return dev
-
-
-def _astrokin_version():
-    try:
-        from importlib.metadata import version
-
-        return version("astrokin")
-    except Exception:
-        return "unknown"
+_BUNDLED = {"exponential_arctan": "exponential_arctan_disk.pt"}
 
 
 class NeuralKinematicFitter(Fitter):
@@ -120,7 +60,7 @@ class NeuralKinematicFitter(Fitter):
         The paper's three ways of fitting (section 2.6): ``'solo'`` trains a
         fresh network on the maps being fitted; ``'combined'`` trains on them
         together with ``training_data=``; ``'blind'`` uses a network trained
-        before (`train` or `load`) with a forward pass only.
+        before (`train`, `load` or ``trained=``) with a forward pass only.
     epochs : int, optional
         Training epochs (paper: 300). One epoch is one pass over the training
         maps in batches of ``batch_size``; a single galaxy gets one
@@ -150,6 +90,9 @@ class NeuralKinematicFitter(Fitter):
     encoder_assignment : dict, optional
         Override which encoder predicts which parameter; see
         `astrokin.fitting.parameters`.
+    trained : `~astrokin.fitting.trained.TrainedNetwork`, optional
+        A network trained elsewhere (pre-training, distributed training):
+        the fitter uses it, and starts with its calibration.
 
     Attributes
     ----------
@@ -163,8 +106,25 @@ class NeuralKinematicFitter(Fitter):
         ``mad`` (the paper's mean absolute deviation, eq. 7), ``mean``,
         ``std``, ``loss_history`` (mean training loss per epoch),
         ``timings`` (seconds), ``device``, ``mode``, ``mc_samples``.
+    trained : `~astrokin.fitting.trained.TrainedNetwork` or None
+        The trained network with its layout, fixed values and provenance.
     network : `~astrokin.fitting.network.KinematicAutoencoder` or None
-        The trained network (after `train` or a solo/combined fit).
+        ``trained.network`` (after `train`, a solo/combined fit or `load`).
+    layout : `~astrokin.fitting.parameters.ParameterLayout` or None
+        ``trained.layout``: what the network predicts.
+    loss_history : list of float
+        The network's training losses.
+    std_scale : dict or None
+        Per-parameter factors applied to MC standard deviations (see
+        `calibrate`).
+    metadata : dict
+        What is known of the network: a loaded file's metadata, or the
+        provenance of a pre-trained one, with ``metadata_extra``.
+    metadata_extra : dict
+        Further entries `save` writes into the network's metadata.
+    warm_start : bool
+        Continue training the current network in solo and combined fits,
+        instead of starting from random weights.
     training_info : dict
         How the last training ended: ``epochs_requested``,
         ``epochs_completed``, ``stopped`` (``'completed'``, ``'interrupted'``,
@@ -182,18 +142,18 @@ class NeuralKinematicFitter(Fitter):
     Notes
     -----
     **Failed or interrupted training.** Every optimiser step is checked
-    before it is applied. A non-finite loss, a loss more than 1e4 times the
-    first batch's (an exploding loss: the loss compares maps normalised to
-    about [-1, 1], so a sound training never gets there), or non-finite
-    gradients stop training with `~astrokin.exceptions.TrainingDivergedError`
-    (an error rather than a warning: a fit from a diverged network would be
-    garbage, and unattended surveys must see it). On that error and on
-    `KeyboardInterrupt` (Ctrl-C), the network goes back to the last weights
-    that gave a finite loss and stays the fitter's network, ``loss_history``
-    holds the completed epochs and ``training_info`` says what happened; then
-    the exception propagates (Ctrl-C still stops the script; in an
-    interactive session the fitter can be used at once, e.g. in ``'blind'``
-    mode, or saved).
+    before it is applied (`astrokin.fitting.training`). A non-finite loss, a
+    loss more than 1e4 times the first batch's (an exploding loss: the loss
+    compares maps normalised to about [-1, 1], so a sound training never
+    gets there), or non-finite gradients stop training with
+    `~astrokin.exceptions.TrainingDivergedError` (an error rather than a
+    warning: a fit from a diverged network would be garbage, and unattended
+    surveys must see it). On that error and on `KeyboardInterrupt` (Ctrl-C),
+    the network goes back to the last weights that gave a finite loss and
+    stays the fitter's network, ``loss_history`` holds the completed epochs
+    and ``training_info`` says what happened; then the exception propagates
+    (Ctrl-C still stops the script; in an interactive session the fitter can
+    be used at once, e.g. in ``'blind'`` mode, or saved).
 
     Returned values follow astropy's fitters: a copy of the model (a model
     set of length N for N galaxies) with the MC means as parameter values
@@ -224,21 +184,25 @@ class NeuralKinematicFitter(Fitter):
     def __init__(self, mode="solo", *, epochs=300, batch_size=64, learning_rate=1e-4,
                  lr_decay=0.975, lr_decay_every=2, mc_samples=1000, dropout=0.1,
                  device="auto", seed=None, progress=True, keep_samples=True,
-                 encoder_assignment=None):
+                 encoder_assignment=None, trained=None):
         # Fitter.__init__ wants an optimizer and a statistic; this fitter has
         # neither in astropy's sense, so it is deliberately not called.
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}; got {mode!r}.")
         for name, value in (("epochs", epochs), ("batch_size", batch_size),
                             ("lr_decay_every", lr_decay_every), ("mc_samples", mc_samples)):
-            _check_integer(name, value, 0 if name == "epochs" else 1)
+            check_integer(name, value, 0 if name == "epochs" else 1)
         for name, value, lo, hi in (("learning_rate", learning_rate, 0.0, None),
                                     ("lr_decay", lr_decay, 0.0, None),
                                     ("dropout", dropout, None, 1.0)):
-            _check_real(name, value, lo, hi)
+            check_real(name, value, lo, hi)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
-        _resolve_device(device)  # an unknown or absent device fails here, not mid-fit
+        resolve_device(device)  # an unknown or absent device fails here, not mid-fit
+        if trained is not None and not all(hasattr(trained, k) for k in
+                                           ("network", "layout", "fixed_values")):
+            raise TypeError("trained= must be an astrokin.fitting.trained.TrainedNetwork; got "
+                            f"{type(trained).__name__}.")
         self.mode = mode
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -252,23 +216,45 @@ class NeuralKinematicFitter(Fitter):
         self.progress = progress
         self.keep_samples = keep_samples
         self.encoder_assignment = encoder_assignment
-        self.network = None
-        self.layout = None
-        #: Continue training the current network (e.g. a pre-trained one) in solo
-        #: and combined fits, instead of starting from random weights.
-        self.warm_start = False
-        #: Per-parameter factors applied to MC standard deviations (a calibration
-        #: measured on held-out galaxies; see `astrokin.fitting.pretraining`).
+        self.trained = None
         self.std_scale = None
-        self.metadata = {}
-        self.loss_history = []
+        self.warm_start = False
+        self.metadata_extra = {}
         self.training_info = {}
         self.fit_info = {}
+        if trained is not None:
+            self._attach(trained)
+
+    def _attach(self, trained):
+        """Make a trained network the fitter's own, with its calibration."""
+        self.trained = trained
+        self.std_scale = None if trained.calibration is None else dict(trained.calibration)
 
     def __repr__(self):
-        trained = "trained" if self.network is not None else "untrained"
+        trained = "trained" if self.trained is not None else "untrained"
         return (f"<{type(self).__name__}(mode={self.mode!r}, epochs={self.epochs}, "
                 f"mc_samples={self.mc_samples}), {trained}>")
+
+    @property
+    def network(self):
+        """The trained `~astrokin.fitting.network.KinematicAutoencoder`, or None."""
+        return None if self.trained is None else self.trained.network
+
+    @property
+    def layout(self):
+        """The network's `~astrokin.fitting.parameters.ParameterLayout`, or None."""
+        return None if self.trained is None else self.trained.layout
+
+    @property
+    def loss_history(self):
+        """Mean training loss per epoch of the network (empty without one)."""
+        return [] if self.trained is None else list(self.trained.loss_history)
+
+    @property
+    def metadata(self):
+        """The network's metadata (file or provenance), updated with ``metadata_extra``."""
+        base = {} if self.trained is None else dict(self.trained.metadata)
+        return {**base, **self.metadata_extra}
 
     # ------------------------------------------------------------------
     # Training
@@ -290,135 +276,50 @@ class NeuralKinematicFitter(Fitter):
         -------
         self : `NeuralKinematicFitter`
         """
-        _check_model(model)
-        from astrokin.fitting.preprocessing import parse_maps, prepare_batch
-
-        obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam, mask=mask,
-                         exclude=exclude, reject_spurious=reject_spurious, cutout=cutout)
-        batch_np = prepare_batch(obs)
-        self._train(model, batch_np, epochs=epochs,
-                    framed_fixed=_framed_fixed(_fixed_values(model), model, obs, batch_np))
+        check_model(model)
+        obs, batch, frames = _prepare(mom0, mom1, pixel_scale=pixel_scale, beam=beam,
+                                      mask=mask, exclude=exclude,
+                                      reject_spurious=reject_spurious, cutout=cutout)
+        self._train(model, batch, _framed(model, frames), epochs=epochs)
         return self
 
-    def _train(self, model, batch_np, epochs=None, framed_fixed=None):
+    def _train(self, model, batch, framed, epochs=None):
         """Train (or, with ``warm_start``, continue training) the network on a batch.
 
-        Every step is guarded: a non-finite or exploding loss, or non-finite
-        gradients, stop training before the optimiser applies the step, and
-        `~astrokin.exceptions.TrainingDivergedError` is raised. On that error,
-        on `KeyboardInterrupt` and on any other exception, the network is set
-        back to the last weights whose loss was finite ("last good weights")
-        and, if there are any, becomes the fitter's network (with the losses
-        of the completed epochs in ``loss_history``), so the fitter stays
-        usable; then the exception propagates. A fresh network that never
-        produced a finite loss leaves the fitter as it was.
+        On a failed or interrupted training the network with its last good
+        weights (if any) becomes the fitter's, then the exception propagates.
         """
-        import torch
-
-        from astrokin.exceptions import TrainingDivergedError
-        from astrokin.fitting.network import KinematicAutoencoder, reconstruction_loss
         from astrokin.fitting.parameters import ParameterLayout
+        from astrokin.fitting.trained import TrainedNetwork, describe_model
+        from astrokin.fitting.training import train_self_supervised
 
-        device = _resolve_device(self.device)
+        start, overrides = None, ()
+        if self.warm_start and self.trained is not None:
+            overrides = self.layout.check_compatible(model).overrides
+            start = self.trained
         epochs = self.epochs if epochs is None else int(epochs)
-        layout = ParameterLayout(model, self.encoder_assignment)
-        fixed = _fixed_values(model)
-        # Per-galaxy fixed x_0, y_0, pa in each galaxy's fitting frame (see _framed_fixed).
-        framed = fixed if framed_fixed is None else framed_fixed
-        batch = _to_tensors(batch_np, device)
-        n = batch["mom0"].shape[0]
-        network, last_good, history = None, None, []
-        self.training_info = {"epochs_requested": epochs, "epochs_completed": 0,
-                              "stopped": None, "message": None}
-        try:
-            with torch.random.fork_rng(devices=[]):
-                if self.seed is not None:
-                    torch.manual_seed(int(self.seed))
-                overrides = ()
-                if self.warm_start and self.network is not None:
-                    overrides = self.layout.check_compatible(model).overrides
-                    layout = self.layout
-                    network = self.network.to(device)
-                    # The weights we start from are good by definition: restore
-                    # them if the continued training fails at once.
-                    last_good = _snapshot(network)
-                else:
-                    network = KinematicAutoencoder(layout, self.dropout, device=device)
-                gen = torch.Generator()
-                gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-                optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-                schedule = torch.optim.lr_scheduler.StepLR(
-                    optimiser, step_size=self.lr_decay_every, gamma=self.lr_decay)
-                network.train()
-                params = [p for p in network.parameters() if p.requires_grad]
-                first_loss = None
-                bar = _progress(range(epochs), self.progress, f"training ({n} maps)")
-                for epoch in bar:
-                    order = torch.randperm(n, generator=gen).to(device)
-                    total = 0.0
-                    for k, start in enumerate(range(0, n, self.batch_size)):
-                        index = order[start:start + self.batch_size]
-                        sub = {key: (v[index] if v is not None else None)
-                               for key, v in batch.items()}
-                        optimiser.zero_grad()
-                        _, r0, r1 = network(sub, _select_fixed(framed, index.cpu().numpy()),
-                                            overrides=overrides)
-                        loss = reconstruction_loss(r0, r1, sub)
-                        value = float(loss.detach())
-                        where = f"epoch {epoch + 1}/{epochs}, batch {k + 1}"
-                        if first_loss is None and np.isfinite(value):
-                            first_loss = value
-                        limit = _EXPLODE_FACTOR * max(first_loss or 0.0, _LOSS_FLOOR)
-                        if not np.isfinite(value) or value > limit:
-                            what = (f"the loss became {value}" if not np.isfinite(value) else
-                                    f"the loss exploded to {value:.4g}, more than "
-                                    f"{_EXPLODE_FACTOR:g} times the first batch's "
-                                    f"{first_loss:.4g}")
-                            raise TrainingDivergedError(
-                                _diverged_message(what, where, last_good, self.learning_rate),
-                                epoch=epoch, loss=value)
-                        last_good = _snapshot(network)
-                        loss.backward()
-                        grads = [p.grad for p in params if p.grad is not None]
-                        if grads and not bool(torch.stack(
-                                [torch.isfinite(g).all() for g in grads]).all()):
-                            raise TrainingDivergedError(
-                                _diverged_message("the gradients became non-finite", where,
-                                                  last_good, self.learning_rate),
-                                epoch=epoch, loss=float("nan"))
-                        optimiser.step()
-                        total += value * len(index)
-                    schedule.step()
-                    history.append(total / n)
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(loss=f"{history[-1]:.4g}")
-        except BaseException as err:
-            stopped = ("interrupted" if isinstance(err, KeyboardInterrupt) else
-                       "diverged" if isinstance(err, TrainingDivergedError) else "error")
-            self.training_info.update(epochs_completed=len(history), stopped=stopped,
-                                      message=str(err) or type(err).__name__)
-            if network is not None and last_good is not None:
-                network.load_state_dict(last_good)
-                self._keep(network, layout, fixed, model, history)
-            raise
-        self._keep(network, layout, fixed, model, history)
-        self.training_info.update(epochs_completed=len(history), stopped="completed")
-        return history
-
-    def _keep(self, network, layout, fixed, model, history):
-        """Make a trained (or restored) network the fitter's own."""
-        network.eval()
-        self.network = network
-        self.layout = layout
-        self._fixed_at_training = fixed
-        self._model_at_training = _model_metadata(layout.model_class, layout, model)
-        self.loss_history = history
+        outcome = train_self_supervised(
+            ParameterLayout(model, self.encoder_assignment), batch, framed, epochs=epochs,
+            batch_size=self.batch_size, learning_rate=self.learning_rate,
+            lr_decay=self.lr_decay, lr_decay_every=self.lr_decay_every, dropout=self.dropout,
+            device=resolve_device(self.device), seed=self.seed, progress=self.progress,
+            start=start, overrides=overrides)
+        self.training_info = outcome.info
+        if outcome.network is not None:
+            layout = outcome.layout
+            self.trained = TrainedNetwork(
+                outcome.network, layout, fixed_values(model),
+                model=describe_model(layout.model_class, layout, model),
+                loss_history=outcome.history)
+        if outcome.error is not None:
+            raise outcome.error
 
     # ------------------------------------------------------------------
     # Fitting
     def __call__(self, model, mom0, mom1, *, pixel_scale=None, beam=None, mask=None,
                  exclude=None, distance=None, training_data=None, mc_samples=None,
-                 first_index=0, reject_spurious=True, cutout=True, region_format=None):
+                 first_index=0, reject_spurious=True, cutout=True, region_format=None,
+                 inplace=False):
         """Fit ``model`` to one or more galaxies' moment maps.
 
         Parameters
@@ -468,72 +369,122 @@ class NeuralKinematicFitter(Fitter):
             catalogue fitted in chunks of the same size gives the same results
             as one call; chunks of other sizes agree to float32 rounding
             (about 1e-6 of a value).
+        inplace : bool, optional
+            If False (the default), return a copy of ``model`` with the
+            fitted values, as astropy's fitters do; if True, set them on
+            ``model`` itself and return it (one galaxy only).
 
         Returns
         -------
         fitted : `~astrokin.models.KinematicDiskModel`
-            A copy of ``model`` with fitted parameters, ``stds`` and
-            ``cov_matrix``; a model set of length N for N galaxies.
+            A copy of ``model`` (or ``model`` itself with ``inplace=True``)
+            with fitted parameters, ``stds`` and ``cov_matrix``; a model set
+            of length N for N galaxies.
+
+        Raises
+        ------
+        ValueError
+            If ``inplace=True`` and several galaxies are given.
         """
-        _check_model(model)
         import torch
 
-        from astrokin.fitting.preprocessing import parse_maps, prepare_batch
+        from astrokin.fitting.results import (
+            add_observation_columns,
+            assemble_results,
+            check_distances,
+        )
 
+        check_model(model)
         t0 = time.perf_counter()
-        obs = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam, mask=mask,
-                         exclude=exclude, reject_spurious=reject_spurious, cutout=cutout,
-                         region_format=region_format)
-        distances = _distances(distance, len(obs))
-        batch_np = prepare_batch(obs)
+        obs, batch, frames = _prepare(mom0, mom1, pixel_scale=pixel_scale, beam=beam,
+                                      mask=mask, exclude=exclude,
+                                      reject_spurious=reject_spurious, cutout=cutout,
+                                      region_format=region_format)
+        distances = check_distances(distance, len(obs))
+        if inplace and len(obs) != 1:
+            raise ValueError(f"inplace=True fits one galaxy into the model given; got "
+                             f"{len(obs)} galaxies (they make a model set: use inplace=False).")
         t_prep = time.perf_counter() - t0
         if training_data is not None and self.mode != "combined":
             raise ValueError(
                 f"training_data= is only used with mode='combined', not {self.mode!r}."
             )
         t1 = time.perf_counter()
-        framed = _framed_fixed(_fixed_values(model), model, obs, batch_np)
+        framed = _framed(model, frames)
         if self.mode == "solo":
-            self._train(model, batch_np, framed_fixed=framed)
+            self._train(model, batch, framed)
         elif self.mode == "combined":
             if training_data is None:
                 raise ValueError("mode='combined' needs training_data= (other maps to train on).")
-            extra_obs, extra = _parse_training_data(training_data)
-            both = {k: np.concatenate([batch_np[k], extra[k]]) for k in batch_np}
-            extra_framed = _framed_fixed(_fixed_values(model), model, extra_obs, extra)
-            both_framed = {k: (np.concatenate([v, extra_framed[k]])
-                               if isinstance(v, np.ndarray) else v) for k, v in framed.items()}
-            self._train(model, both, framed_fixed=both_framed)
-        else:
-            if self.network is None:
-                raise ValueError(
-                    "mode='blind' needs a trained network: call fitter.train(...) first or "
-                    "use NeuralKinematicFitter.load(path)."
-                )
+            self._train(model, *_with_training_data(model, batch, framed, training_data))
+        elif self.trained is None:
+            raise ValueError(
+                "mode='blind' needs a trained network: call fitter.train(...) first or "
+                "use NeuralKinematicFitter.load(path)."
+            )
         t_train = time.perf_counter() - t1
         layout = self.layout.check_compatible(model) if self.mode == "blind" else self.layout
-        ties = layout.ties
-        fixed = _fixed_values(model)
 
         t2 = time.perf_counter()
         n_samples = self.mc_samples if mc_samples is None else int(mc_samples)
-        summary, names = self._mc(batch_np, framed, ties, n_samples,
-                                  overrides=getattr(layout, "overrides", ()),
-                                  first_index=int(first_index))
+        tensors = batch.to(self.trained.device)
+        summary, names = self.trained.mc_summary(
+            tensors, n_samples, fixed=framed, ties=layout.ties,
+            overrides=getattr(layout, "overrides", ()), seed=self._dropout_seed(),
+            first_index=int(first_index), keep_samples=self.keep_samples)
         t_mc = time.perf_counter() - t2
-        device = _resolve_device(self.device)
-        fitted = self._results(model, obs, batch_np, summary, names, fixed, ties)
-        self._physical(fitted, obs, distances)
+        fitted, self.fit_info = assemble_results(
+            model, self.layout, obs, frames, summary, names, std_scale=self.std_scale,
+            trained=self.trained, batch=tensors, inplace=inplace)
+        add_observation_columns(fitted, self.fit_info, obs, distances, self.layout,
+                                self.std_scale)
         self.fit_info.update(
             loss_history=list(self.loss_history),
             timings={"preprocessing": t_prep, "training": t_train, "mc_dropout": t_mc,
                      "total": time.perf_counter() - t0},
-            device=str(device),
+            device=str(resolve_device(self.device)),
             mode=self.mode,
             mc_samples=n_samples,
             torch_threads=torch.get_num_threads(),
         )
         return fitted
+
+    def mc_summary(self, batch, n_samples=None, *, first_index=0):
+        """MC-dropout summaries of a prepared batch by the fitter's network and options.
+
+        The values not predicted are those fixed at training, and values are
+        in each galaxy's fitting frame (no conversion to the input maps):
+        this is what pre-training and benchmarks on synthetic galaxies
+        compare with their truth.
+
+        Parameters
+        ----------
+        batch : `~astrokin.fitting.batch.PreparedBatch`
+        n_samples : int, optional
+            Default ``mc_samples``.
+        first_index : int, optional
+            As for `__call__`.
+
+        Returns
+        -------
+        summary : `~astrokin.fitting.mc_dropout.MCSummary`
+        names : list of str
+
+        Raises
+        ------
+        ValueError
+            If the fitter has no trained network.
+        """
+        if self.trained is None:
+            raise ValueError("mc_summary() needs a trained network.")
+        n = self.mc_samples if n_samples is None else int(n_samples)
+        return self.trained.mc_summary(batch, n, seed=self._dropout_seed(),
+                                       first_index=int(first_index),
+                                       keep_samples=self.keep_samples)
+
+    def _dropout_seed(self):
+        """The seed of the MC-dropout masks (distinct from that of training)."""
+        return None if self.seed is None else int(self.seed) + 1
 
     def calibrate(self, model, mom0, mom1, truth, *, parameters=None, level=0.6827,
                   **kwargs):
@@ -544,9 +495,10 @@ class NeuralKinematicFitter(Fitter):
         ``mom0``/``mom1`` blind, compares the fitted values with ``truth``,
         and sets for each parameter the factor by which its raw spread must
         be multiplied for a fraction ``level`` of the errors to fall within
-        the scaled 1-sigma interval. The factors replace ``std_scale`` (the
-        bundled network's own were measured on its synthetic renders) and are
-        saved with the network by `save`.
+        the scaled 1-sigma interval (`astrokin.fitting.calibration`). The
+        factors replace ``std_scale`` (the bundled network's own were
+        measured on its synthetic renders) and are saved with the network by
+        `save`.
 
         Use galaxies that resemble the ones to be fitted: simulations made
         with your own simulator and observing set-up, or galaxies with
@@ -613,11 +565,13 @@ class NeuralKinematicFitter(Fitter):
         >>> bool(abs(report.loc["inclination"]["coverage_after"] - 0.68) < 0.05)
         True
         """
-        if self.mode != "blind" or self.network is None:
+        from astropy.table import QTable
+
+        if self.mode != "blind" or self.trained is None:
             raise ValueError(
                 "calibrate() needs a trained network in blind mode (NeuralKinematicFitter.load, "
                 f".pretrained, or after fitter.train); this fitter is in mode {self.mode!r}"
-                + (" without a network." if self.network is None else ".")
+                + (" without a network." if self.trained is None else ".")
             )
         if not 0.0 < float(level) < 1.0:
             raise ValueError(f"level must be between 0 and 1, got {level!r}.")
@@ -632,276 +586,20 @@ class NeuralKinematicFitter(Fitter):
         finally:
             self.std_scale = previous
         table = self.fit_info["table"]
-        n = len(table)
         cls = self.layout.model_class
-        values = _truth_columns(truth, cls, self.layout.param_names + ["vsini"], n)
-        vname = cls.velocity_scale_parameter
-        if "vsini" not in values and vname in values and "inclination" in values:
-            values["vsini"] = values[vname] * np.sin(np.deg2rad(values["inclination"]))
-        free = self.fit_info["free_parameters"]
-        if parameters is not None:
-            wanted = list(parameters)
-            unknown = [nm for nm in wanted if nm not in free + ["vsini"]]
-            if unknown:
-                raise ValueError(f"Cannot calibrate {unknown}: the free parameters of this fit "
-                                 f"are {free + ['vsini']}.")
-            missing = [nm for nm in wanted if nm not in values]
-            if missing:
-                raise ValueError(f"truth gives no values of {missing}.")
-        else:
-            wanted = free + ["vsini"]
-        names = [nm for nm in wanted if nm in values]
-        if not names:
-            raise ValueError(
-                f"truth gives none of the parameters to calibrate ({', '.join(wanted)})."
-            )
-        rows = []
-        scale = dict(previous or {})
-        for nm in names:
-            unit = u.km / u.s if nm == "vsini" else cls.canonical_unit(nm)
-            fit = table[nm].to_value(unit) if unit is not None else np.asarray(table[nm])
-            std = (table[f"{nm}_std"].to_value(unit) if unit is not None
-                   else np.asarray(table[f"{nm}_std"]))
-            err = fit - values[nm]
-            if nm == "pa":
-                err = np.remainder(err + 180.0, 360.0) - 180.0
-            use = (std > 0) & np.isfinite(err)
-            if not use.any():
-                continue
-            z = np.abs(err[use]) / std[use]
-            factor = float(max(np.quantile(z, level), 1e-3))
-            scale[nm] = factor
-            rows.append((nm, factor, int(use.sum()), float(np.mean(z <= 1.0)),
-                         float(np.mean(z <= factor))))
-        self.std_scale = scale
-        extra = dict(getattr(self, "metadata_extra", None) or {})
-        extra["calibration_source"] = {"n_galaxies": n, "level": float(level),
-                                       "parameters": [r[0] for r in rows]}
-        self.metadata_extra = extra
-        from astropy.table import QTable
-
-        report = QTable(rows=rows, names=("parameter", "scale", "n", "coverage_before",
-                                          "coverage_after"))
+        names, values = calibration_targets(truth, cls, self.fit_info["free_parameters"],
+                                            parameters, len(table))
+        fitted, stds = table_values(table, names, cls)
+        rows = calibrate_parameters(names, fitted, stds, values, level)
+        self.std_scale = {**(previous or {}), **{r.parameter: r.scale for r in rows}}
+        self.metadata_extra["calibration_source"] = {
+            "n_galaxies": len(table), "level": float(level),
+            "parameters": [r.parameter for r in rows]}
+        report = QTable(rows=[(r.parameter, r.scale, r.n, r.coverage_before, r.coverage_after)
+                              for r in rows],
+                        names=("parameter", "scale", "n", "coverage_before", "coverage_after"))
         report.add_index("parameter")
         return report
-
-    def _mc(self, batch_np, fixed, ties, n_samples, overrides=(), first_index=0):
-        """MC dropout summaries of every parameter (canonical units) and vsini."""
-        import torch
-
-        from astrokin.fitting.mc_dropout import mc_dropout_summary
-
-        net = self.network
-        net.eval()
-        device = next(net.parameters()).device
-        batch = _to_tensors(batch_np, device)
-        layout = self.layout
-        names = list(layout.param_names)
-        vname = layout.model_class.velocity_scale_parameter
-        extra = ["vsini"] if vname is not None and "inclination" in names else []
-
-        def transform(outputs, index):
-            context = {k: batch[k][index][:, None] for k in ("half_width", "v_ref", "v_half")}
-            params = layout.to_parameters(
-                {"intensity": outputs[0], "velocity": outputs[1]}, context,
-                _select_fixed(fixed, index), ties, overrides,
-            )
-            cols = [params[n] for n in names]
-            if extra:
-                cols.append(params[vname] * torch.sin(torch.deg2rad(params["inclination"])))
-            return torch.stack(cols, dim=-1)
-
-        periods = [None] * (len(names) + len(extra))
-        for slot, period in zip(layout.slots, layout.periods, strict=True):
-            periods[names.index(slot["name"])] = period
-        seed = None if self.seed is None else int(self.seed) + 1
-        summary = mc_dropout_summary(
-            net.encoders, [batch["mom0"], batch["mom1"]], n_samples, transform,
-            periods=periods, seed=seed, keep_samples=self.keep_samples,
-            first_index=first_index,
-        )
-        return summary, names + extra
-
-    def _results(self, model, obs, batch_np, summary, names, fixed, ties):
-        """Convert summaries to the input maps' frames and build model, table and fit_info."""
-        from astropy.table import QTable
-
-        n = len(obs)
-        layout = self.layout
-        mean = summary.mean.copy()
-        mean_frame = summary.mean.copy()  # as the network sees the maps (for rendering)
-        cov = summary.cov.copy()
-        samples = None if summary.samples is None else summary.samples.copy()
-        # Linear per-galaxy transforms from the fitting frame (mirrored, padded
-        # 64x64 grid) to the input map: x_0/y_0 offsets and PA on the sky.
-        ix, iy = names.index("x_0"), names.index("y_0")
-        ipa = names.index("pa")
-        for g, o in enumerate(obs):
-            a = np.ones(len(names))
-            b = np.zeros(len(names))
-            (a[ix], b[ix]), (a[iy], b[iy]), (a[ipa], b[ipa]) = _frame_transforms(
-                o, batch_np, g)
-            mean[g] = a * mean[g] + b
-            cov[g] = cov[g] * a[:, None] * a[None, :]
-            if samples is not None:
-                samples[g] = samples[g] * a + b
-            mean[g, ipa] = np.remainder(mean[g, ipa], 360.0)
-            if samples is not None:
-                samples[g][:, ipa] = np.remainder(samples[g][:, ipa], 360.0)
-        std_raw = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
-        if self.std_scale:
-            f = np.array([float(self.std_scale.get(nm, 1.0)) for nm in names])
-            cov = cov * f[None, :, None] * f[None, None, :]
-        if "amplitude" in layout.param_names and not model.fixed["amplitude"] \
-                and not model.tied["amplitude"]:
-            ia = names.index("amplitude")
-            mean[:, ia] = self._amplitude(batch_np, mean_frame, names, fixed, ties)
-        units = {nm: layout.model_class.canonical_unit(nm) for nm in layout.param_names}
-        units["vsini"] = u.km / u.s
-        free = [nm for nm in layout.param_names if not model.fixed[nm] and not model.tied[nm]]
-        fidx = [names.index(nm) for nm in free]
-
-        # The fitted model (or model set).
-        if n == 1:
-            fitted = model.copy()
-            for nm in layout.param_names:
-                if model.fixed[nm]:
-                    continue
-                setattr(fitted, nm, _with_unit(mean[0, names.index(nm)], units[nm]))
-            sub = cov[0][np.ix_(fidx, fidx)]
-            fitted.cov_matrix = Covariance(sub, free)
-            fitted.stds = StandardDeviations(sub, free)
-        else:
-            kwargs = {}
-            for nm in layout.param_names:
-                if model.fixed[nm]:
-                    value = getattr(model, nm)
-                    kwargs[nm] = (np.full(n, value.value) * value.unit if value.unit is not None
-                                  else np.full(n, value.value))
-                else:
-                    kwargs[nm] = _with_unit(mean[:, names.index(nm)], units[nm])
-            fitted = type(model)(**kwargs, n_models=n, fixed=dict(model.fixed),
-                                 tied=dict(model.tied), bounds=dict(model.bounds),
-                                 name=model.name)
-            subs = [cov[g][np.ix_(fidx, fidx)] for g in range(n)]
-            fitted.cov_matrix = [Covariance(s, free) for s in subs]
-            fitted.stds = [StandardDeviations(s, free) for s in subs]
-
-        # The table.
-        table = QTable()
-        table["galaxy"] = np.arange(n)
-        std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
-        for nm in names:
-            j = names.index(nm)
-            if nm in layout.param_names and model.fixed[nm]:
-                value = getattr(model, nm)
-                col = np.full(n, float(value.value))
-                table[nm] = col * value.unit if value.unit is not None else col
-                table[f"{nm}_std"] = np.zeros(n) * (value.unit or u.one)
-                continue
-            table[nm] = _with_unit(mean[:, j], units[nm])
-            table[f"{nm}_std"] = std[:, j] * (units[nm] or u.one)
-        xs, ys, xerr, yerr = [], [], [], []
-        for g, o in enumerate(obs):
-            ny, nx = o.full_shape
-            xs.append((nx - 1) / 2 + mean[g, ix] / o.pixel_scale)
-            ys.append((ny - 1) / 2 + mean[g, iy] / o.pixel_scale)
-            xerr.append(std[g, ix] / o.pixel_scale)
-            yerr.append(std[g, iy] / o.pixel_scale)
-        table["x_center_pix"] = np.array(xs)
-        table["y_center_pix"] = np.array(ys)
-        table["x_center_pix_std"] = np.array(xerr)
-        table["y_center_pix_std"] = np.array(yerr)
-        if all(o.wcs is not None for o in obs):
-            from astropy.coordinates import SkyCoord
-
-            coords = [o.wcs.pixel_to_world(x, y) for o, x, y in zip(obs, xs, ys, strict=True)]
-            table["center"] = SkyCoord(coords)
-        table["pixel_scale"] = np.array([o.pixel_scale for o in obs]) * u.arcsec
-
-        samples_out = None
-        if samples is not None:
-            samples_out = {}
-            for nm in names:
-                s = samples[:, :, names.index(nm)]
-                s = s[0] if n == 1 else s
-                samples_out[nm] = _with_unit(s, units[nm])
-        first = (lambda x: x[0]) if n == 1 else (lambda x: x)
-        self.fit_info = {
-            "table": table,
-            "samples": samples_out,
-            "mean": {nm: first(_with_unit(mean[:, names.index(nm)], units[nm])) for nm in names},
-            "std": {nm: first(std[:, names.index(nm)] * (units[nm] or u.one)) for nm in names},
-            "mad": {nm: first(summary.mad[:, names.index(nm)] * (units[nm] or u.one))
-                    for nm in names},
-            "free_parameters": free,
-            "std_uncalibrated": {nm: first(std_raw[:, names.index(nm)] * (units[nm] or u.one))
-                                 for nm in names},
-            "std_scale": dict(self.std_scale) if self.std_scale else None,
-        }
-        return fitted
-
-    def _physical(self, fitted, obs, distances):
-        """Rejected pixels, distances and lengths in kpc; MC samples onto the model."""
-        table = self.fit_info["table"]
-        table["n_rejected"] = np.array([sum(len(v) for v in o.rejected.values()) for o in obs])
-        self.fit_info["rejected"] = [
-            {reason: np.unravel_index(idx, o.full_shape) for reason, idx in o.rejected.items()}
-            for o in obs
-        ]
-        self.fit_info["rejected_counts"] = [{r: len(i) for r, i in o.rejected.items()}
-                                            for o in obs]
-        self.fit_info["cutout"] = [
-            (slice(o.offset[0], o.offset[0] + o.shape[0]),
-             slice(o.offset[1], o.offset[1] + o.shape[1])) for o in obs]
-        # A free parameter whose MC samples do not spread at all is pinned at the
-        # edge of the range the network can predict: say so, as a fitter would.
-        free = self.fit_info["free_parameters"]
-        pinned = [[nm for nm in free if nm in self.fit_info["std"] and
-                   float(np.ravel(self.fit_info["std"][nm].value)[g]) == 0.0]
-                  for g in range(len(obs))]
-        table["at_bound"] = [",".join(p) for p in pinned]
-        if any(pinned):
-            which = "; ".join(f"galaxy {g}: {', '.join(p)}" for g, p in enumerate(pinned) if p)
-            warnings.warn(
-                f"Parameters at the edge of the network's range, with no MC spread ({which}). "
-                "The galaxy lies outside the range the network was trained on for these: treat "
-                "the values as limits (see the table's 'at_bound' column).",
-                AstropyUserWarning, stacklevel=3,
-            )
-        fitted.mc_samples = self.fit_info.get("samples")
-        fitted.mc_std_scale = dict(self.std_scale) if self.std_scale else None
-        fitted.distance = None
-        if distances is None:
-            return
-        fitted.distance = distances[0] if len(obs) == 1 else distances
-        table["distance"] = distances
-        kpc_per_arcsec = (distances * u.arcsec.to(u.rad)).to(u.kpc)
-        for name in self.layout.param_names:
-            unit = self.layout.model_class.canonical_unit(name)
-            if unit is None or unit != u.arcsec or name in ("x_0", "y_0"):
-                continue
-            table[f"{name}_kpc"] = table[name].to_value(u.arcsec) * kpc_per_arcsec
-            table[f"{name}_kpc_std"] = table[f"{name}_std"].to_value(u.arcsec) * kpc_per_arcsec
-
-    def _amplitude(self, batch_np, mean, names, fixed, ties):
-        """Least-squares amplitude of the rendered mom0 against the input mom0 (input units)."""
-        import torch
-
-        net = self.network
-        device = next(net.parameters()).device
-        batch = _to_tensors(batch_np, device)
-        dtype = batch["mom0"].dtype
-        params = {nm: torch.as_tensor(mean[:, names.index(nm)], dtype=dtype, device=device)
-                  for nm in self.layout.param_names}
-        params["amplitude"] = torch.ones_like(params["amplitude"])
-        with torch.no_grad():
-            mom0, _ = net.renderer(params, batch["pixel_scale"], _beam_or_none(batch))
-        data = batch["mom0"][:, 0] * batch["peak"][:, None, None]
-        m = batch["mask0"]
-        num = (m * mom0 * data).sum(dim=(-2, -1))
-        den = (m * mom0 * mom0).sum(dim=(-2, -1))
-        return (num / den).cpu().numpy()
 
     # ------------------------------------------------------------------
     # Persistence
@@ -911,11 +609,12 @@ class NeuralKinematicFitter(Fitter):
         The file is a torch checkpoint holding only tensors and one JSON
         string, readable with ``torch.load(path, weights_only=True)``: loading
         it never runs code. The metadata (format version ``format_version``,
-        see `load`) records the model class with its parameter names, units,
-        bounds, fixed and tied parameters, the network's output layout, the
-        fixed values, the input normalisation, the training recipe and loss
-        history, the uncertainty calibration, and the astrokin and torch
-        versions. Ties (Python callables) are not saved; in blind mode they
+        see `load` and `astrokin.fitting.persistence`) records the model
+        class with its parameter names, units, bounds, fixed and tied
+        parameters, the network's output layout, the fixed values, the input
+        normalisation, the training recipe and loss history, the uncertainty
+        calibration, the astrokin and torch versions, and the network's
+        provenance. Ties (Python callables) are not saved; in blind mode they
         come from the model passed to the fitter.
 
         The file is written atomically: to a temporary file in the same
@@ -938,46 +637,13 @@ class NeuralKinematicFitter(Fitter):
         FileNotFoundError
             If the directory of ``path`` does not exist.
         """
-        import datetime
+        from astrokin.fitting.persistence import RECIPE_KEYS, save_network
 
-        import torch
-
-        from astrokin._io import atomic_path
-
-        if self.network is None:
+        if self.trained is None:
             raise ValueError("Nothing to save: the network has not been trained yet.")
-        meta = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "astrokin_version": _astrokin_version(),
-            "torch_version": str(torch.__version__).split("+")[0],
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            "model": _model_block(self),
-            "layout": self.layout.to_metadata(),
-            "fixed_values_at_training": {k: float(np.asarray(v)) for k, v in
-                                         self._fixed_at_training.items()},
-            "recipe": {k: getattr(self, k) for k in _RECIPE_KEYS},
-            "seed": self.seed,
-            "normalisation": {
-                "mom0": "divided by its peak over valid pixels of the 64x64 map",
-                "mom1": "(mom1 - median) / p99(|mom1 - median|) over valid pixels, km/s",
-                "image_size": 64,
-                "resampling": "pad to square, bilinear, align_corners=False, antialias "
-                              "when shrinking",
-            },
-            "loss_history": [float(v) for v in self.loss_history],
-            "calibration": getattr(self, "std_scale", None),
-        }
-        meta.update({k: v for k, v in (getattr(self, "metadata_extra", None) or {}).items()
-                     if k not in meta})
-        state = {f"intensity_encoder.{k}": v.detach().cpu()
-                 for k, v in self.network.intensity_encoder.state_dict().items()}
-        state.update({f"velocity_encoder.{k}": v.detach().cpu()
-                      for k, v in self.network.velocity_encoder.state_dict().items()})
-        text = json.dumps(meta, allow_nan=False)
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            torch.save({"metadata": text, "state_dict": state}, tmp)
+        save_network(path, self.trained, recipe={k: getattr(self, k) for k in RECIPE_KEYS},
+                     seed=self.seed, calibration=self.std_scale, extra=self.metadata_extra,
+                     overwrite=overwrite)
 
     @classmethod
     def load(cls, path, *, model=None, device="auto", **kwargs):
@@ -1019,8 +685,7 @@ class NeuralKinematicFitter(Fitter):
             ``model``.
         """
         from astrokin.exceptions import NetworkFormatError
-        from astrokin.fitting.network import KinematicAutoencoder
-        from astrokin.fitting.parameters import ParameterLayout
+        from astrokin.fitting import persistence
         from astrokin.models import KinematicDiskModel
 
         if model is not None and not (
@@ -1030,51 +695,22 @@ class NeuralKinematicFitter(Fitter):
                 "model= must be an astrokin disc model class or instance (e.g. "
                 f"ExponentialArctanDisk); got {type(model).__name__}."
             )
-        _resolve_device(device)  # an unknown or absent device fails before reading
-        meta, state = _read_network_file(path)
-        name = meta["layout"]["model_class"]
+        resolve_device(device)  # an unknown or absent device fails before reading
+        meta, state = persistence.read_network_file(path)
         expected = None if model is None else (model if isinstance(model, type) else type(model))
-        model_class = _model_class(name, expected, path)
-        saved_names = list(meta["layout"]["param_names"])
-        if list(model_class.param_names) != saved_names:
-            raise NetworkFormatError(
-                f"{path} was saved for {name} with parameters {saved_names}, but "
-                f"{model_class.__name__} now has parameters {list(model_class.param_names)}."
-            )
-        recipe = {k: v for k, v in meta["recipe"].items() if k in _RECIPE_KEYS}
+        model_class = persistence.model_class_named(meta["layout"]["model_class"], expected,
+                                                    path)
+        persistence.check_parameter_names(meta, model_class, path)
+        recipe = {k: v for k, v in meta["recipe"].items() if k in persistence.RECIPE_KEYS}
         try:
             cls(mode="blind", device="cpu", **recipe)
         except (TypeError, ValueError) as err:
             raise NetworkFormatError(f"{path} holds an invalid training recipe: {err}") from None
         recipe.update(kwargs)
         fitter = cls(mode="blind", device=device, **recipe)
-        try:
-            layout = ParameterLayout.from_metadata(meta["layout"], model_class)
-        except (KeyError, TypeError, ValueError) as err:
-            raise NetworkFormatError(
-                f"{path} has a malformed network layout in its metadata ({type(err).__name__}: "
-                f"{err})."
-            ) from None
-        net = KinematicAutoencoder(layout, fitter.dropout, device=_resolve_device(device))
-        for prefix, enc in (("intensity_encoder.", net.intensity_encoder),
-                            ("velocity_encoder.", net.velocity_encoder)):
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            want = enc.state_dict()
-            bad = sorted(set(want) ^ set(part)) or [
-                k for k in want if tuple(part[k].shape) != tuple(want[k].shape)]
-            if bad:
-                raise NetworkFormatError(
-                    f"{path}: the saved weights do not fit the network its metadata describe "
-                    f"(mismatched {prefix[:-1]} tensors: {bad[:5]})."
-                )
-            enc.load_state_dict(part)
-        net.eval()
-        fitter.network = net
-        fitter.layout = layout
-        fitter._fixed_at_training = dict(meta["fixed_values_at_training"])
-        fitter.loss_history = list(meta.get("loss_history", []))
-        fitter.metadata = meta
-        fitter.std_scale = meta.get("calibration")
+        fitter._attach(persistence.build_network(meta, state, model_class,
+                                                 dropout=fitter.dropout,
+                                                 device=resolve_device(device), path=path))
         return fitter
 
     @classmethod
@@ -1117,11 +753,10 @@ class NeuralKinematicFitter(Fitter):
         """
         from importlib import resources
 
-        files = {"exponential_arctan": "exponential_arctan_disk.pt"}
-        if name not in files:
-            raise ValueError(f"No bundled network {name!r}; available: {sorted(files)}.")
+        if name not in _BUNDLED:
+            raise ValueError(f"No bundled network {name!r}; available: {sorted(_BUNDLED)}.")
         mode = kwargs.pop("mode", "blind")
-        path = resources.files("astrokin") / "data" / "networks" / files[name]
+        path = resources.files("astrokin") / "data" / "networks" / _BUNDLED[name]
         with resources.as_file(path) as p:
             if not p.exists():
                 raise FileNotFoundError(
@@ -1137,357 +772,26 @@ class NeuralKinematicFitter(Fitter):
 
 
 # ----------------------------------------------------------------------
-def _check_integer(name, value, minimum):
-    """``value`` must be an integer (or an integral float) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or int(value) != value or value < minimum:
-        what = "a non-negative" if minimum == 0 else "a positive"
-        raise ValueError(f"{name} must be {what} integer; got {value!r}.")
-
-
-def _check_real(name, value, lo=None, hi=None):
-    """``value`` must be a finite real number, > ``lo`` and < ``hi`` when given."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}.")
-    if not np.isfinite(value) or (lo is not None and not value > lo) \
-            or (hi is not None and not value < hi):
-        rng = {(True, True): f"in ({lo}, {hi})", (True, False): f"> {lo}",
-               (False, True): f"< {hi}", (False, False): "finite"}[(lo is not None,
-                                                                      hi is not None)]
-        raise ValueError(f"{name} must be a finite number {rng}; got {value!r}.")
-
-
-def _check_model(model):
-    """Check the model given to `NeuralKinematicFitter.__call__` or ``train``.
-
-    It must be a single astrokin disc model with at least one free parameter
-    the network can predict, and every fixed value must be finite and inside
-    the parameter's bounds (a fixed value outside them would give model maps
-    the network was never meant to produce, silently).
-    """
-    from astrokin.models import KinematicDiskModel
-
-    if isinstance(model, type) and issubclass(model, KinematicDiskModel):
-        raise TypeError(
-            f"model must be an instance, e.g. {model.__name__}(), not the class "
-            f"{model.__name__} itself."
-        )
-    if not isinstance(model, KinematicDiskModel):
-        raise TypeError(
-            "model must be an astrokin disc model (a KinematicDiskModel such as "
-            f"ExponentialArctanDisk()); got {type(model).__name__}."
-        )
-    if len(model) != 1:
-        raise ValueError(
-            f"The model to fit must be a single model, not a model set of {len(model)}; "
-            "the fitter returns a model set when given several galaxies."
-        )
-    free = [n for n in model.param_names
-            if not model.fixed[n] and not model.tied[n] and n != "amplitude"]
-    if not free:
-        raise ValueError(
-            f"{type(model).__name__} has no free parameters to fit: every parameter is fixed "
-            "or tied (the amplitude alone is set by scaling, not predicted). Free at least "
-            "one, e.g. model.fixed['inclination'] = False."
-        )
-    for name in model.param_names:
-        par = getattr(model, name)
-        value = np.ravel(par.value)[0]
-        if not np.isfinite(value):
-            raise ValueError(
-                f"Parameter {name!r} of {type(model).__name__} is {value}; "
-                "every parameter value must be finite."
-            )
-        if not model.fixed[name]:
-            continue
-        lo, hi = par.bounds
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            unit = f" {par.unit}" if par.unit is not None else ""
-            raise ValueError(
-                f"Fixed parameter {name!r} = {value}{unit} is outside its bounds "
-                f"({lo}, {hi}){unit}; change the value or the bounds "
-                f"(model.bounds[{name!r}] = (low, high))."
-            )
-
-
-def _model_metadata(model_class, layout=None, model=None):
-    """JSON description of the model a network is trained for: class, units, bounds."""
-    source = model if model is not None else model_class
-    names = list(model_class.param_names)
-    meta = {
-        "class": f"{model_class.__module__}:{model_class.__qualname__}",
-        "param_names": names,
-        "units": {n: (None if getattr(source, n).unit is None else getattr(source, n).unit
-                      .to_string()) for n in names},
-        "bounds": {n: [None if b is None else float(b) for b in getattr(source, n).bounds]
-                   for n in names},
-    }
-    if layout is not None:  # what the network was built for (a warm start keeps it)
-        meta["fixed"] = list(layout.fixed_names)
-        meta["tied"] = list(layout.tied_names)
-    elif model is not None:
-        meta["fixed"] = [n for n in names if model.fixed[n]]
-        meta["tied"] = [n for n in names if model.tied[n] and not model.fixed[n]]
-    return meta
-
-
-def _model_block(fitter):
-    """The ``model`` metadata of a fitter's network (from training, else from the class)."""
-    layout = fitter.layout
-    block = getattr(fitter, "_model_at_training", None)
-    name = f"{layout.model_class.__module__}:{layout.model_class.__qualname__}"
-    if not block or block.get("class") != name:
-        saved = (fitter.metadata or {}).get("model")
-        block = saved if saved and saved.get("class") == name else _model_metadata(
-            layout.model_class, layout)
-    return block
-
-
-def _read_network_file(path):
-    """``(metadata dict, state dict)`` of a saved network, checked; never runs code."""
-    import os
-    import pickle
-    import zipfile
-
-    import torch
-
-    from astrokin.exceptions import NetworkFormatError
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No network file {path}.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is not a file (a saved network is one .pt file).")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "unsupported global" in str(err).lower():
-            raise NetworkFormatError(
-                f"{path} holds Python objects other than tensors and strings; astrokin refuses "
-                "to load it, because unpickling them could run code. It is not a network "
-                "saved by NeuralKinematicFitter.save."
-            ) from None
-        raise NetworkFormatError(
-            f"{path} is not a readable network file: it is truncated, corrupt, or not a torch "
-            "checkpoint (its pickle stream is not valid)."
-        ) from None
-    except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, OSError, KeyError,
-            AttributeError, TypeError, IndexError, MemoryError) as err:
-        raise NetworkFormatError(
-            f"{path} is not a readable network file: it is truncated, corrupt, or not a torch "
-            f"checkpoint ({type(err).__name__}: {_first_line(err)})."
-        ) from None
-    if not (isinstance(data, dict) and isinstance(data.get("metadata"), str)
-            and isinstance(data.get("state_dict"), dict)):
-        raise NetworkFormatError(
-            f"{path} is a torch file but not a saved NeuralKinematicFitter network (expected "
-            "a dict with a 'metadata' JSON string and a 'state_dict')."
-        )
-    try:
-        meta = json.loads(data["metadata"])
-    except ValueError as err:
-        raise NetworkFormatError(f"{path} has corrupt metadata (not JSON: {err}).") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise NetworkFormatError(
-            f"{path} is not a saved NeuralKinematicFitter network (its metadata 'format' is "
-            f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
-            f"{_FORMAT!r})."
-        )
-    version = meta.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise NetworkFormatError(
-            f"{path} has no valid format_version in its metadata (got {version!r}); it is "
-            "damaged or not written by NeuralKinematicFitter.save."
-        )
-    if version > _FORMAT_VERSION:
-        raise NetworkFormatError(
-            f"{path} was written in network format version {version} (by astrokin "
-            f"{meta.get('astrokin_version', 'unknown')}); this astrokin "
-            f"({_astrokin_version()}) reads format versions up to {_FORMAT_VERSION}. "
-            "Upgrade astrokin to load it."
-        )
-    required = {"layout": dict, "recipe": dict, "fixed_values_at_training": dict}
-    for key, kind in required.items():
-        if not isinstance(meta.get(key), kind):
-            raise NetworkFormatError(
-                f"{path} lacks the metadata entry {key!r} (or it is malformed: got "
-                f"{type(meta.get(key)).__name__}); the file is damaged."
-            )
-    layout = meta["layout"]
-    for key in ("model_class", "param_names", "fixed_names", "tied_names", "slots"):
-        if key not in layout:
-            raise NetworkFormatError(f"{path} lacks the layout entry {key!r}; the file is "
-                                     "damaged.")
-    if not isinstance(layout["model_class"], str) or ":" not in layout["model_class"]:
-        raise NetworkFormatError(
-            f"{path} names its model class as {layout['model_class']!r}, not 'module:Class'."
-        )
-    fixed = meta["fixed_values_at_training"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fixed.values()):
-        raise NetworkFormatError(f"{path} has non-numeric fixed values in its metadata.")
-    state = data["state_dict"]
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            raise NetworkFormatError(f"{path}: weight {k!r} is not a tensor.")
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise NetworkFormatError(f"{path}: weight {k!r} holds NaN or infinite values.")
-    return meta, state
-
-
-def _model_class(name, expected, path):
-    """The model class named ``'module:Qualname'``, imported only if safe."""
-    import importlib
-    import sys
-
-    from astrokin.exceptions import NetworkFormatError
-    from astrokin.models import KinematicDiskModel
-
-    module, _, qualname = name.partition(":")
-    if expected is not None:
-        if expected.__qualname__ != qualname:
-            raise NetworkFormatError(
-                f"{path} is a network for {name}, not for the expected "
-                f"{expected.__module__}:{expected.__qualname__}."
-            )
-        return expected
-    if not (module == "astrokin" or module.startswith("astrokin.") or module in sys.modules):
-        raise NetworkFormatError(
-            f"{path} is a network for {name}, from module {module!r}, which is not imported. "
-            "astrokin does not import modules named in a file; import it first or pass "
-            "model=<the model class>."
-        )
-    try:
-        obj = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise NetworkFormatError(
-            f"{path} is a network for {name}, which cannot be found ({err})."
-        ) from None
-    if not (isinstance(obj, type) and issubclass(obj, KinematicDiskModel)):
-        raise NetworkFormatError(f"{path} names {name}, which is not an astrokin disc model.")
-    return obj
-
-
-def _first_line(err):
-    text = str(err).strip().splitlines()
-    if not text:
-        return type(err).__name__
-    return text[0].split(". ")[0].rstrip(".")[:200]
-
-
-def _snapshot(network):
-    """A copy of the network's weights (cheap: ~5 MB for the paper's encoders)."""
-    return {k: v.detach().clone() for k, v in network.state_dict().items()}
-
-
-def _diverged_message(what, where, last_good, learning_rate):
-    kept = ("the fitter keeps the last weights that gave a finite loss" if last_good is not None
-            else "no weights of this training gave a finite loss, so the fitter is unchanged")
-    return (f"Training diverged at {where}: {what}. Training stopped before applying the step; "
-            f"{kept}. Check the maps for extreme or non-finite values (and a custom model's "
-            f"profiles for NaN), or lower learning_rate (now {learning_rate:g}).")
-
-
-def _fixed_values(model):
-    """Canonical-unit values of every parameter (used for the non-predicted ones)."""
-    return {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}
-
-
-def _frame_transforms(o, batch_np, g):
-    """``(a, b)`` for x_0, y_0 and pa: input-map value = ``a * fitting-frame value + b``.
-
-    The fitting frame is the (cut-out, mirrored to East along -column, padded)
-    map the network sees: offsets are from its centre, and its PA is
-    ``PA_sky + theta`` (``theta`` the angle of North from +row). Mirroring the
-    columns turns the input's x offsets around but not the PA on the sky,
-    which ``theta`` (measured on the mirrored grid) already accounts for.
-    """
-    side, py, px = batch_np["side"][g], batch_np["pad_y"][g], batch_np["pad_x"][g]
-    ny, nx = o.shape
-    fy, fx = o.full_shape
-    ax = -1.0 if o.flipped else 1.0
-    bx = ax * o.pixel_scale * ((side - nx) / 2 - px)
-    by = o.pixel_scale * ((side - ny) / 2 - py)
-    # From the cut-out's centre to the input map's centre.
-    bx += o.pixel_scale * (o.offset[1] + (nx - 1) / 2 - (fx - 1) / 2)
-    by += o.pixel_scale * (o.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
-    return (ax, bx), (1.0, by), (1.0, -o.north_angle)
-
-
-def _framed_fixed(fixed, model, obs, batch_np):
-    """Fixed values with the user's x_0, y_0 and pa turned into each galaxy's fitting frame.
-
-    Those three become ``(N, 1)`` arrays (one value per galaxy); the others
-    stay scalars.
-    """
-    out = dict(fixed)
-    for k, name in enumerate(("x_0", "y_0", "pa")):
-        if name not in fixed or not model.fixed[name]:
-            continue
-        values = []
-        for g, o in enumerate(obs):
-            a, b = _frame_transforms(o, batch_np, g)[k]
-            v = (float(fixed[name]) - b) / a
-            values.append(np.remainder(v, 360.0) if name == "pa" else v)
-        out[name] = np.asarray(values, dtype=float)[:, None]
-    return out
-
-
-def _select_fixed(fixed, index):
-    """The per-galaxy fixed values of the galaxies ``index`` (scalars as they are)."""
-    return {k: (v[index] if isinstance(v, np.ndarray) and v.ndim else v) for k, v in fixed.items()}
-
-
-def _distances(distance, n):
-    """Distances as a length Quantity of shape ``(n,)``, or None."""
-    if distance is None:
-        return None
-    if not isinstance(distance, u.Quantity) or not distance.unit.is_equivalent(u.Mpc):
-        raise u.UnitsError(f"distance must be a length Quantity (e.g. 16.5 * u.Mpc); got "
-                           f"{distance!r}.")
-    d = distance.to(u.Mpc)
-    d = np.full(n, d.value) * u.Mpc if d.isscalar else d
-    if d.shape != (n,):
-        raise ValueError(f"distance has {d.size} values for {n} galaxies.")
-    if not np.all(np.isfinite(d.value) & (d.value > 0)):
-        raise ValueError(f"distance must be finite and positive; got {distance}.")
-    return u.Quantity(d, copy=True)
-
-
-def _with_unit(value, unit):
-    return value * unit if unit is not None else np.asarray(value)
-
-
-def _to_tensors(batch_np, device):
-    import torch
-
-    out = {}
-    for k in ("mom0", "mom1"):
-        out[k] = torch.as_tensor(batch_np[k], dtype=torch.float32, device=device)[:, None]
-    for k in ("mask0", "mask1"):
-        out[k] = torch.as_tensor(batch_np[k], dtype=torch.float32, device=device)
-    for k in ("pixel_scale", "half_width", "v_ref", "v_half", "peak"):
-        out[k] = torch.as_tensor(batch_np[k], dtype=torch.float32, device=device)
-    beam = np.asarray(batch_np["beam"], dtype=float)
-    out["beam"] = (None if np.isnan(beam).all()
-                   else torch.as_tensor(beam, dtype=torch.float32, device=device))
-    return out
-
-
-def _beam_or_none(batch):
-    import torch
-
-    beam = batch["beam"]
-    if beam is None:
-        return None
-    none = torch.isnan(beam).any(dim=1)
-    tiny = (1e-6 * batch["pixel_scale"])[:, None] * torch.tensor([1.0, 1.0, 0.0],
-                                                                 device=beam.device)
-    return torch.where(none[:, None], tiny, beam)
-
-
-def _parse_training_data(training_data):
+def _prepare(mom0, mom1, **options):
+    """``(observations, PreparedBatch, fitting frames)`` of the maps."""
+    from astrokin.fitting.frames import fitting_frames
     from astrokin.fitting.preprocessing import parse_maps, prepare_batch
+
+    obs = parse_maps(mom0, mom1, **options)
+    batch = prepare_batch(obs)
+    return obs, batch, fitting_frames(obs, batch)
+
+
+def _framed(model, frames):
+    """The model's fixed values, with x_0, y_0 and pa in each galaxy's fitting frame."""
+    from astrokin.fitting.frames import framed_fixed
+
+    return framed_fixed(fixed_values(model), model, frames)
+
+
+def _with_training_data(model, batch, framed, training_data):
+    """``(batch, framed fixed values)`` of the fitted maps followed by ``training_data``'s."""
+    from astrokin.fitting.batch import PreparedBatch
 
     if isinstance(training_data, dict):
         try:
@@ -1501,48 +805,8 @@ def _parse_training_data(training_data):
     else:
         raise TypeError("training_data must be (mom0, mom1) or a dict with mom0, mom1, "
                         "pixel_scale, beam.")
-    obs = parse_maps(**args)
-    return obs, prepare_batch(obs)
-
-
-def _progress(iterable, enabled, desc):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        warnings.warn("tqdm is not installed; no progress bar.", AstropyUserWarning, stacklevel=3)
-        return iterable
-    return tqdm(iterable, desc=desc, leave=False)
-
-
-def _truth_columns(truth, model_class, names, n):
-    """Truth values per galaxy (canonical units) from a table, dict or model set."""
-    from astropy.modeling import Model
-
-    if isinstance(truth, Model):
-        items = {nm: getattr(truth, nm).quantity if getattr(truth, nm).unit is not None
-                 else getattr(truth, nm).value for nm in truth.param_names}
-    elif hasattr(truth, "colnames"):
-        items = {nm: truth[nm] for nm in truth.colnames}
-    elif isinstance(truth, dict):
-        items = dict(truth)
-    else:
-        raise TypeError(
-            f"truth must be a Table, a dict or a model set, not {type(truth).__name__}."
-        )
-    out = {}
-    for nm in names:
-        if nm not in items:
-            continue
-        value = items[nm]
-        if isinstance(value, u.Quantity):
-            unit = u.km / u.s if nm == "vsini" else model_class.canonical_unit(nm)
-            value = value.to_value(unit) if unit is not None else value.value
-        value = np.atleast_1d(np.asarray(value, dtype=float))
-        if value.shape != (n,):
-            raise ValueError(
-                f"truth[{nm!r}] has {value.size} value(s) for {n} galaxies fitted."
-            )
-        out[nm] = value
-    return out
+    _, extra, extra_frames = _prepare(**args)
+    extra_framed = _framed(model, extra_frames)
+    both = {k: (np.concatenate([v, extra_framed[k]]) if isinstance(v, np.ndarray) else v)
+            for k, v in framed.items()}
+    return PreparedBatch.concatenate([batch, extra]), both

@@ -14,9 +14,10 @@ compares them over valid pixels only.
 import torch
 from torch import nn
 
+from astrokin.fitting.batch import TensorBatch
 from astrokin.fitting.encoders import IMAGE_SIZE, Encoder
 
-__all__ = ["KinematicAutoencoder", "masked_mse", "reconstruction_loss"]
+__all__ = ["KinematicAutoencoder", "galaxy_losses", "masked_mse", "reconstruction_loss"]
 
 #: FWHM (in pixels of the 64x64 grid) standing in for "no beam" when a batch
 #: mixes galaxies with and without beams: its Gaussian factor is 1 to 1e-12.
@@ -71,14 +72,27 @@ class KinematicAutoencoder(nn.Module):
         """Encoder outputs in [-1, 1]: ``{'intensity': (B, n_i), 'velocity': (B, n_v)}``."""
         return {"intensity": self.intensity_encoder(mom0), "velocity": self.velocity_encoder(mom1)}
 
-    def decode(self, params, batch):
-        """Rendered maps normalised like the inputs: ``(mom0 / peak, (mom1 - v_ref) / v_half)``.
+    def render(self, params, batch):
+        """Model maps of ``params`` in physical units (before normalisation).
 
-        ``batch['beam']`` is ``(B, 3)`` with NaN rows for galaxies without a
-        beam, or None.
+        Galaxies without a beam (NaN rows of ``batch.beam``) are rendered
+        with a beam far below a pixel when others in the batch have one.
+
+        Parameters
+        ----------
+        params : dict of `torch.Tensor`
+            Every model parameter ``(B,)`` in canonical units.
+        batch : `~astrokin.fitting.batch.TensorBatch` or dict
+            Gives ``pixel_scale`` and ``beam``.
+
+        Returns
+        -------
+        mom0, mom1 : `torch.Tensor`
+            ``(B, 64, 64)``.
         """
-        beam = batch.get("beam")
-        ps = batch["pixel_scale"]
+        batch = TensorBatch.from_mapping(batch)
+        beam = batch.beam
+        ps = batch.pixel_scale
         if beam is not None:
             none = torch.isnan(beam).any(dim=1)
             if bool(none.all()):
@@ -88,12 +102,21 @@ class KinematicAutoencoder(nn.Module):
                                                                       dtype=ps.dtype,
                                                                       device=ps.device)
                 beam = torch.where(none[:, None], tiny, beam)
-        mom0, mom1 = self.renderer(params, ps, beam)
-        mask0 = batch["mask0"] > 0
+        return self.renderer(params, ps, beam)
+
+    def decode(self, params, batch):
+        """Rendered maps normalised like the inputs: ``(mom0 / peak, (mom1 - v_ref) / v_half)``.
+
+        ``batch.beam`` is ``(B, 3)`` with NaN rows for galaxies without a
+        beam, or None.
+        """
+        batch = TensorBatch.from_mapping(batch)
+        mom0, mom1 = self.render(params, batch)
+        mask0 = batch.mask0 > 0
         peak = torch.where(mask0, mom0, torch.full_like(mom0, -torch.inf)).amax(dim=(-2, -1))
         peak = torch.clamp(peak, min=torch.finfo(mom0.dtype).tiny)
         norm0 = mom0 / peak[:, None, None]
-        norm1 = (mom1 - batch["v_ref"][:, None, None]) / batch["v_half"][:, None, None]
+        norm1 = (mom1 - batch.v_ref[:, None, None]) / batch.v_half[:, None, None]
         return norm0, norm1
 
     def forward(self, batch, fixed_values, ties=None, overrides=()):
@@ -101,7 +124,7 @@ class KinematicAutoencoder(nn.Module):
 
         Parameters
         ----------
-        batch : dict of `torch.Tensor`
+        batch : `~astrokin.fitting.batch.TensorBatch` or dict of `torch.Tensor`
             ``mom0``, ``mom1`` ``(B, 1, 64, 64)``; ``mask0``, ``mask1``
             ``(B, 64, 64)``; ``pixel_scale``, ``half_width``, ``v_ref``,
             ``v_half`` ``(B,)``; ``beam`` ``(B, 3)`` or None.
@@ -119,8 +142,9 @@ class KinematicAutoencoder(nn.Module):
         mom0, mom1 : `torch.Tensor`
             ``(B, 64, 64)`` normalised rendered maps.
         """
-        outputs = self.encode(batch["mom0"], batch["mom1"])
-        params = self.layout.to_parameters(outputs, batch, fixed_values, ties, overrides)
+        batch = TensorBatch.from_mapping(batch)
+        outputs = self.encode(batch.mom0, batch.mom1)
+        params = self.layout.to_parameters(outputs, batch.context, fixed_values, ties, overrides)
         mom0, mom1 = self.decode(params, batch)
         return params, mom0, mom1
 
@@ -154,7 +178,25 @@ def masked_mse(pred, target, mask):
     return sq.sum(dim=(-2, -1)) / torch.clamp(m.sum(dim=(-2, -1)), min=1.0)
 
 
+def galaxy_losses(mom0, mom1, batch):
+    """Per-galaxy masked MSE of mom0 plus that of mom1 (paper eq. 5, on both maps).
+
+    Parameters
+    ----------
+    mom0, mom1 : `torch.Tensor`
+        ``(B, ny, nx)`` rendered, normalised maps.
+    batch : `~astrokin.fitting.batch.TensorBatch` or dict
+        The input maps and masks.
+
+    Returns
+    -------
+    loss : `torch.Tensor`
+        ``(B,)``.
+    """
+    return (masked_mse(mom0, batch["mom0"], batch["mask0"])
+            + masked_mse(mom1, batch["mom1"], batch["mask1"]))
+
+
 def reconstruction_loss(mom0, mom1, batch):
     """Batch-mean of the masked MSE of mom0 plus that of mom1 (paper eq. 5, on both maps)."""
-    return (masked_mse(mom0, batch["mom0"], batch["mask0"])
-            + masked_mse(mom1, batch["mom1"], batch["mask1"])).mean()
+    return galaxy_losses(mom0, mom1, batch).mean()

@@ -56,7 +56,8 @@ by a linear least-squares scaling of the rendered map to the input map.
 import numpy as np
 from astropy import units as u
 
-__all__ = ["LENGTH_FRACTIONS", "ParameterLayout", "tie_values"]
+__all__ = ["LENGTH_FRACTIONS", "ParameterLayout", "check_model", "fixed_values", "select_fixed",
+           "tie_values"]
 
 #: Default ranges of sky lengths, as fractions of the map half-width.
 LENGTH_FRACTIONS = {
@@ -398,6 +399,7 @@ class ParameterLayout:
             cols[s["encoder"]].append(torch.clamp(2.0 * t - 1.0, -1.0, 1.0))
         return {enc: torch.stack(c, dim=-1) for enc, c in cols.items()}
 
+
 class _TieProxy:
     """Stands in for a model inside a tie: attribute access gives parameter tensors."""
 
@@ -461,6 +463,106 @@ def tie_values(ties, params, order):
         value = torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
         current[name] = out[name] = value
     return out
+
+
+def fixed_values(model):
+    """Canonical-unit values of every parameter of a single model (floats).
+
+    These are the values `ParameterLayout.to_parameters` uses for the
+    parameters the network does not predict.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astrokin.fitting.parameters import fixed_values
+    >>> from astrokin.models import ExponentialArctanDisk
+    >>> fixed_values(ExponentialArctanDisk(pa=1 * u.rad))["pa"]
+    57.29577951308232
+    """
+    return {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}
+
+
+def select_fixed(fixed, index):
+    """The fixed values of the galaxies ``index``: per-galaxy arrays indexed, scalars as they are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.parameters import select_fixed
+    >>> select_fixed({"pa": np.array([[10.0], [20.0]]), "z_scale": 0.0}, np.array([1]))
+    {'pa': array([[20.]]), 'z_scale': 0.0}
+    """
+    return {k: (v[index] if isinstance(v, np.ndarray) and v.ndim else v) for k, v in fixed.items()}
+
+
+def check_model(model):
+    """Check a model given to the fitter: a single disc model, with something to fit.
+
+    It must be a single astrokin disc model with at least one free parameter
+    the network can predict, and every fixed value must be finite and inside
+    the parameter's bounds (a fixed value outside them would give model maps
+    the network was never meant to produce, silently).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an astrokin disc model instance.
+    ValueError
+        If it is a model set, has no free parameter, a non-finite value, or
+        a fixed value outside its bounds.
+
+    Examples
+    --------
+    >>> from astrokin.fitting.parameters import check_model
+    >>> from astrokin.models import ExponentialArctanDisk
+    >>> check_model(ExponentialArctanDisk)
+    Traceback (most recent call last):
+    ...
+    TypeError: model must be an instance, e.g. ExponentialArctanDisk(), not the class ...
+    """
+    from astrokin.models import KinematicDiskModel
+
+    if isinstance(model, type) and issubclass(model, KinematicDiskModel):
+        raise TypeError(
+            f"model must be an instance, e.g. {model.__name__}(), not the class "
+            f"{model.__name__} itself."
+        )
+    if not isinstance(model, KinematicDiskModel):
+        raise TypeError(
+            "model must be an astrokin disc model (a KinematicDiskModel such as "
+            f"ExponentialArctanDisk()); got {type(model).__name__}."
+        )
+    if len(model) != 1:
+        raise ValueError(
+            f"The model to fit must be a single model, not a model set of {len(model)}; "
+            "the fitter returns a model set when given several galaxies."
+        )
+    free = [n for n in model.param_names
+            if not model.fixed[n] and not model.tied[n] and n != "amplitude"]
+    if not free:
+        raise ValueError(
+            f"{type(model).__name__} has no free parameters to fit: every parameter is fixed "
+            "or tied (the amplitude alone is set by scaling, not predicted). Free at least "
+            "one, e.g. model.fixed['inclination'] = False."
+        )
+    for name in model.param_names:
+        par = getattr(model, name)
+        value = np.ravel(par.value)[0]
+        if not np.isfinite(value):
+            raise ValueError(
+                f"Parameter {name!r} of {type(model).__name__} is {value}; "
+                "every parameter value must be finite."
+            )
+        if not model.fixed[name]:
+            continue
+        lo, hi = par.bounds
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            unit = f" {par.unit}" if par.unit is not None else ""
+            raise ValueError(
+                f"Fixed parameter {name!r} = {value}{unit} is outside its bounds "
+                f"({lo}, {hi}){unit}; change the value or the bounds "
+                f"(model.bounds[{name!r}] = (low, high))."
+            )
 
 
 def _range_rule(name, lo, hi, canonical):

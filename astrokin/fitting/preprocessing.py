@@ -51,7 +51,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy import units as u
 
+from astrokin._maps import LazyWCS, resolve_wcs, same_grid_cards, split_maps, wcs_orientation
+from astrokin._validation import pixel_scale_arcsec
+from astrokin.beams import beam_area_pixels, beam_parameters
+from astrokin.fitting.batch import PreparedBatch
 from astrokin.fitting.encoders import IMAGE_SIZE
+from astrokin.fitting.frames import FittingFrame
 
 __all__ = ["Observation", "grid_to_input_pixels", "parse_maps", "prepare_batch"]
 
@@ -112,173 +117,6 @@ class Observation:
         return self.mom0.shape
 
 
-def _is_hdu(obj):
-    from astropy.io import fits
-
-    return isinstance(obj, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU, fits.HDUList))
-
-
-def _unpack(obj, what):
-    """``(data ndarray, unit or None, wcs or None, header or None)`` of one input."""
-    import os
-
-    from astropy.io import fits
-    from astropy.nddata import NDData
-    from astropy.wcs import WCS
-
-    if isinstance(obj, (str, os.PathLike)):
-        return _read_fits(obj, what)
-    if isinstance(obj, fits.HDUList):
-        hdus = [h for h in obj if getattr(h, "data", None) is not None]
-        if not hdus:
-            raise ValueError(f"The HDUList given as {what} has no HDU with data.")
-        obj = hdus[0]
-    if _is_hdu(obj):
-        header = obj.header
-        unit = _bunit(header)
-        if obj.data is None:
-            raise ValueError(f"The HDU given as {what} has no data.")
-        data = np.asarray(obj.data, dtype=float)
-        return _image_data(data, header, what), unit, _Lazy(header), header
-    if isinstance(obj, NDData):
-        wcs = obj.wcs
-        if wcs is not None and not isinstance(wcs, WCS):
-            wcs = getattr(wcs, "celestial", None) if hasattr(wcs, "celestial") else None
-        if wcs is not None:
-            wcs = wcs.celestial
-        header = obj.meta if hasattr(obj.meta, "keys") else None
-        data = np.asarray(obj.data, dtype=float)
-        if obj.mask is not None:
-            data = np.where(np.asarray(obj.mask, dtype=bool), np.nan, data)
-        return data, obj.unit, wcs, header
-    if isinstance(obj, u.Quantity):
-        wcs = getattr(obj, "wcs", None)
-        return np.asarray(obj.value, dtype=float), obj.unit, wcs, None
-    if isinstance(obj, np.ndarray) or np.isscalar(obj) is False:
-        try:
-            data = np.asarray(obj, dtype=float)
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"{what} must be a numpy array, Quantity, FITS HDU, NDData, a stack of maps, or a "
-                f"list of these; got {type(obj).__name__}."
-            ) from err
-        return data, None, None, None
-    raise TypeError(
-        f"{what} must be a numpy array, Quantity, FITS HDU, NDData, a stack of maps, or a list "
-        f"of these; got {type(obj).__name__}."
-    )
-
-
-#: Cards compared to decide that mom1 lies on mom0's pixel grid without building
-#: a second WCS (the slowest step of reading a map: astropy verifies every card).
-_GRID_CARDS = ("NAXIS1", "NAXIS2", "CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2",
-               "CDELT1", "CDELT2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "PC1_1", "PC1_2",
-               "PC2_1", "PC2_2", "PC01_01", "PC01_02", "PC02_01", "PC02_02", "CROTA1",
-               "CROTA2", "CUNIT1", "CUNIT2")
-
-
-def _same_grid_cards(h0, h1):
-    """Whether two headers have the same celestial pixel-grid cards."""
-    return all(h0.get(k) == h1.get(k) for k in _GRID_CARDS)
-
-
-class _Lazy:
-    """A header's celestial WCS, built on first use."""
-
-    def __init__(self, header):
-        self.header = header
-
-    def resolve(self):
-        return _celestial_wcs(self.header)
-
-
-def _resolve(wcs):
-    return wcs.resolve() if isinstance(wcs, _Lazy) else wcs
-
-
-def _celestial_wcs(header):
-    """The 2D celestial WCS of a header, or None (extra spectral/Stokes axes dropped).
-
-    ``HISTORY`` and ``COMMENT`` cards are left out first: astropy verifies
-    every card while building a WCS, and CASA maps carry hundreds of them
-    (WISDOM's: 640 cards, 14 ms instead of 3).
-    """
-    import warnings
-
-    from astropy.io import fits
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    if header.get("NAXIS", 0) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            cards = fits.Header([c for c in header.cards
-                                 if c.keyword not in ("HISTORY", "COMMENT", "")])
-            wcs = WCS(cards).celestial
-        except Exception:  # an unparsable WCS is no WCS; a pixel scale must then be given
-            return None
-    return wcs if wcs.naxis == 2 and wcs.has_celestial else None
-
-
-def _image_data(data, header, what):
-    """A map's data with degenerate (length-1) spectral or Stokes axes removed.
-
-    Refuses spectral cubes: a FITS image with a spectral axis of more than one
-    channel is not a moment map.
-    """
-    if data.ndim <= 2:
-        return data
-    squeezed = data.reshape([n for n in data.shape if n != 1] or [1])
-    if squeezed.ndim <= 2:
-        return squeezed
-    ctypes = [str(header.get(f"CTYPE{k}", "")).upper() for k in range(1, data.ndim + 1)]
-    spectral = ("FREQ", "VRAD", "VOPT", "VELO", "FELO", "WAVE", "ZOPT", "BETA", "VELOCITY")
-    if any(c.startswith(spectral) for c in ctypes):
-        raise ValueError(
-            f"{what} is a spectral cube (shape {data.shape}), not a 2D moment map; make "
-            "moment maps first with astrokin.cubes.moment_maps(cube)."
-        )
-    return squeezed
-
-
-def _bunit(header):
-    """The unit in a header's ``BUNIT``, or None (absent or not understood)."""
-    if "BUNIT" not in header:
-        return None
-    try:
-        unit = u.Unit(header["BUNIT"], format="fits", parse_strict="silent")
-    except (ValueError, TypeError):
-        return None
-    return None if isinstance(unit, u.UnrecognizedUnit) else unit
-
-
-def _read_fits(path, what):
-    """``(data, unit, wcs, header)`` of the first image HDU of a FITS file."""
-    import os
-
-    from astropy.io import fits
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what}: no such file {path!r}.")
-    data = header = None
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            for hdu in hdul:
-                if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) \
-                        and hdu.data is not None:
-                    data = np.array(hdu.data, dtype=float)
-                    header = hdu.header.copy()
-                    break
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
-        # astropy and numpy raise all of these for corrupt or truncated files
-        raise ValueError(f"{what}: {path!r} is not a readable FITS file ({err}).") from err
-    if data is None:
-        raise ValueError(f"{what}: the FITS file {path!r} has no image HDU with data.")
-    return _image_data(data, header, f"{what} ({path})"), _bunit(header), _Lazy(header), header
-
-
 def _as_list(value, n, name):
     """Broadcast a per-galaxy argument to a list of length n."""
     if isinstance(value, (list, tuple)) and not (name == "beam" and _looks_like_beam_tuple(value)):
@@ -294,25 +132,6 @@ def _as_list(value, n, name):
 
 def _looks_like_beam_tuple(value):
     return len(value) == 3 and all(isinstance(v, u.Quantity) and v.isscalar for v in value)
-
-
-def _orientation(wcs):
-    """``(flipped, north_angle_deg, pixel_scale_arcsec)`` from a celestial WCS."""
-    from astropy.wcs.utils import proj_plane_pixel_scales
-
-    scales = proj_plane_pixel_scales(wcs) * 3600.0  # deg -> arcsec (celestial axes are deg)
-    if not np.isclose(scales[0], scales[1], rtol=1e-3):
-        raise ValueError(
-            f"The WCS has non-square pixels ({scales[0]:.4g} x {scales[1]:.4g} arcsec); "
-            "resample the maps to square pixels first."
-        )
-    m = np.array(wcs.pixel_scale_matrix, dtype=float)
-    flipped = bool(np.linalg.det(m) > 0)
-    if flipped:
-        m[:, 0] = -m[:, 0]
-    north = np.linalg.solve(m, np.array([0.0, 1.0]))
-    theta = float(np.degrees(np.arctan2(-north[0], north[1])))
-    return flipped, theta, float(np.sqrt(scales[0] * scales[1]))
 
 
 def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=None,
@@ -365,10 +184,8 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
     >>> len(obs), obs[0].pixel_scale, obs[0].beam
     (3, 0.5, (1.5, 1.5, 0.0))
     """
-    from astrokin.beams import beam_parameters
-
-    maps0 = _split(mom0, "mom0")
-    maps1 = _split(mom1, "mom1")
+    maps0 = split_maps(mom0, "mom0")
+    maps1 = split_maps(mom1, "mom1")
     if len(maps0) != len(maps1):
         raise ValueError(f"Got {len(maps0)} mom0 maps but {len(maps1)} mom1 maps.")
     n = len(maps0)
@@ -399,11 +216,11 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
             if not unit1.is_equivalent(_KMS):
                 raise u.UnitsError(f"mom1 must be in velocity units{label}; got {unit1}.")
             d1 = (d1 * unit1).to_value(_KMS)
-        wcs0 = _resolve(wcs0)
-        if isinstance(wcs1, _Lazy) and wcs0 is not None and hdr0 is not None and \
-                _same_grid_cards(hdr0, hdr1):
+        wcs0 = resolve_wcs(wcs0)
+        if isinstance(wcs1, LazyWCS) and wcs0 is not None and hdr0 is not None and \
+                same_grid_cards(hdr0, hdr1):
             wcs1 = wcs0
-        wcs1 = _resolve(wcs1)
+        wcs1 = resolve_wcs(wcs1)
         wcs = wcs0 if wcs0 is not None else wcs1
         if wcs0 is not None and wcs1 is not None and not np.allclose(
                 wcs0.pixel_scale_matrix, wcs1.pixel_scale_matrix, rtol=1e-6, atol=0):
@@ -413,13 +230,11 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
             )
         flipped, theta, ps = False, 0.0, None
         if wcs is not None and getattr(wcs, "has_celestial", False):
-            flipped, theta, ps = _orientation(wcs)
+            flipped, theta, ps = wcs_orientation(wcs)
         else:
             wcs = None
         if scales[i] is not None:
-            from astrokin.models.core import _pixel_scale_arcsec
-
-            ps = _pixel_scale_arcsec(scales[i])
+            ps = pixel_scale_arcsec(scales[i])
         if ps is None:
             raise ValueError(
                 f"No pixel scale{label}: give pixel_scale= (e.g. 0.5 * u.arcsec) or maps with "
@@ -478,7 +293,7 @@ def _clean_and_cut(d0, d1, valid0, ps, bp, wcs, flipped, theta, shape, rejected,
     if reject_spurious:
         from astrokin.fitting.cleaning import find_spurious
 
-        area = 1.0 if bp is None else 1.1331 * bp[0] * bp[1] / ps ** 2
+        area = beam_area_pixels(bp, ps)
         flags = find_spurious(d1, np.isfinite(d1) & valid0, beam_area=area)
         for reason, bad in flags.items():
             if bad.any():
@@ -527,30 +342,6 @@ def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16):
     return d0[sl].copy(), d1[sl].copy(), (y0, x0)
 
 
-def _split(obj, what):
-    """List of ``(data, unit, wcs, header)`` single maps from any accepted input."""
-    from astropy.io import fits
-
-    if isinstance(obj, (list, tuple)) and not isinstance(obj, fits.HDUList):
-        if len(obj) == 0:
-            raise ValueError(f"{what} is an empty list.")
-        items = []
-        for k, item in enumerate(obj):
-            data, unit, wcs, header = _unpack(item, f"{what}[{k}]")
-            if data.ndim != 2:
-                raise ValueError(f"{what}[{k}] must be a 2D map; got shape {data.shape}.")
-            items.append((data, unit, wcs, header))
-        return items
-    data, unit, wcs, header = _unpack(obj, what)
-    if data.ndim == 2:
-        return [(data, unit, wcs, header)]
-    if data.ndim == 3:
-        return [(d, unit, wcs, header) for d in data]
-    raise ValueError(
-        f"{what} must be a 2D map, a (N, ny, nx) stack, or a list of maps; got shape {data.shape}."
-    )
-
-
 def _pad_square(a, fill):
     ny, nx = a.shape
     s = max(ny, nx)
@@ -591,13 +382,14 @@ def prepare_batch(observations, size=IMAGE_SIZE):
 
     Returns
     -------
-    batch : dict of `numpy.ndarray`
+    batch : `~astrokin.fitting.batch.PreparedBatch`
         ``mom0``/``mom1`` ``(N, size, size)`` normalised maps (0 where masked),
         ``mask0``/``mask1`` their boolean validity, ``pixel_scale`` (arcsec per
         pixel of the ``size`` grid), ``half_width`` (arcsec), ``v_ref`` and
         ``v_half`` (km/s), ``peak`` (mom0 peak in input units), ``beam``
         ``(N, 3)`` (rows of NaN where there is none), and the padding
-        bookkeeping ``side``, ``pad_y``, ``pad_x``.
+        bookkeeping ``side``, ``pad_y``, ``pad_x``; also readable by name
+        (``batch["mom0"]``).
 
     Examples
     --------
@@ -611,9 +403,7 @@ def prepare_batch(observations, size=IMAGE_SIZE):
     >>> b["mom0"].shape, float(b["pixel_scale"][0]), float(b["v_ref"][0])
     ((1, 64, 64), 1.0, 1000.0)
     """
-    keys = ("mom0", "mom1", "mask0", "mask1", "pixel_scale", "half_width", "v_ref", "v_half",
-            "peak", "beam", "side", "pad_y", "pad_x")
-    out = {k: [] for k in keys}
+    out = {k: [] for k in PreparedBatch.keys()}
     for obs in observations:
         valid0 = np.isfinite(obs.mom0)
         # A velocity where there is (almost) no emission means nothing: mom1 is
@@ -658,7 +448,7 @@ def prepare_batch(observations, size=IMAGE_SIZE):
         out["side"].append(side)
         out["pad_y"].append(py)
         out["pad_x"].append(px)
-    return {k: np.asarray(v) for k, v in out.items()}
+    return PreparedBatch(**{k: np.asarray(v) for k, v in out.items()})
 
 
 def grid_to_input_pixels(x_grid, y_grid, obs, side, pad_y, pad_x, size=IMAGE_SIZE):
@@ -689,9 +479,4 @@ def grid_to_input_pixels(x_grid, y_grid, obs, side, pad_y, pad_x, size=IMAGE_SIZ
     >>> float(x), float(y)
     (63.5, 63.5)
     """
-    scale = side / size
-    xs = (np.asarray(x_grid, dtype=float) + 0.5) * scale - 0.5 - pad_x
-    ys = (np.asarray(y_grid, dtype=float) + 0.5) * scale - 0.5 - pad_y
-    if obs.flipped:
-        xs = (obs.shape[1] - 1) - xs
-    return xs + obs.offset[1], ys + obs.offset[0]
+    return FittingFrame.of(obs, side, pad_y, pad_x, size).grid_to_input_pixels(x_grid, y_grid)

@@ -179,8 +179,10 @@ def _batch(gens, recipe, rng, n):
 
 def _mixed_batch(gens, recipe, rng, n, chunk=64):
     """``n`` galaxies in chunks of fresh shape and noise draws (`_batch` draws one of each)."""
+    from astrokin.fitting.batch import PreparedBatch
+
     parts = [_batch(gens, recipe, rng, min(chunk, n - start)) for start in range(0, n, chunk)]
-    batch = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    batch = PreparedBatch.concatenate(p[0] for p in parts)
     truth = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
     return batch, truth
 
@@ -195,22 +197,21 @@ def _validation_recipe(rec):
 def _supervised_loss(network, layout, tb, truth_t):
     import torch
 
-    outputs = network.encode(tb["mom0"], tb["mom1"])
-    targets = layout.to_outputs(truth_t, {k: tb[k] for k in ("half_width", "v_ref", "v_half")})
+    outputs = network.encode(tb.mom0, tb.mom1)
+    targets = layout.to_outputs(truth_t, tb.context)
     return sum(torch.mean((outputs[k] - targets[k]) ** 2) for k in outputs), outputs
 
 
 def _evaluate(fitter, model, val_batch, val_truth, mc_samples=50):
     """Mean absolute validation errors of the MC means (inclination, PA, vsini, ...)."""
-    summary, names = fitter._mc(val_batch, fitter._fixed_at_training, fitter.layout.ties,
-                                mc_samples)
+    summary, names = fitter.mc_summary(val_batch, mc_samples)
     mean = summary.mean
     errs = {}
     for nm in ("inclination", "r_scale", "r_turn", "x_0", "y_0", "v_sys"):
         if nm in names:
             e = np.abs(mean[:, names.index(nm)] - val_truth[nm])
             if nm in ("r_scale", "r_turn"):
-                e = e / val_batch["half_width"]
+                e = e / val_batch.half_width
             errs[nm] = float(np.mean(e))
     if "pa" in names:
         d = np.remainder(mean[:, names.index("pa")] - val_truth["pa"] + 180.0, 360.0) - 180.0
@@ -258,16 +259,19 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     """
     import torch
 
-    from astrokin.fitting.fitter import NeuralKinematicFitter, _resolve_device, _to_tensors
+    from astrokin.fitting.devices import resolve_device
+    from astrokin.fitting.fitter import NeuralKinematicFitter
     from astrokin.fitting.network import KinematicAutoencoder, reconstruction_loss
-    from astrokin.fitting.parameters import ParameterLayout
+    from astrokin.fitting.parameters import ParameterLayout, fixed_values
+    from astrokin.fitting.trained import TrainedNetwork
+    from astrokin.fitting.training import TrainingLoop
 
     rec = dict(DEFAULT_RECIPE)
     unknown = set(recipe or {}) - set(rec)
     if unknown:
         raise ValueError(f"Unknown recipe keys: {sorted(unknown)}.")
     rec.update(recipe or {})
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     seed = rec["seed"]
     rng = np.random.default_rng(seed)
     if seed is not None:
@@ -282,11 +286,11 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
         start.layout.check_compatible(model)
         network.load_state_dict(start.network.state_dict())
         log(f"continuing from {rec['init']}")
-    fixed = {k: float(np.asarray(v)) for k, v in model.canonical_values().items()}
+    fixed = fixed_values(model)
+    trained = TrainedNetwork(network, layout, fixed)
     fitter = NeuralKinematicFitter(mode="blind", dropout=rec["dropout"], device=device,
                                    seed=seed, progress=progress,
-                                   batch_size=rec["batch_size"])
-    fitter.network, fitter.layout, fitter._fixed_at_training = network, layout, fixed
+                                   batch_size=rec["batch_size"], trained=trained)
     gens = _generators(model, rec, None if seed is None else seed + 7)
     val_rng = np.random.default_rng(None if seed is None else seed + 99)
     val_batch, val_truth = _mixed_batch(
@@ -295,50 +299,39 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     history = []
     t_start = time.perf_counter()
 
-    def run_phase(name, steps, lr, step_fn):
+    def run_phase(name, steps, lr, step_loss):
         if steps <= 0:
             return
         opt = torch.optim.Adam(network.parameters(), lr=lr)
         final = rec["lr_final_fraction"]
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: final ** (s / max(steps - 1, 1)))  # exponential decay to final*lr
-        network.train()
+        loop = TrainingLoop(network, opt, schedule=sched, clip_grad_norm=10.0,
+                            progress=progress, description=name, unit="step")
         running = []
-        bar = range(steps)
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(bar, desc=name)
-        for step in bar:
+        def batches(step):
             batch, truth = _batch(gens, rec, rng, rec["batch_size"])
-            tb = _to_tensors(batch, dev)
             truth_t = {k: torch.as_tensor(v, dtype=torch.float32, device=dev)
                        for k, v in truth.items()}
-            opt.zero_grad()
-            loss = step_fn(tb, truth_t)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: the loss became {float(loss)} at step {step}.")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 10.0)
-            opt.step()
-            sched.step()
-            running.append(float(loss.detach()))
-            if (step + 1) % rec["eval_every"] == 0 or step + 1 == steps:
-                network.eval()
-                errs, _, _ = _evaluate(fitter, model, val_batch, val_truth)
-                network.train()
-                entry = {"phase": name, "step": step + 1, "loss": float(np.mean(running)),
-                         "minutes": (time.perf_counter() - t_start) / 60.0, **errs}
-                history.append(entry)
-                running = []
-                log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                                for k, v in entry.items()}))
-                if checkpoint is not None:
-                    network.eval()
-                    fitter.metadata_extra = {"recipe_pretraining": rec, "history": history}
-                    fitter.save(checkpoint, overwrite=True)  # our own partial file
-                    network.train()
-        network.eval()
+            yield (batch.to(dev), truth_t), 1
+
+        def evaluate(step, loss):
+            running.append(loss)
+            if (step + 1) % rec["eval_every"] != 0 and step + 1 != steps:
+                return
+            errs, _, _ = _evaluate(fitter, model, val_batch, val_truth)
+            entry = {"phase": name, "step": step + 1, "loss": float(np.mean(running)),
+                     "minutes": (time.perf_counter() - t_start) / 60.0, **errs}
+            history.append(entry)
+            running.clear()
+            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in entry.items()}))
+            if checkpoint is not None:
+                trained.metadata.update(recipe_pretraining=rec, history=history)
+                fitter.save(checkpoint, overwrite=True)  # our own partial file
+
+        loop.run(steps, batches, lambda item: step_loss(*item), end_of_epoch=evaluate)
 
     def supervised(tb, truth_t):
         loss, _ = _supervised_loss(network, layout, tb, truth_t)
@@ -362,13 +355,14 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     calibration, coverage = calibrate(fitter, model, cal_batch, cal_truth,
                                       rec["calibration_mc_samples"])
     log(json.dumps({"calibration": calibration, "coverage_before": coverage}))
+    trained.metadata.clear()
+    trained.metadata.update(calibration=calibration, coverage_before_calibration=coverage,
+                            recipe_pretraining=rec, history=history,
+                            training_minutes=(time.perf_counter() - t_start) / 60.0,
+                            device=str(dev))
+    trained.loss_history = [h["loss"] for h in history]
+    trained.calibration = calibration
     fitter.std_scale = calibration
-    fitter.metadata = {"calibration": calibration, "coverage_before_calibration": coverage,
-                       "recipe_pretraining": rec, "history": history,
-                       "training_minutes": (time.perf_counter() - t_start) / 60.0,
-                       "device": str(dev)}
-    fitter.metadata_extra = dict(fitter.metadata)
-    fitter.loss_history = [h["loss"] for h in history]
     return fitter
 
 
@@ -397,8 +391,9 @@ def calibrate(fitter, model, batch, truth, mc_samples=300):
     coverage : dict
         Fraction of raw 1-sigma intervals that contained the truth.
     """
-    summary, names = fitter._mc(batch, fitter._fixed_at_training, fitter.layout.ties,
-                                mc_samples)
+    from astrokin.fitting.calibration import coverage_factor, parameter_errors
+
+    summary, names = fitter.mc_summary(batch, mc_samples)
     scale, coverage = {}, {}
     truth = dict(truth)
     vname = type(model).velocity_scale_parameter
@@ -406,13 +401,11 @@ def calibrate(fitter, model, batch, truth, mc_samples=300):
         truth["vsini"] = truth[vname] * np.sin(np.deg2rad(truth["inclination"]))
     for nm in [n for n in fitter.layout.free_names + ["vsini"] if n in names]:
         j = names.index(nm)
-        err = summary.mean[:, j] - truth[nm]
-        if nm == "pa":
-            err = np.remainder(err + 180.0, 360.0) - 180.0
+        err = parameter_errors(nm, summary.mean[:, j], truth[nm])
         std = np.sqrt(np.clip(summary.cov[:, j, j], 0, None))
-        z = np.abs(err) / np.maximum(std, 1e-12)
-        coverage[nm] = float(np.mean(z <= 1.0))
-        scale[nm] = float(max(np.quantile(z, 0.6827), 1e-3)) if np.isfinite(z).all() else 1.0
+        factor, _, before, _ = coverage_factor(err, std)
+        coverage[nm] = before
+        scale[nm] = 1.0 if factor is None else factor
     return scale, coverage
 
 
@@ -443,10 +436,7 @@ def calibrate_network(fitter, recipe=None, *, log=print):
     scale, coverage = calibrate(fitter, model, batch, truth, rec["calibration_mc_samples"])
     log(json.dumps({"calibration": scale, "coverage_before": coverage}))
     fitter.std_scale = scale
-    extra = dict(getattr(fitter, "metadata_extra", None) or fitter.metadata or {})
-    extra.update(calibration=scale, coverage_before_calibration=coverage)
-    fitter.metadata_extra = extra
-    fitter.metadata = {**(fitter.metadata or {}), **extra}
+    fitter.metadata_extra.update(calibration=scale, coverage_before_calibration=coverage)
     return fitter
 
 

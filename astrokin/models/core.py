@@ -14,6 +14,8 @@ from astropy import units as u
 from astropy.modeling import Fittable2DModel, Parameter
 from astropy.utils import classproperty
 
+from astrokin._validation import check_shape, pixel_scale_arcsec, plain_value
+
 __all__ = ["KinematicDiskModel"]
 
 #: Canonical units in which profile functions and the renderer receive values.
@@ -237,8 +239,8 @@ class KinematicDiskModel(Fittable2DModel):
                 value = value.to_value(unit) if unit is not None else value.value
             values[name] = np.asarray(value, dtype=float)
         quantity = isinstance(x, u.Quantity) or isinstance(y, u.Quantity)
-        x = _plain(x, LENGTH_UNIT)
-        y = _plain(y, LENGTH_UNIT)
+        x = plain_value(x, LENGTH_UNIT)
+        y = plain_value(y, LENGTH_UNIT)
         intensity, velocity = self._evaluate_values(x, y, values)
         if quantity:
             amp_unit = self.amplitude.unit or u.dimensionless_unscaled
@@ -360,7 +362,7 @@ class KinematicDiskModel(Fittable2DModel):
             if d.ndim:
                 return kpc[None, ...] / d[(...,) + (None,) * kpc.ndim] * u.rad.to(u.arcsec), True
             return kpc / d * u.rad.to(u.arcsec), False
-        return np.asarray(_plain(r, LENGTH_UNIT, "r"), dtype=float), False
+        return np.asarray(plain_value(r, LENGTH_UNIT, "r"), dtype=float), False
 
     def rotation_curve(self, r, band=None):
         """Circular rotation speed at radii ``r``, with its MC band after a fit.
@@ -548,10 +550,9 @@ class KinematicDiskModel(Fittable2DModel):
 
         from astrokin.beams import beam_parameters
         from astrokin.rendering import DiskRenderer
-        from astrokin.rendering.renderer import _check_shape
 
-        ps = _pixel_scale_arcsec(pixel_scale)
-        shape = _check_shape(shape)
+        ps = pixel_scale_arcsec(pixel_scale)
+        shape = check_shape(shape)
         renderer = DiskRenderer(type(self), shape, dtype=torch.float64, **renderer_options)
         values = self.canonical_values()
         bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
@@ -591,32 +592,3 @@ def _profile_parameters(cls, func):
             f"model (parameters: {cls.param_names})."
         )
     return names
-
-
-def _plain(value, unit, name="x"):
-    """A plain float array in ``unit``; plain input is taken to be in ``unit``."""
-    if isinstance(value, u.Quantity):
-        if not value.unit.is_equivalent(unit):
-            raise u.UnitsError(f"{name} must be in units of {unit}; got {value.unit}.")
-        return value.to_value(unit)
-    return np.asarray(value, dtype=float)
-
-
-def _pixel_scale_arcsec(pixel_scale):
-    """Pixel scale in arcsec per pixel from an angle (per pixel) Quantity."""
-    if not isinstance(pixel_scale, u.Quantity):
-        raise TypeError(
-            "pixel_scale must be an angle Quantity, e.g. 0.1 * u.arcsec; "
-            f"got {pixel_scale!r}."
-        )
-    q = pixel_scale
-    if q.unit.is_equivalent(u.arcsec / u.pix):
-        q = q * u.pix
-    if not q.unit.is_equivalent(u.arcsec):
-        raise u.UnitsError(f"pixel_scale must be an angle per pixel; got unit {q.unit}.")
-    if not q.isscalar:
-        raise ValueError("pixel_scale must be a scalar (square pixels).")
-    value = float(q.to_value(u.arcsec))
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"pixel_scale must be finite and positive; got {pixel_scale}.")
-    return value

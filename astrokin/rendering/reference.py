@@ -3,11 +3,10 @@
 import numpy as np
 from scipy import signal
 
-from astrokin.beams import beam_parameters
+from astrokin._validation import pixel_scale_arcsec
+from astrokin.beams import FWHM_TO_SIGMA, beam_parameters
 
 __all__ = ["render_reference"]
-
-_FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
 
 def render_reference(model, shape, pixel_scale, beam=None, oversample=16):
@@ -52,9 +51,7 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16):
     >>> mom0.shape
     (16, 16)
     """
-    from astrokin.models.core import _pixel_scale_arcsec
-
-    ps = _pixel_scale_arcsec(pixel_scale)
+    ps = pixel_scale_arcsec(pixel_scale)
     ny, nx = (int(n) for n in shape)
     s = int(oversample)
     bp = beam_parameters(beam)
@@ -64,7 +61,7 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16):
     fx = (np.arange((nx + 2 * pad) * s) + 0.5) / s - 0.5 - pad
     xx, yy = np.meshgrid((fx - (nx - 1) / 2.0) * ps, (fy - (ny - 1) / 2.0) * ps)
     values = model.canonical_values()
-    intensity, velocity = model._evaluate_values(xx, yy, values)
+    intensity, velocity = model.evaluate(xx, yy, *(values[n] for n in model.param_names))
     weighted = np.where(intensity > 0, intensity * velocity, 0.0)
     if bp is not None:
         kernel = _gaussian_kernel(bp, ps / s)
@@ -80,7 +77,7 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16):
 
 def _gaussian_kernel(bp, step):
     bmaj, bmin, bpa = bp
-    s_maj, s_min = bmaj * _FWHM_TO_SIGMA, bmin * _FWHM_TO_SIGMA
+    s_maj, s_min = bmaj * FWHM_TO_SIGMA, bmin * FWHM_TO_SIGMA
     half = int(np.ceil(4.0 * s_maj / step))
     c = np.arange(-half, half + 1) * step
     x, y = np.meshgrid(c, c)

@@ -6,13 +6,13 @@ import numpy as np
 import torch
 from scipy import fft as sp_fft
 
+from astrokin._validation import check_shape
+from astrokin.beams import FWHM_TO_SIGMA
+
 from .hankel import hankel_tables
 
 __all__ = ["DiskRenderer"]
 
-_FWHM_TO_SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))
-#: Longest map side the renderer accepts (pixels).
-MAX_SIDE = 16384
 
 
 class DiskRenderer(torch.nn.Module):
@@ -90,7 +90,7 @@ class DiskRenderer(torch.nn.Module):
     def __init__(self, model_class, shape, *, alias_order="auto", pad_factor=2.0,
                  dtype=torch.float32, device="cpu"):
         super().__init__()
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
         if isinstance(pad_factor, bool) or not isinstance(pad_factor, (int, float)) \
                 or not math.isfinite(pad_factor) or pad_factor < 1:
             raise ValueError(f"pad_factor must be a finite number >= 1; got {pad_factor!r}.")
@@ -233,8 +233,8 @@ class DiskRenderer(torch.nn.Module):
         common = g["box"][None] * col(p["amplitude"])
         common = common / (1.0 + (2.0 * math.pi * h * sin_i * k_min) ** 2)
         if beam is not None:
-            s_maj = col(beam[:, 0] / ps) * _FWHM_TO_SIGMA
-            s_min = col(beam[:, 1] / ps) * _FWHM_TO_SIGMA
+            s_maj = col(beam[:, 0] / ps) * FWHM_TO_SIGMA
+            s_min = col(beam[:, 1] / ps) * FWHM_TO_SIGMA
             bpa = torch.deg2rad(beam[:, 2])
             sb_pa, cb_pa = col(torch.sin(bpa)), col(torch.cos(bpa))
             kb_maj = -kx * sb_pa + ky * cb_pa
@@ -263,32 +263,6 @@ class DiskRenderer(torch.nn.Module):
         safe = torch.where(valid, mom0, torch.ones_like(mom0))
         mom1 = p["v_sys"][:, None, None] + torch.where(valid, num / safe, torch.zeros_like(num))
         return mom0, mom1
-
-
-def _check_shape(shape):
-    """``(ny, nx)`` as ints, each >= 2, or a ValueError/TypeError saying what was wrong."""
-    try:
-        items = tuple(shape)
-    except TypeError:
-        raise TypeError(f"shape must be a (ny, nx) tuple of integers; got {shape!r}.") from None
-    if len(items) != 2:
-        raise ValueError(
-            f"shape must be (ny, nx): two sizes for a 2D map; got {len(items)} ({items})."
-        )
-    out = []
-    for n in items:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer, float, np.floating)) \
-                or not np.isfinite(n) or int(n) != n:
-            raise TypeError(f"shape must be (ny, nx) integers; got {items}.")
-        out.append(int(n))
-    if min(out) < 2:
-        raise ValueError(f"shape must be (ny, nx) with both >= 2; got {tuple(out)}.")
-    if max(out) > MAX_SIDE:
-        raise ValueError(
-            f"shape {tuple(out)} is too large to render: sides up to {MAX_SIDE} pixels "
-            "(the Fourier tables grow with the square of the longest side)."
-        )
-    return tuple(out)
 
 
 def _interp(k, t0, t1, dk, n_k):

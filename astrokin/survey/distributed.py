@@ -36,11 +36,12 @@ Checkpoints and restarts
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from astrokin._io import atomic_path
 
 __all__ = ["epoch_batches", "train_distributed"]
 
@@ -161,8 +162,11 @@ def train_distributed(shards, output, *, model=None, epochs=10, batch_size=64,
     import torch.distributed as dist
 
     from astrokin.fitting import NeuralKinematicFitter
-    from astrokin.fitting.network import KinematicAutoencoder
-    from astrokin.fitting.parameters import ParameterLayout
+    from astrokin.fitting.devices import resolve_device
+    from astrokin.fitting.network import KinematicAutoencoder, galaxy_losses
+    from astrokin.fitting.parameters import ParameterLayout, fixed_values
+    from astrokin.fitting.trained import TrainedNetwork
+    from astrokin.fitting.training import TrainingLoop
     from astrokin.survey.shards import ShardDataset
 
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
@@ -195,7 +199,7 @@ def train_distributed(shards, output, *, model=None, epochs=10, batch_size=64,
     distributed = dist.is_initialized() and dist.get_world_size() > 1
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
-    dev = _device(device)
+    dev = resolve_device(device, local_rank=True)
     try:
         init_fitter = None
         if init is not None:
@@ -208,7 +212,7 @@ def train_distributed(shards, output, *, model=None, epochs=10, batch_size=64,
             model = (init_fitter.layout.model_class() if init_fitter is not None
                      else ExponentialArctanDisk())
         layout = ParameterLayout(model)
-        fixed = {k: float(np.ravel(v)[0]) for k, v in model.canonical_values().items()}
+        fixed = fixed_values(model)
         torch.manual_seed(int(seed))
         network = KinematicAutoencoder(layout, dropout, device=dev)
         if init_fitter is not None:
@@ -231,56 +235,54 @@ def train_distributed(shards, output, *, model=None, epochs=10, batch_size=64,
         if checkpoint is not None and Path(checkpoint).exists():
             start, history = _load_checkpoint(checkpoint, config, network, optimiser, schedule)
             log(f"resuming from {checkpoint} after epoch {start}")
-        trained = (torch.nn.parallel.DistributedDataParallel(
+        wrapped = (torch.nn.parallel.DistributedDataParallel(
             network, device_ids=[dev.index] if dev.type == "cuda" else None)
             if distributed else network)
         t0 = time.perf_counter()
-        for epoch in range(start, int(epochs)):
+
+        def batches(epoch):
             torch.manual_seed(_stream(seed, epoch, rank))
-            network.train()
-            total = torch.zeros(2, dtype=torch.float64, device=dev)
             for batch_index in epoch_batches(data.shard_sizes, int(batch_size), seed, epoch):
                 mine = np.array_split(batch_index, world)[rank]
                 weight = world / len(batch_index)
                 if len(mine) == 0:  # fewer galaxies than processes: take part, add nothing
                     mine, weight = batch_index[:1], 0.0
-                tb = _to_tensors(data.read(mine), dev)
-                optimiser.zero_grad()
-                _, r0, r1 = trained(tb, fixed)
-                per_galaxy = _per_galaxy_loss(r0, r1, tb)
-                loss = per_galaxy.sum() * weight
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"The training loss became {float(loss)} in epoch {epoch + 1}.")
-                loss.backward()
-                optimiser.step()
-                if weight:
-                    total[0] += per_galaxy.detach().sum().double()
-                    total[1] += len(mine)
-            schedule.step()
-            if distributed:
-                dist.all_reduce(total)
-            history.append(float(total[0] / total[1]))
-            log(json.dumps({"epoch": epoch + 1, "loss": round(history[-1], 6),
+                yield (data.read(mine).to(dev), weight), len(batch_index)
+
+        def loss(item):
+            tb, weight = item
+            _, r0, r1 = wrapped(tb, fixed)
+            return galaxy_losses(r0, r1, tb).sum() * weight
+
+        def mean_over_processes(value):
+            # Each process's loss is its share of the batch mean times W: their mean
+            # is the batch mean, the same on every process (so all stop together).
+            if not distributed:
+                return value
+            total = torch.tensor([value], dtype=torch.float64, device=dev)
+            dist.all_reduce(total)
+            return float(total[0]) / world
+
+        def end_of_epoch(epoch, mean_loss):
+            log(json.dumps({"epoch": epoch + 1, "loss": round(mean_loss, 6),
                             "lr": optimiser.param_groups[0]["lr"], "processes": world,
                             "minutes": round((time.perf_counter() - t0) / 60, 3)}))
             if checkpoint is not None and rank == 0 and (
                     (epoch + 1) % int(checkpoint_every) == 0 or epoch + 1 == int(epochs)):
-                _save_checkpoint(checkpoint, config, epoch + 1, history, network, optimiser,
-                                 schedule)
-        network.eval()
-        fitter = NeuralKinematicFitter(mode="blind", epochs=int(epochs),
-                                       batch_size=int(batch_size), learning_rate=learning_rate,
-                                       lr_decay=lr_decay, lr_decay_every=int(lr_decay_every),
-                                       dropout=dropout, device=str(dev), seed=int(seed),
-                                       progress=False)
-        fitter.network = network
-        fitter.layout = layout
-        fitter._fixed_at_training = fixed
-        fitter.loss_history = list(history)
-        fitter.metadata_extra = {"distributed_training": {
-            **config, "epochs": int(epochs), "processes": world,
-            "shards": str(Path(shards).resolve())}}
+                _save_checkpoint(checkpoint, config, epoch + 1, loop.history, network,
+                                 optimiser, schedule)
+
+        loop = TrainingLoop(network, optimiser, schedule=schedule, reduce=mean_over_processes)
+        loop.run(int(epochs), batches, loss, first_epoch=start, history=history,
+                 end_of_epoch=end_of_epoch)
+        fitter = NeuralKinematicFitter(
+            mode="blind", epochs=int(epochs), batch_size=int(batch_size),
+            learning_rate=learning_rate, lr_decay=lr_decay, lr_decay_every=int(lr_decay_every),
+            dropout=dropout, device=str(dev), seed=int(seed), progress=False,
+            trained=TrainedNetwork(network, layout, fixed, loss_history=loop.history,
+                                   metadata={"distributed_training": {
+                                       **config, "epochs": int(epochs), "processes": world,
+                                       "shards": str(Path(shards).resolve())}}))
         if rank == 0:
             fitter.save(output, overwrite=overwrite)  # atomic
         if distributed:
@@ -296,53 +298,8 @@ def _quiet(line):
     """Discard a log line (processes other than the first)."""
 
 
-def _device(device):
-    import torch
-
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return dev
-
-
 def _stream(seed, epoch, rank):
     return int(np.random.SeedSequence([int(seed), int(epoch), int(rank), 7]).generate_state(1)[0])
-
-
-def _to_tensors(batch_np, device):
-    import torch
-
-    out = {}
-    for k in ("mom0", "mom1"):
-        out[k] = torch.as_tensor(batch_np[k], dtype=torch.float32, device=device)[:, None]
-    for k in ("mask0", "mask1", "pixel_scale", "half_width", "v_ref", "v_half", "peak",
-              "beam"):
-        out[k] = torch.as_tensor(batch_np[k], dtype=torch.float32, device=device)
-    return out
-
-
-def _per_galaxy_loss(r0, r1, batch):
-    from astrokin.fitting.network import masked_mse
-
-    return (masked_mse(r0, batch["mom0"], batch["mask0"])
-            + masked_mse(r1, batch["mom1"], batch["mask1"]))
-
-
-def _atomic_save(save, path):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _save_checkpoint(path, config, epoch, history, network, optimiser, schedule):
@@ -352,7 +309,8 @@ def _save_checkpoint(path, config, epoch, history, network, optimiser, schedule)
              "history": torch.tensor(history, dtype=torch.float64),
              "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
              "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}
-    _atomic_save(lambda p: torch.save(state, p), path)
+    with atomic_path(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path, config, network, optimiser, schedule):

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrokin._io import atomic_path
+
 __all__ = ["SHARD_KEYS", "ShardDataset", "catalogue_to_shards", "write_shards"]
 
 _FORMAT = "astrokin-training-shards"
@@ -52,7 +54,8 @@ class _ShardWriter:
         self.image_size = None
 
     def add(self, batch):
-        batch = {k: np.asarray(batch[k], dtype=_DTYPES.get(k, np.float32)) for k in SHARD_KEYS}
+        batch = {k: np.asarray(getattr(batch, k), dtype=_DTYPES.get(k, np.float32))
+                 for k in SHARD_KEYS}
         self.image_size = int(batch["mom0"].shape[-1])
         self.pending.append(batch)
         self.n_pending += len(batch["mom0"])
@@ -84,7 +87,8 @@ class _ShardWriter:
         index = {"format": _FORMAT, "format_version": _FORMAT_VERSION,
                  "image_size": self.image_size,
                  "total": int(sum(s["size"] for s in self.shards)), "shards": self.shards}
-        _atomic_write_text(self.directory / "index.json", json.dumps(index, indent=1))
+        with atomic_path(self.directory / "index.json", overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(index, indent=1))
         return ShardDataset(self.directory)
 
 
@@ -254,9 +258,12 @@ class ShardDataset:
 
         Returns
         -------
-        batch : dict of numpy.ndarray
-            Keys `SHARD_KEYS`, first axis along ``indices``.
+        batch : `~astrokin.fitting.batch.PreparedBatch`
+            The fields `SHARD_KEYS`, first axis along ``indices`` (no
+            padding bookkeeping: shards keep no fitting frame).
         """
+        from astrokin.fitting.batch import PreparedBatch
+
         idx = np.asarray(indices, dtype=np.int64).ravel()
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"Galaxy indices must be in [0, {len(self)}).")
@@ -271,7 +278,7 @@ class ShardDataset:
             arrays = self._shard(int(s))
             for k in SHARD_KEYS:
                 out[k][sel] = arrays[k][local]
-        return out
+        return PreparedBatch(**out)
 
 
 def _prepare_directory(directory, overwrite):
@@ -294,16 +301,3 @@ def _prepare_directory(directory, overwrite):
                 elif entry.name == "index.json":
                     entry.unlink()
     directory.mkdir(parents=True, exist_ok=True)
-
-
-def _atomic_write_text(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -3,7 +3,7 @@
 import numpy as np
 from astropy import units as u
 
-from ._optional import import_corner, new_figure
+from astrokin._optional import import_corner, new_figure
 
 __all__ = ["plot_corner"]
 

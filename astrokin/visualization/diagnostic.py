@@ -9,7 +9,7 @@ the data's velocities along the major axis.
 import numpy as np
 from astropy import units as u
 
-from ._optional import new_figure
+from astrokin._optional import new_figure
 
 __all__ = ["frame_model", "plot_fit", "rotation_curve_band"]
 
@@ -278,10 +278,10 @@ def rotation_curve_band(model, samples, r, *, galaxy=0):
     """
     from astropy.table import QTable
 
-    from astrokin.models.core import _plain
+    from astrokin._validation import plain_value
 
     cls = type(model)
-    radius = np.atleast_1d(_plain(r, u.arcsec, "r")).astype(float)
+    radius = np.atleast_1d(plain_value(r, u.arcsec, "r")).astype(float)
     values = model.canonical_values()
     args = []
     for name in cls.velocity_parameters:
@@ -372,13 +372,13 @@ def _symmetric_limit(image):
 
 def _unit_label(mom0, galaxy):
     """The unit of the mom0 map, as a string ('' when unknown)."""
-    from astrokin.fitting.preprocessing import _unpack
+    from astrokin._maps import read_map
 
     item = mom0
     if isinstance(item, (list, tuple)):
         item = item[galaxy]
     try:
-        _, unit, _, _ = _unpack(item, "mom0")
+        _, unit, _, _ = read_map(item, "mom0")
     except (TypeError, ValueError):
         return ""
     if unit is None or unit == u.dimensionless_unscaled:

@@ -48,7 +48,7 @@ def test_calibration_gives_68_percent_coverage_on_its_set():
     model = _model_from_recipe(rec)
     batch, truth = _batch(_generators(model, rec, 3), rec, np.random.default_rng(3), 200)
     scale, coverage = calibrate(fitter, model, batch, truth, mc_samples=40)
-    summary, names = fitter._mc(batch, fitter._fixed_at_training, {}, 40)
+    summary, names = fitter.mc_summary(batch, 40)
     for nm in ("inclination", "r_scale", "vsini"):
         j = names.index(nm)
         t = truth[nm] if nm != "vsini" else truth["v_max"] * np.sin(

@@ -1,0 +1,169 @@
+"""The fitting frame of a galaxy, and the way back to its input map.
+
+The network sees each galaxy in its *fitting frame*: the map cut out around
+the emission, mirrored (when its WCS has East along +column) so that East is
+along -column, padded to a square of side ``S`` and resampled to the 64x64
+grid (`astrokin.fitting.preprocessing`). Centre offsets there are measured
+from the centre of that grid, and position angles on it are
+``PA_sky + theta``, with ``theta`` the angle of North from +row.
+
+`FittingFrame` holds that bookkeeping for one galaxy and is the one place
+where the frame is undone: the affine maps of ``x_0``, ``y_0`` and ``pa``
+between the fitting frame and the input map (`FittingFrame.to_input`,
+`FittingFrame.from_input`), and positions on the 64x64 grid back to 0-based
+pixels of the input map (`FittingFrame.grid_to_input_pixels`).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from astrokin.fitting.encoders import IMAGE_SIZE
+
+__all__ = ["FRAMED_PARAMETERS", "FittingFrame", "fitting_frames", "framed_fixed"]
+
+#: The parameters whose values depend on the frame.
+FRAMED_PARAMETERS = ("x_0", "y_0", "pa")
+
+
+@dataclass(frozen=True)
+class FittingFrame:
+    """How one galaxy's input map became the network's fitting frame.
+
+    Attributes
+    ----------
+    pixel_scale : float
+        Arcsec per pixel of the input map.
+    shape : tuple of int
+        ``(ny, nx)`` of the cut-out that was fitted.
+    full_shape : tuple of int
+        ``(ny, nx)`` of the input map.
+    offset : tuple of int
+        ``(row, column)`` of the cut-out's first pixel in the input map.
+    flipped : bool
+        Whether the columns were mirrored.
+    north_angle : float
+        ``theta`` in degrees: ``PA_pixel = PA_sky + theta``.
+    side, pad_y, pad_x : int
+        The padded square's side, and the rows and columns added before the
+        cut-out.
+    size : int
+        Side of the network's grid (64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.frames import FittingFrame
+    >>> from astrokin.fitting.preprocessing import Observation
+    >>> obs = Observation(np.zeros((48, 64)), np.zeros((48, 64)), 0.5, None)
+    >>> frame = FittingFrame.of(obs, side=64, pad_y=8, pad_x=0)
+    >>> frame.to_input("y_0", 0.0)  # the grid's centre is the map's centre
+    0.0
+    >>> [float(v) for v in frame.grid_to_input_pixels(31.5, 31.5)]
+    [31.5, 23.5]
+    """
+
+    pixel_scale: float
+    shape: tuple
+    full_shape: tuple
+    offset: tuple
+    flipped: bool
+    north_angle: float
+    side: int
+    pad_y: int
+    pad_x: int
+    size: int = IMAGE_SIZE
+
+    @classmethod
+    def of(cls, obs, side, pad_y, pad_x, size=IMAGE_SIZE):
+        """The frame of an `~astrokin.fitting.preprocessing.Observation` padded as given."""
+        return cls(float(obs.pixel_scale), tuple(obs.shape), tuple(obs.full_shape),
+                   tuple(obs.offset), bool(obs.flipped), float(obs.north_angle), int(side),
+                   int(pad_y), int(pad_x), int(size))
+
+    def affine(self, name):
+        """``(a, b)``: the input-map value of ``name`` is ``a * fitting-frame value + b``.
+
+        ``name`` is ``'x_0'`` or ``'y_0'`` (arcsec offsets from the map
+        centre) or ``'pa'`` (deg). Mirroring the columns turns the x offsets
+        around but not the PA on the sky, which ``theta`` (measured on the
+        mirrored grid) already accounts for.
+        """
+        ps = self.pixel_scale
+        ny, nx = self.shape
+        fy, fx = self.full_shape
+        if name == "x_0":
+            a = -1.0 if self.flipped else 1.0
+            b = a * ps * ((self.side - nx) / 2 - self.pad_x)
+            # From the cut-out's centre to the input map's centre.
+            b += ps * (self.offset[1] + (nx - 1) / 2 - (fx - 1) / 2)
+            return a, b
+        if name == "y_0":
+            b = ps * ((self.side - ny) / 2 - self.pad_y)
+            b += ps * (self.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
+            return 1.0, b
+        if name == "pa":
+            return 1.0, -self.north_angle
+        raise ValueError(f"No frame transform of {name!r}: only {FRAMED_PARAMETERS} have one.")
+
+    def to_input(self, name, value):
+        """The input-map value of ``name`` from its fitting-frame ``value``."""
+        a, b = self.affine(name)
+        return a * value + b
+
+    def from_input(self, name, value):
+        """The fitting-frame value of ``name`` from its input-map ``value`` (PA in [0, 360))."""
+        a, b = self.affine(name)
+        v = (float(value) - b) / a
+        return float(np.remainder(v, 360.0)) if name == "pa" else v
+
+    def input_pixels(self, x_0, y_0):
+        """0-based pixel coordinates in the input map of offsets ``x_0``, ``y_0`` (arcsec)."""
+        ny, nx = self.full_shape
+        return (nx - 1) / 2 + x_0 / self.pixel_scale, (ny - 1) / 2 + y_0 / self.pixel_scale
+
+    def grid_to_input_pixels(self, x_grid, y_grid):
+        """0-based input-map pixel coordinates of points on the ``size`` x ``size`` grid.
+
+        The grid pixel ``i`` covers ``[i, i + 1) * side / size - 0.5`` of the
+        padded square (``align_corners=False`` resampling).
+        """
+        step = self.pixel_scale * self.side / self.size
+        centre = (self.size - 1) / 2
+        x_0 = self.to_input("x_0", (np.asarray(x_grid, dtype=float) - centre) * step)
+        y_0 = self.to_input("y_0", (np.asarray(y_grid, dtype=float) - centre) * step)
+        return self.input_pixels(x_0, y_0)
+
+
+def fitting_frames(observations, batch):
+    """The `FittingFrame` of each observation of a prepared batch."""
+    return [FittingFrame.of(o, batch.side[g], batch.pad_y[g], batch.pad_x[g],
+                            size=batch.mom0.shape[-1])
+            for g, o in enumerate(observations)]
+
+
+def framed_fixed(fixed, model, frames):
+    """Fixed values with the user's ``x_0``, ``y_0`` and ``pa`` in each galaxy's fitting frame.
+
+    Parameters
+    ----------
+    fixed : dict
+        Canonical values of every parameter
+        (`~astrokin.fitting.parameters.fixed_values`).
+    model : `~astrokin.models.KinematicDiskModel`
+        Says which parameters are fixed.
+    frames : list of `FittingFrame`
+
+    Returns
+    -------
+    fixed : dict
+        The fixed framed parameters become ``(N, 1)`` arrays (one value per
+        galaxy); the others stay scalars.
+    """
+    out = dict(fixed)
+    for name in FRAMED_PARAMETERS:
+        if name not in fixed or not model.fixed[name]:
+            continue
+        values = [frame.from_input(name, fixed[name]) for frame in frames]
+        out[name] = np.asarray(values, dtype=float)[:, None]
+    return out

@@ -1,0 +1,331 @@
+"""Network files: the format `~astrokin.fitting.NeuralKinematicFitter.save` writes, read safely.
+
+A network file is a torch checkpoint holding only tensors and one JSON
+string, ``{"metadata": str, "state_dict": {name: tensor}}``, readable with
+``torch.load(path, weights_only=True)``: loading it never runs code. The
+metadata (format `FORMAT`, version `FORMAT_VERSION`) record the model class
+with its parameter names, units, bounds, fixed and tied parameters, the
+network's output layout, the fixed values, the input normalisation, the
+training recipe and loss history, the uncertainty calibration, the astrokin
+and torch versions, and the provenance of the weights (a pre-training recipe
+and its validation history, a distributed training's settings...).
+
+Reading checks everything before anything is built, and imports no module
+the file names unless it is part of astrokin or already imported
+(`model_class_named`). Writing is atomic (`astrokin._io.atomic_path`).
+"""
+
+import datetime
+import json
+import os
+import pickle
+import sys
+import zipfile
+
+import numpy as np
+import torch
+
+from astrokin._io import atomic_path
+from astrokin.exceptions import NetworkFormatError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "NORMALISATION", "RECIPE_KEYS", "astrokin_version",
+           "build_network", "check_parameter_names", "model_class_named", "read_network_file",
+           "save_network"]
+
+FORMAT = "astrokin-neural-kinematic-fitter"
+#: Version 2 added the ``model`` block (class, parameter units and bounds,
+#: fixed and tied names), ``torch_version`` and ``created``; version 1 files
+#: (the first bundled network) are still read.
+FORMAT_VERSION = 2
+#: The fitter options saved as the network's training recipe.
+RECIPE_KEYS = ("epochs", "batch_size", "learning_rate", "lr_decay", "lr_decay_every",
+               "mc_samples", "dropout")
+#: How the maps a network reads were normalised (recorded in every file).
+NORMALISATION = {
+    "mom0": "divided by its peak over valid pixels of the 64x64 map",
+    "mom1": "(mom1 - median) / p99(|mom1 - median|) over valid pixels, km/s",
+    "image_size": 64,
+    "resampling": "pad to square, bilinear, align_corners=False, antialias when shrinking",
+}
+#: Metadata entries every file has; provenance entries never replace them.
+_STANDARD_KEYS = ("format", "format_version", "astrokin_version", "torch_version", "created",
+                  "model", "layout", "fixed_values_at_training", "recipe", "seed",
+                  "normalisation", "loss_history", "calibration")
+
+
+def astrokin_version():
+    """The installed astrokin's version, or ``'unknown'``."""
+    try:
+        from importlib.metadata import version
+
+        return version("astrokin")
+    except Exception:
+        return "unknown"
+
+
+def save_network(path, trained, *, recipe, seed, calibration, extra=None, overwrite=False):
+    """Write a trained network and its metadata to ``path``, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+    trained : `~astrokin.fitting.trained.TrainedNetwork`
+    recipe : dict
+        The training options (`RECIPE_KEYS`).
+    seed : int or None
+    calibration : dict or None
+        Per-parameter factors of the MC-dropout spreads.
+    extra : dict, optional
+        Further metadata entries, after the network's own provenance
+        (``trained.metadata``); neither replaces a standard entry.
+    overwrite : bool, optional
+        Replace an existing file.
+
+    Raises
+    ------
+    FileExistsError, FileNotFoundError
+        As `astrokin._io.atomic_path`.
+    TypeError, ValueError
+        If a metadata entry cannot be written as JSON (nothing is written).
+    """
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "astrokin_version": astrokin_version(),
+        "torch_version": str(torch.__version__).split("+")[0],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": trained.model,
+        "layout": trained.layout.to_metadata(),
+        "fixed_values_at_training": {k: float(np.asarray(v))
+                                     for k, v in trained.fixed_values.items()},
+        "recipe": dict(recipe),
+        "seed": seed,
+        "normalisation": dict(NORMALISATION),
+        "loss_history": [float(v) for v in trained.loss_history],
+        "calibration": calibration,
+    }
+    for source in (trained.metadata, extra or {}):
+        meta.update({k: v for k, v in source.items() if k not in _STANDARD_KEYS})
+    network = trained.network
+    state = {f"intensity_encoder.{k}": v.detach().cpu()
+             for k, v in network.intensity_encoder.state_dict().items()}
+    state.update({f"velocity_encoder.{k}": v.detach().cpu()
+                  for k, v in network.velocity_encoder.state_dict().items()})
+    text = json.dumps(meta, allow_nan=False)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save({"metadata": text, "state_dict": state}, tmp)
+
+
+def read_network_file(path):
+    """``(metadata dict, state dict)`` of a saved network, checked; never runs code.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist or is not a file.
+    astrokin.exceptions.NetworkFormatError
+        If the file is not a readable network file of a version this
+        astrokin reads, or its metadata or weights are malformed.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No network file {path}.")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is not a file (a saved network is one .pt file).")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "unsupported global" in str(err).lower():
+            raise NetworkFormatError(
+                f"{path} holds Python objects other than tensors and strings; astrokin refuses "
+                "to load it, because unpickling them could run code. It is not a network "
+                "saved by NeuralKinematicFitter.save."
+            ) from None
+        raise NetworkFormatError(
+            f"{path} is not a readable network file: it is truncated, corrupt, or not a torch "
+            "checkpoint (its pickle stream is not valid)."
+        ) from None
+    except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, OSError, KeyError,
+            AttributeError, TypeError, IndexError, MemoryError) as err:
+        raise NetworkFormatError(
+            f"{path} is not a readable network file: it is truncated, corrupt, or not a torch "
+            f"checkpoint ({type(err).__name__}: {_first_line(err)})."
+        ) from None
+    if not (isinstance(data, dict) and isinstance(data.get("metadata"), str)
+            and isinstance(data.get("state_dict"), dict)):
+        raise NetworkFormatError(
+            f"{path} is a torch file but not a saved NeuralKinematicFitter network (expected "
+            "a dict with a 'metadata' JSON string and a 'state_dict')."
+        )
+    try:
+        meta = json.loads(data["metadata"])
+    except ValueError as err:
+        raise NetworkFormatError(f"{path} has corrupt metadata (not JSON: {err}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise NetworkFormatError(
+            f"{path} is not a saved NeuralKinematicFitter network (its metadata 'format' is "
+            f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
+            f"{FORMAT!r})."
+        )
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise NetworkFormatError(
+            f"{path} has no valid format_version in its metadata (got {version!r}); it is "
+            "damaged or not written by NeuralKinematicFitter.save."
+        )
+    if version > FORMAT_VERSION:
+        raise NetworkFormatError(
+            f"{path} was written in network format version {version} (by astrokin "
+            f"{meta.get('astrokin_version', 'unknown')}); this astrokin "
+            f"({astrokin_version()}) reads format versions up to {FORMAT_VERSION}. "
+            "Upgrade astrokin to load it."
+        )
+    required = {"layout": dict, "recipe": dict, "fixed_values_at_training": dict}
+    for key, kind in required.items():
+        if not isinstance(meta.get(key), kind):
+            raise NetworkFormatError(
+                f"{path} lacks the metadata entry {key!r} (or it is malformed: got "
+                f"{type(meta.get(key)).__name__}); the file is damaged."
+            )
+    layout = meta["layout"]
+    for key in ("model_class", "param_names", "fixed_names", "tied_names", "slots"):
+        if key not in layout:
+            raise NetworkFormatError(f"{path} lacks the layout entry {key!r}; the file is "
+                                     "damaged.")
+    if not isinstance(layout["model_class"], str) or ":" not in layout["model_class"]:
+        raise NetworkFormatError(
+            f"{path} names its model class as {layout['model_class']!r}, not 'module:Class'."
+        )
+    fixed = meta["fixed_values_at_training"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fixed.values()):
+        raise NetworkFormatError(f"{path} has non-numeric fixed values in its metadata.")
+    state = data["state_dict"]
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise NetworkFormatError(f"{path}: weight {k!r} is not a tensor.")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise NetworkFormatError(f"{path}: weight {k!r} holds NaN or infinite values.")
+    return meta, state
+
+
+def model_class_named(name, expected, path):
+    """The model class named ``'module:Qualname'`` in a file, imported only if safe.
+
+    Parameters
+    ----------
+    name : str
+        ``'module:Qualname'`` as the file gives it.
+    expected : type or None
+        The class the caller wants; the file must name it.
+    path : str or path-like
+        The file, for messages.
+
+    Raises
+    ------
+    astrokin.exceptions.NetworkFormatError
+        If the file names another class than ``expected``, a module that is
+        neither astrokin's nor already imported, or something that is not an
+        astrokin disc model.
+    """
+    import importlib
+
+    from astrokin.models import KinematicDiskModel
+
+    module, _, qualname = name.partition(":")
+    if expected is not None:
+        if expected.__qualname__ != qualname:
+            raise NetworkFormatError(
+                f"{path} is a network for {name}, not for the expected "
+                f"{expected.__module__}:{expected.__qualname__}."
+            )
+        return expected
+    if not (module == "astrokin" or module.startswith("astrokin.") or module in sys.modules):
+        raise NetworkFormatError(
+            f"{path} is a network for {name}, from module {module!r}, which is not imported. "
+            "astrokin does not import modules named in a file; import it first or pass "
+            "model=<the model class>."
+        )
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise NetworkFormatError(
+            f"{path} is a network for {name}, which cannot be found ({err})."
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, KinematicDiskModel)):
+        raise NetworkFormatError(f"{path} names {name}, which is not an astrokin disc model.")
+    return obj
+
+
+def check_parameter_names(meta, model_class, path):
+    """The file's parameters must be those of ``model_class`` (a NetworkFormatError if not)."""
+    saved_names = list(meta["layout"]["param_names"])
+    if list(model_class.param_names) != saved_names:
+        raise NetworkFormatError(
+            f"{path} was saved for {meta['layout']['model_class']} with parameters "
+            f"{saved_names}, but {model_class.__name__} now has parameters "
+            f"{list(model_class.param_names)}."
+        )
+
+
+def build_network(meta, state, model_class, *, dropout, device, path):
+    """The `~astrokin.fitting.trained.TrainedNetwork` a checked file describes.
+
+    Parameters
+    ----------
+    meta, state
+        From `read_network_file`.
+    model_class : type
+        From `model_class_named` (checked with `check_parameter_names`).
+    dropout : float
+        Dropout probability of the encoders.
+    device : `torch.device`
+    path : str or path-like
+        The file, for messages.
+
+    Raises
+    ------
+    astrokin.exceptions.NetworkFormatError
+        If the class's parameters are not those saved, the layout is
+        malformed, or the weights do not fit the network it describes.
+    """
+    from astrokin.fitting.network import KinematicAutoencoder
+    from astrokin.fitting.parameters import ParameterLayout
+    from astrokin.fitting.trained import TrainedNetwork, describe_model
+
+    check_parameter_names(meta, model_class, path)
+    try:
+        layout = ParameterLayout.from_metadata(meta["layout"], model_class)
+    except (KeyError, TypeError, ValueError) as err:
+        raise NetworkFormatError(
+            f"{path} has a malformed network layout in its metadata ({type(err).__name__}: "
+            f"{err})."
+        ) from None
+    net = KinematicAutoencoder(layout, dropout, device=device)
+    for prefix, enc in (("intensity_encoder.", net.intensity_encoder),
+                        ("velocity_encoder.", net.velocity_encoder)):
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        want = enc.state_dict()
+        bad = sorted(set(want) ^ set(part)) or [
+            k for k in want if tuple(part[k].shape) != tuple(want[k].shape)]
+        if bad:
+            raise NetworkFormatError(
+                f"{path}: the saved weights do not fit the network its metadata describe "
+                f"(mismatched {prefix[:-1]} tensors: {bad[:5]})."
+            )
+        enc.load_state_dict(part)
+    net.eval()
+    class_name = f"{model_class.__module__}:{model_class.__qualname__}"
+    block = meta.get("model")
+    if not (isinstance(block, dict) and block.get("class") == class_name):
+        block = describe_model(model_class, layout)
+    return TrainedNetwork(net, layout, dict(meta["fixed_values_at_training"]), model=block,
+                          loss_history=list(meta.get("loss_history", [])),
+                          calibration=meta.get("calibration"), metadata=meta)
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    if not text:
+        return type(err).__name__
+    return text[0].split(". ")[0].rstrip(".")[:200]
