@@ -15,6 +15,7 @@ the file names unless it is part of astrokin or already imported
 (`model_class_named`). Writing is atomic (`astrokin._io.atomic_path`).
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -28,9 +29,9 @@ import torch
 from astrokin._io import atomic_path
 from astrokin.exceptions import NetworkFormatError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "NORMALISATION", "RECIPE_KEYS", "astrokin_version",
-           "build_network", "check_parameter_names", "model_class_named", "read_network_file",
-           "save_network"]
+__all__ = ["BUNDLED", "FORMAT", "FORMAT_VERSION", "NORMALISATION", "RECIPE_KEYS",
+           "astrokin_version", "build_network", "bundled_network", "check_parameter_names",
+           "model_class_named", "read_network", "read_network_file", "save_network"]
 
 FORMAT = "astrokin-neural-kinematic-fitter"
 #: Version 2 added the ``model`` block (class, parameter units and bounds,
@@ -47,6 +48,8 @@ NORMALISATION = {
     "image_size": 64,
     "resampling": "pad to square, bilinear, align_corners=False, antialias when shrinking",
 }
+#: The networks bundled with astrokin: name to file in ``astrokin/data/networks``.
+BUNDLED = {"exponential_arctan": "exponential_arctan_disk.pt"}
 #: Metadata entries every file has; provenance entries never replace them.
 _STANDARD_KEYS = ("format", "format_version", "astrokin_version", "torch_version", "created",
                   "model", "layout", "fixed_values_at_training", "recipe", "seed",
@@ -114,6 +117,65 @@ def save_network(path, trained, *, recipe, seed, calibration, extra=None, overwr
     text = json.dumps(meta, allow_nan=False)
     with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save({"metadata": text, "state_dict": state}, tmp)
+
+
+def read_network(path, model=None):
+    """``(metadata, state dict, model class)`` of a network file, all checked.
+
+    Parameters
+    ----------
+    path : str or path-like
+    model : type or `~astrokin.models.KinematicDiskModel`, optional
+        The model class (or an instance of it) the network must be for.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an astrokin disc model class or instance.
+    FileNotFoundError, astrokin.exceptions.NetworkFormatError
+        As `read_network_file`, `model_class_named` and
+        `check_parameter_names`.
+    """
+    from astrokin.models import KinematicDiskModel
+
+    if model is not None and not (
+            isinstance(model, KinematicDiskModel)
+            or (isinstance(model, type) and issubclass(model, KinematicDiskModel))):
+        raise TypeError(
+            "model= must be an astrokin disc model class or instance (e.g. "
+            f"ExponentialArctanDisk); got {type(model).__name__}."
+        )
+    meta, state = read_network_file(path)
+    expected = None if model is None else (model if isinstance(model, type) else type(model))
+    model_class = model_class_named(meta["layout"]["model_class"], expected, path)
+    check_parameter_names(meta, model_class, path)
+    return meta, state, model_class
+
+
+@contextlib.contextmanager
+def bundled_network(name):
+    """Context manager: the path of a bundled network file (`BUNDLED`).
+
+    Raises
+    ------
+    ValueError
+        If there is no bundled network ``name``.
+    FileNotFoundError
+        If its file is missing from this installation.
+    """
+    from importlib import resources
+
+    if name not in BUNDLED:
+        raise ValueError(f"No bundled network {name!r}; available: {sorted(BUNDLED)}.")
+    with resources.as_file(resources.files("astrokin") / "data" / "networks"
+                           / BUNDLED[name]) as path:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"The bundled network {path} is missing from this installation; reinstall "
+                "astrokin, or train one with `python -m astrokin.fitting.pretraining --out "
+                "net.pt`."
+            )
+        yield path
 
 
 def read_network_file(path):

@@ -56,9 +56,10 @@ from astrokin._validation import pixel_scale_arcsec
 from astrokin.beams import beam_area_pixels, beam_parameters
 from astrokin.fitting.batch import PreparedBatch
 from astrokin.fitting.encoders import IMAGE_SIZE
-from astrokin.fitting.frames import FittingFrame
+from astrokin.fitting.frames import FittingFrame, fitting_frames
 
-__all__ = ["Observation", "grid_to_input_pixels", "parse_maps", "prepare_batch"]
+__all__ = ["Observation", "grid_to_input_pixels", "parse_maps", "prepare_batch", "prepare_maps",
+           "prepare_training_data"]
 
 _KMS = u.km / u.s
 #: mom1 pixels where mom0 is below this fraction of its peak are not used.
@@ -480,3 +481,69 @@ def grid_to_input_pixels(x_grid, y_grid, obs, side, pad_y, pad_x, size=IMAGE_SIZ
     (63.5, 63.5)
     """
     return FittingFrame.of(obs, side, pad_y, pad_x, size).grid_to_input_pixels(x_grid, y_grid)
+
+
+def prepare_maps(mom0, mom1, **options):
+    """Read, clean and prepare maps in one step: `parse_maps`, `prepare_batch` and the frames.
+
+    Parameters
+    ----------
+    mom0, mom1
+        As for `parse_maps`.
+    **options
+        Options of `parse_maps` (``pixel_scale``, ``beam``, ``mask``, ...).
+
+    Returns
+    -------
+    observations : list of `Observation`
+    batch : `~astrokin.fitting.batch.PreparedBatch`
+    frames : list of `~astrokin.fitting.frames.FittingFrame`
+        Each galaxy's fitting frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> from astrokin.fitting.preprocessing import prepare_maps
+    >>> y, x = np.mgrid[:40, :60]
+    >>> obs, batch, frames = prepare_maps(np.exp(-np.hypot(x - 30, y - 20) / 8),
+    ...                                   5.0 * (x - 30), pixel_scale=1 * u.arcsec)
+    >>> frames[0].side, frames[0].pad_y
+    (60, 10)
+    """
+    observations = parse_maps(mom0, mom1, **options)
+    batch = prepare_batch(observations)
+    return observations, batch, fitting_frames(observations, batch)
+
+
+def prepare_training_data(training_data):
+    """`prepare_maps` of a fitter's ``training_data=``: ``(mom0, mom1)`` or a dict.
+
+    Parameters
+    ----------
+    training_data : tuple or dict
+        ``(mom0, mom1)``, or a dict with keys ``mom0``, ``mom1`` and
+        optionally ``pixel_scale``, ``beam``.
+
+    Returns
+    -------
+    observations, batch, frames
+        As `prepare_maps`.
+
+    Raises
+    ------
+    TypeError
+        If ``training_data`` is neither.
+    ValueError
+        If the dict lacks ``mom0`` or ``mom1``.
+    """
+    if isinstance(training_data, dict):
+        if not {"mom0", "mom1"} <= set(training_data):
+            raise ValueError("training_data as a dict needs keys 'mom0' and 'mom1'.")
+        args = {k: training_data.get(k) for k in ("mom0", "mom1", "pixel_scale", "beam")}
+    elif isinstance(training_data, (tuple, list)) and len(training_data) == 2:
+        args = {"mom0": training_data[0], "mom1": training_data[1]}
+    else:
+        raise TypeError("training_data must be (mom0, mom1) or a dict with mom0, mom1, "
+                        "pixel_scale, beam.")
+    return prepare_maps(**args)

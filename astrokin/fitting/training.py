@@ -117,7 +117,8 @@ class TrainingLoop:
         """Whether some weights gave a finite loss (or the start was good)."""
         return self._last_good is not None
 
-    def run(self, epochs, batches, loss, *, first_epoch=0, history=None, end_of_epoch=None):
+    def run(self, epochs, batches, step_loss, *, first_epoch=0, history=None,
+            end_of_epoch=None):
         """Train for the epochs ``first_epoch .. epochs - 1``.
 
         Parameters
@@ -128,8 +129,8 @@ class TrainingLoop:
             ``batches(epoch)`` gives the epoch's batches, as pairs
             ``(batch, weight)``; the epoch's loss is the weighted mean of the
             batch losses (weight: the number of galaxies).
-        loss : callable
-            ``loss(batch)`` gives the scalar loss tensor to minimise.
+        step_loss : callable
+            ``step_loss(batch)`` gives the scalar loss tensor to minimise.
         first_epoch : int, optional
             Resume after this many epochs.
         history : list of float, optional
@@ -161,8 +162,8 @@ class TrainingLoop:
                 total = weights = 0.0
                 for k, (batch, weight) in enumerate(batches(epoch)):
                     self.optimiser.zero_grad()
-                    value_t = loss(batch)
-                    value = float(value_t.detach())
+                    loss = step_loss(batch)
+                    value = float(loss.detach())
                     if self.reduce is not None:
                         value = float(self.reduce(value))
                     where = f"{self.unit} {epoch + 1}/{epochs}"
@@ -179,7 +180,7 @@ class TrainingLoop:
                         raise TrainingDivergedError(self._message(what, where),
                                                     epoch=epoch, loss=value)
                     self._last_good = _snapshot(self.network)
-                    value_t.backward()
+                    loss.backward()
                     grads = [p.grad for p in params if p.grad is not None]
                     if grads and not bool(torch.stack(
                             [torch.isfinite(g).all() for g in grads]).all()):
