@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from radio_beam import Beam
 
-from astrokin.beams import beam_parameters, to_beam
+from astrokin.beams import beam_area_pixels, beam_parameters, to_beam
 
 
 def test_round_beam_from_quantity():
@@ -38,3 +38,14 @@ def test_beam_object_passes_through():
 def test_bad_beams_are_refused_clearly(beam, error, match):
     with pytest.raises(error, match=match):
         to_beam(beam)
+
+
+def test_beam_area_in_pixels_is_radio_beam_s():
+    beam = Beam(major=3 * u.arcsec, minor=2 * u.arcsec, pa=30 * u.deg)
+    pixel = 0.5 * u.arcsec
+    expected = float((beam.sr / pixel ** 2).to_value(u.one))
+    assert beam_area_pixels(beam, pixel) == pytest.approx(expected, rel=1e-12)
+    # The floats of beam_parameters (the fast path of reading maps) agree.
+    assert beam_area_pixels((3.0, 2.0, 30.0), 0.5) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(np.pi / (4 * np.log(2)) * 3 * 2 / 0.25, rel=1e-12)
+    assert beam_area_pixels(None, 0.5) == 1.0
