@@ -46,7 +46,7 @@ Normalisation
     velocities are learned in km/s.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from astropy import units as u
@@ -283,30 +283,35 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         if not (np.isfinite(d1) & valid0).any():
             raise ValueError(f"mom1 has no finite pixels where mom0 has data{label} "
                              "(all NaN or masked).")
-        out.append(_clean_and_cut(d0, d1, valid0, ps, bp, wcs, flipped, theta, tuple(shape),
-                                  rejected, reject_spurious=reject_spurious, cutout=cutout))
+        read = Observation(d0, d1, ps, bp, wcs, flipped, theta, tuple(shape), rejected=rejected)
+        out.append(_clean_and_cut(read, reject_spurious=reject_spurious, cutout=cutout))
     return out
 
 
-def _clean_and_cut(d0, d1, valid0, ps, bp, wcs, flipped, theta, shape, rejected, *,
-                   reject_spurious, cutout):
-    """Spurious-pixel rejection, cut-out and mirroring of one galaxy; its `Observation`."""
+def _clean_and_cut(read, *, reject_spurious, cutout):
+    """Spurious-pixel rejection, cut-out and mirroring of one galaxy as read.
+
+    ``read`` holds the whole map as given (not yet mirrored, even when
+    ``flipped``); its arrays and ``rejected`` are updated in place (they are
+    parse_maps' own copies). Returns the `Observation` that is fitted.
+    """
+    d0, d1, rejected = read.mom0, read.mom1, read.rejected
     if reject_spurious:
         from astrokin.fitting.cleaning import find_spurious
 
-        area = beam_area_pixels(bp, ps)
-        flags = find_spurious(d1, np.isfinite(d1) & valid0, beam_area=area)
+        area = beam_area_pixels(read.beam, read.pixel_scale)
+        flags = find_spurious(d1, np.isfinite(d1) & np.isfinite(d0), beam_area=area)
         for reason, bad in flags.items():
             if bad.any():
                 rejected[reason] = np.flatnonzero(bad)
                 d1[bad] = np.nan
     offset = (0, 0)
     if cutout:
-        d0, d1, offset = _cut_out(d0, d1, bp, ps)
-    if flipped:
+        d0, d1, offset = _cut_out(d0, d1, read.beam, read.pixel_scale)
+    if read.flipped:
         d0, d1 = d0[:, ::-1], d1[:, ::-1]
-    return Observation(np.ascontiguousarray(d0), np.ascontiguousarray(d1), ps, bp, wcs, flipped,
-                       theta, shape, offset, rejected)
+    return replace(read, mom0=np.ascontiguousarray(d0), mom1=np.ascontiguousarray(d1),
+                   offset=offset)
 
 
 def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16):
