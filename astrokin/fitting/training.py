@@ -119,7 +119,7 @@ class TrainingLoop:
 
     def run(self, epochs, batches, step_loss, *, first_epoch=0, history=None,
             end_of_epoch=None):
-        """Train for the epochs ``first_epoch .. epochs - 1``.
+        """Train from epoch ``first_epoch`` up to, not including, ``epochs``.
 
         Parameters
         ----------
