@@ -1,21 +1,10 @@
 """`NeuralKinematicFitter`: astropy's fitter idiom backed by Dawson et al. (2021).
 
-``fitted = fitter(model, mom0, mom1)`` trains (or reuses) the self-supervised
-auto-encoder of `astrokin.fitting.network` on the maps, then runs Monte Carlo
-dropout to return the fitted model with uncertainties, as astropy's fitters
-do. The class orchestrates; each job has its own module: the maps
-(`~astrokin.fitting.preprocessing`, `~astrokin.fitting.frames`), training
-(`~astrokin.fitting.training`), the trained network and its predictions
-(`~astrokin.fitting.trained`), the results (`~astrokin.fitting.results`),
-calibration (`~astrokin.fitting.calibration`) and network files
-(`~astrokin.fitting.persistence`).
-
-This module imports neither torch nor astrokin's models at import time: it is
-registered under astropy's ``astropy.modeling`` entry-point group, which
-astropy loads while ``astropy.modeling.fitting`` is itself being imported (it
-then checks that the object is a `~astropy.modeling.fitting.Fitter` class and
-adds it to that namespace). What it imports at module level must be safe
-then; the modules that need torch are imported on first use.
+The class orchestrates; each job has its own module (see :doc:`/developer`).
+This module imports no torch at import time: it is an ``astropy.modeling``
+entry point, which astropy loads while ``astropy.modeling.fitting`` is itself
+being imported, so what it imports at module level must be safe then; the
+modules that need torch are imported on first use.
 """
 
 import time
