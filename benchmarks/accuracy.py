@@ -422,7 +422,8 @@ def fit_set(kset, fitter, model, *, batch=256, training=None):
     n = len(kset)
     out = {k: {nm: np.full(n, np.nan) for nm in names} for k in ("val", "std", "mad")}
     out["std"].update({f"{nm}__raw": np.full(n, np.nan) for nm in names})
-    timings = {"preprocessing": 0.0, "training": 0.0, "mc_dropout": 0.0, "total": 0.0}
+    timings = {"preprocessing": 0.0, "training": 0.0, "mc_dropout": 0.0, "refinement": 0.0,
+               "total": 0.0}
     if fitter.mode == "blind":
         chunks = [idx[s:s + batch] for idx in kset.groups().values()
                   for s in range(0, len(idx), batch)]
@@ -440,7 +441,7 @@ def fit_set(kset, fitter, model, *, batch=256, training=None):
             for nm in d:
                 out[k][nm][idx] = d[nm]
         for k in timings:
-            timings[k] += fitter.fit_info["timings"][k]
+            timings[k] += fitter.fit_info["timings"].get(k, 0.0)
     timings["wall"] = time.perf_counter() - t0
     return out["val"], out["std"], out["mad"], timings
 
@@ -469,22 +470,24 @@ def make_fitter(args):
 
     common = dict(mc_samples=args.mc_samples, device=args.device, seed=args.seed,
                   progress=args.progress, keep_samples=False)
+    refine = dict(refine=args.refine)
     if args.mode == "blind":
         if not args.network:
             raise SystemExit("--mode blind needs --network PATH (or 'pretrained').")
         if args.network == "pretrained":
-            return NeuralKinematicFitter.pretrained(**common)
-        return NeuralKinematicFitter.load(args.network, **common)
+            return NeuralKinematicFitter.pretrained(**common, **refine)
+        return NeuralKinematicFitter.load(args.network, **common, **refine)
     if args.warm_start:
         # Solo/combined training that starts from a pre-trained network.
-        fitter = (NeuralKinematicFitter.pretrained(**common) if args.warm_start == "pretrained"
-                  else NeuralKinematicFitter.load(args.warm_start, **common))
+        fitter = (NeuralKinematicFitter.pretrained(**common, **refine)
+                  if args.warm_start == "pretrained"
+                  else NeuralKinematicFitter.load(args.warm_start, **common, **refine))
         fitter.mode, fitter.warm_start = args.mode, True
         fitter.epochs, fitter.batch_size = args.epochs, args.batch_size
         fitter.learning_rate = args.learning_rate
         return fitter
     return NeuralKinematicFitter(args.mode, epochs=args.epochs, batch_size=args.batch_size,
-                                 learning_rate=args.learning_rate, **common)
+                                 learning_rate=args.learning_rate, **common, **refine)
 
 
 def report(kset, val, std, mad, *, fixed=(), flag_definition="projected"):
@@ -557,6 +560,8 @@ def main(argv=None):
                         help="combined mode: other galaxies of the set to train on "
                              "(default: all the others)")
     parser.add_argument("--mc-samples", type=int, default=1000)
+    parser.add_argument("--refine", action="store_true",
+                        help="refine each galaxy's fit to its own maps after the network")
     parser.add_argument("--batch", type=int, default=256, help="galaxies per blind fit call")
     parser.add_argument("--fix", default=None,
                         help="comma-separated parameters to fix at their true value (must be "
@@ -633,7 +638,8 @@ def main(argv=None):
           f"{n / timings['wall']:.1f} galaxies/s ({timings['wall'] / n * 1e3:.2f} ms per galaxy); "
           f"training {timings['training']:.2f} s, MC dropout ({args.mc_samples} samples) "
           f"{timings['mc_dropout']:.2f} s = {timings['mc_dropout'] / n * 1e3:.2f} ms per galaxy, "
-          f"preprocessing {timings['preprocessing']:.2f} s")
+          f"preprocessing {timings['preprocessing']:.2f} s, refinement {timings['refinement']:.2f} s"
+          + (f" = {timings['refinement'] / n * 1e3:.1f} ms per galaxy" if args.refine else ""))
     if args.save_network:
         if args.mode == "blind":
             print("--save-network ignored in blind mode")

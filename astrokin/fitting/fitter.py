@@ -135,7 +135,7 @@ class NeuralKinematicFitter(Fitter):
     def __init__(self, mode="solo", *, epochs=300, batch_size=64, learning_rate=1e-4,
                  lr_decay=0.975, lr_decay_every=2, mc_samples=1000, dropout=0.1,
                  device="auto", seed=None, progress=True, keep_samples=True,
-                 encoder_assignment=None, trained=None):
+                 encoder_assignment=None, trained=None, refine=False):
         # Fitter.__init__ wants an optimizer and a statistic; this fitter has
         # neither in astropy's sense, so it is deliberately not called.
         if mode not in _MODES:
@@ -161,7 +161,9 @@ class NeuralKinematicFitter(Fitter):
         self.dropout, self.device, self.seed = float(dropout), device, seed
         self.progress, self.keep_samples = progress, keep_samples
         self.encoder_assignment = encoder_assignment
+        self.refine = bool(refine)
         self.trained, self.std_scale, self.warm_start = None, None, False
+        self.refined_std_scale = None
         self.metadata_extra, self.training_info, self.fit_info = {}, {}, {}
         if trained is not None:
             self._attach(trained)
@@ -251,7 +253,7 @@ class NeuralKinematicFitter(Fitter):
     def __call__(self, model, mom0, mom1, *, pixel_scale=None, beam=None, mask=None,
                  exclude=None, distance=None, training_data=None, mc_samples=None,
                  first_index=0, reject_spurious=True, cutout=True, region_format=None,
-                 inplace=False):
+                 inplace=False, mom0_err=None, mom1_err=None):
         """Fit ``model`` to one or more galaxies' moment maps.
 
         Parameters
@@ -348,15 +350,27 @@ class NeuralKinematicFitter(Fitter):
             overrides=getattr(layout, "overrides", ()), seed=self._dropout_seed(),
             first_index=int(first_index), keep_samples=self.keep_samples)
         t3 = time.perf_counter()
+        scale, amplitude, columns = self.std_scale, None, None
+        if self.refine:
+            from astrokin.fitting.refinement import refine
+
+            refined = refine(model, obs, frames, [summary.mean], names, framed,
+                             device=self.trained.device,
+                             n_samples=n_samples if self.keep_samples else 0,
+                             seed=self._dropout_seed())
+            summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
+            scale = self.refined_std_scale
+        t4 = time.perf_counter()
         fitted, self.fit_info = results.assemble_results(
-            model, self.layout, obs, frames, summary, names, std_scale=self.std_scale,
-            trained=self.trained, batch=tensors, inplace=inplace)
+            model, self.layout, obs, frames, summary, names, std_scale=scale,
+            trained=self.trained, batch=tensors, inplace=inplace, amplitude=amplitude,
+            columns=columns)
         results.add_observation_columns(fitted, self.fit_info, obs, distances, self.layout,
-                                        self.std_scale)
+                                        scale)
         self.fit_info.update(
             loss_history=self.loss_history, mode=self.mode, mc_samples=n_samples,
             timings={"preprocessing": t1 - t0, "training": t2 - t1, "mc_dropout": t3 - t2,
-                     "total": time.perf_counter() - t0},
+                     "refinement": t4 - t3, "total": time.perf_counter() - t0},
             device=str(resolve_device(self.device)), torch_threads=torch.get_num_threads())
         return fitted
 

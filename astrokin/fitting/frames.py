@@ -81,30 +81,54 @@ class FittingFrame:
                    tuple(obs.offset), bool(obs.flipped), float(obs.north_angle), int(side),
                    int(pad_y), int(pad_x), int(size))
 
-    def affine(self, name):
-        """``(a, b)``: the input-map value of ``name`` is ``a * fitting-frame value + b``.
+    def grid_shift(self, name):
+        """``s``: the map-frame value of ``name`` is its grid-frame value plus ``s``.
 
-        ``name`` is ``'x_0'`` or ``'y_0'`` (arcsec offsets from the map
-        centre) or ``'pa'`` (deg). Mirroring the columns turns the x offsets
-        around but not the PA on the sky, which ``theta`` (measured on the
-        mirrored grid) already accounts for.
+        The *map frame* is that of the cut-out maps as fitted
+        (`~astrokin.fitting.preprocessing.Observation`): offsets from their
+        centre, PA on their (mirrored) pixel grid. The grid frame (the
+        network's 64x64 grid) differs from it by the padding only.
         """
+        self._check(name)
+        ny, nx = self.shape
+        if name == "x_0":
+            return self.pixel_scale * ((self.side - nx) / 2 - self.pad_x)
+        if name == "y_0":
+            return self.pixel_scale * ((self.side - ny) / 2 - self.pad_y)
+        return 0.0
+
+    def map_affine(self, name):
+        """``(a, c)``: the input-map value of ``name`` is ``a * map-frame value + c``.
+
+        Mirroring the columns turns the x offsets around but not the PA on
+        the sky, which ``theta`` (measured on the mirrored grid) already
+        accounts for.
+        """
+        self._check(name)
         ps = self.pixel_scale
         ny, nx = self.shape
         fy, fx = self.full_shape
         if name == "x_0":
-            a = -1.0 if self.flipped else 1.0
-            b = a * ps * ((self.side - nx) / 2 - self.pad_x)
             # From the cut-out's centre to the input map's centre.
-            b += ps * (self.offset[1] + (nx - 1) / 2 - (fx - 1) / 2)
-            return a, b
+            return (-1.0 if self.flipped else 1.0), ps * (self.offset[1] + (nx - 1) / 2
+                                                          - (fx - 1) / 2)
         if name == "y_0":
-            b = ps * ((self.side - ny) / 2 - self.pad_y)
-            b += ps * (self.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
-            return 1.0, b
-        if name == "pa":
-            return 1.0, -self.north_angle
-        raise ValueError(f"No frame transform of {name!r}: only {FRAMED_PARAMETERS} have one.")
+            return 1.0, ps * (self.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
+        return 1.0, -self.north_angle
+
+    def affine(self, name):
+        """``(a, b)``: the input-map value of ``name`` is ``a * fitting-frame value + b``.
+
+        ``name`` is ``'x_0'`` or ``'y_0'`` (arcsec offsets from the map
+        centre) or ``'pa'`` (deg): the grid shift, then the map's affine map.
+        """
+        a, c = self.map_affine(name)
+        return a, a * self.grid_shift(name) + c
+
+    def _check(self, name):
+        if name not in FRAMED_PARAMETERS:
+            raise ValueError(f"No frame transform of {name!r}: only {FRAMED_PARAMETERS} have "
+                             "one.")
 
     def to_input(self, name, value):
         """The input-map value of ``name`` from its fitting-frame ``value``."""

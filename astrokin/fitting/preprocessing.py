@@ -95,6 +95,9 @@ class Observation:
         Pixels left out of the fit, by reason (``'outside_mask'``,
         ``'excluded'``, and the tests of `astrokin.fitting.cleaning`): flat
         indices into the input map (``numpy.unravel_index(i, full_shape)``).
+    mom0_err, mom1_err : `numpy.ndarray` or None
+        Noise maps (1-sigma, mom0's units and km/s) on the same pixels as
+        ``mom0``/``mom1``, when given.
     """
 
     mom0: np.ndarray
@@ -107,6 +110,15 @@ class Observation:
     full_shape: tuple | None = None
     offset: tuple = (0, 0)
     rejected: dict = field(default_factory=dict)
+    mom0_err: np.ndarray | None = None
+    mom1_err: np.ndarray | None = None
+
+    @property
+    def noise_maps(self):
+        """``(mom0_err, mom1_err)`` when both are given, else None."""
+        if self.mom0_err is None or self.mom1_err is None:
+            return None
+        return self.mom0_err, self.mom1_err
 
     def __post_init__(self):
         if self.full_shape is None:
@@ -136,7 +148,8 @@ def _looks_like_beam_tuple(value):
 
 
 def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=None,
-               reject_spurious=True, cutout=True, region_format=None):
+               reject_spurious=True, cutout=True, region_format=None, mom0_err=None,
+               mom1_err=None):
     """Read moment maps of one or more galaxies into `Observation` objects.
 
     Parameters
@@ -170,6 +183,11 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         that a small galaxy in a large map fills the network's 64x64 input.
     region_format : str, optional
         Format of region files whose extension does not tell it.
+    mom0_err, mom1_err : optional
+        Noise maps (1-sigma) of mom0 and mom1, given as the maps are: in
+        mom0's units (plain numbers: the same as mom0) and in velocity units
+        (km/s when plain). Both or neither; they are cut out and mirrored
+        with the maps.
 
     Returns
     -------
@@ -190,6 +208,7 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
     if len(maps0) != len(maps1):
         raise ValueError(f"Got {len(maps0)} mom0 maps but {len(maps1)} mom1 maps.")
     n = len(maps0)
+    errors = _noise_maps(mom0_err, mom1_err, n)
     scales = _as_list(pixel_scale, n, "pixel_scale")
     beams = _as_list(beam, n, "beam")
     masks = _as_list(mask, n, "mask")
@@ -283,7 +302,9 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         if not (np.isfinite(d1) & valid0).any():
             raise ValueError(f"mom1 has no finite pixels where mom0 has data{label} "
                              "(all NaN or masked).")
-        read = Observation(d0, d1, ps, bp, wcs, flipped, theta, tuple(shape), rejected=rejected)
+        e0, e1 = _noise_in_units(errors[i], unit0, d0.shape, label)
+        read = Observation(d0, d1, ps, bp, wcs, flipped, theta, tuple(shape), rejected=rejected,
+                           mom0_err=e0, mom1_err=e1)
         out.append(_clean_and_cut(read, reject_spurious=reject_spurious, cutout=cutout))
     return out
 
@@ -306,12 +327,56 @@ def _clean_and_cut(read, *, reject_spurious, cutout):
                 rejected[reason] = np.flatnonzero(bad)
                 d1[bad] = np.nan
     offset = (0, 0)
+    errors = [read.mom0_err, read.mom1_err]
     if cutout:
+        full = d0.shape
         d0, d1, offset = _cut_out(d0, d1, read.beam, read.pixel_scale)
+        window = (slice(offset[0], offset[0] + d0.shape[0]),
+                  slice(offset[1], offset[1] + d0.shape[1]))
+        errors = [None if e is None or e.shape != full else e[window] for e in errors]
     if read.flipped:
         d0, d1 = d0[:, ::-1], d1[:, ::-1]
+        errors = [None if e is None else e[:, ::-1] for e in errors]
+    e0, e1 = (None if e is None else np.ascontiguousarray(e) for e in errors)
     return replace(read, mom0=np.ascontiguousarray(d0), mom1=np.ascontiguousarray(d1),
-                   offset=offset)
+                   offset=offset, mom0_err=e0, mom1_err=e1)
+
+
+def _noise_maps(mom0_err, mom1_err, n):
+    """Per galaxy ``((data, unit) or None, (data, unit) or None)`` of the noise maps."""
+    if (mom0_err is None) != (mom1_err is None):
+        raise ValueError("Give both mom0_err and mom1_err (noise maps of both maps), or "
+                         "neither.")
+    if mom0_err is None:
+        return [(None, None)] * n
+    out = []
+    for what, value in (("mom0_err", mom0_err), ("mom1_err", mom1_err)):
+        maps = split_maps(value, what)
+        if len(maps) != n:
+            raise ValueError(f"Got {len(maps)} {what} maps for {n} galaxies.")
+        out.append(maps)
+    return [((a[0], a[1]), (b[0], b[1])) for a, b in zip(out[0], out[1], strict=True)]
+
+
+def _noise_in_units(errors, unit0, shape, label):
+    """The noise maps of one galaxy as float arrays in mom0's units and km/s."""
+    (e0, eu0), (e1, eu1) = [(None, None) if e is None else e for e in errors]
+    if e0 is None:
+        return None, None
+    for what, data in (("mom0_err", e0), ("mom1_err", e1)):
+        if data.shape != shape:
+            raise ValueError(f"{what} has shape {data.shape}, the maps {shape}{label}.")
+    e0 = np.array(e0, dtype=float)
+    e1 = np.array(e1, dtype=float)
+    if eu0 is not None and eu0 != u.dimensionless_unscaled and unit0 is not None:
+        if not eu0.is_equivalent(unit0):
+            raise u.UnitsError(f"mom0_err is in {eu0}, not in mom0's unit {unit0}{label}.")
+        e0 = (e0 * eu0).to_value(unit0)
+    if eu1 is not None and eu1 != u.dimensionless_unscaled:
+        if not eu1.is_equivalent(_KMS):
+            raise u.UnitsError(f"mom1_err must be in velocity units{label}; got {eu1}.")
+        e1 = (e1 * eu1).to_value(_KMS)
+    return e0, e1
 
 
 def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16):

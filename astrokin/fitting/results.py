@@ -27,7 +27,7 @@ __all__ = ["add_observation_columns", "assemble_results", "check_distances", "fi
 
 
 def assemble_results(model, layout, observations, frames, summary, names, *, std_scale=None,
-                     trained=None, batch=None, inplace=False):
+                     trained=None, batch=None, inplace=False, amplitude=None, columns=None):
     """The fitted model (or model set) and ``fit_info`` of a fit.
 
     Parameters
@@ -49,6 +49,11 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
         Needed when the amplitude is free (`fitted_amplitude`).
     inplace : bool, optional
         Set the values on ``model`` itself rather than a copy (one galaxy).
+    amplitude : numpy.ndarray, optional
+        ``(N,)`` the fitted mom0 scale, when known (refinement solves for
+        it); else `fitted_amplitude` when the amplitude is free.
+    columns : dict of numpy.ndarray, optional
+        Further per-galaxy columns for the table (refinement's diagnostics).
 
     Returns
     -------
@@ -83,13 +88,17 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
         cov = cov * f[None, :, None] * f[None, None, :]
     if "amplitude" in layout.param_names and not model.fixed["amplitude"] \
             and not model.tied["amplitude"]:
-        mean[:, names.index("amplitude")] = fitted_amplitude(trained, batch, mean_frame, names)
+        mean[:, names.index("amplitude")] = (
+            fitted_amplitude(trained, batch, mean_frame, names) if amplitude is None
+            else amplitude)
     units = {nm: layout.model_class.canonical_unit(nm) for nm in layout.param_names}
     units["vsini"] = u.km / u.s
     free = [nm for nm in layout.param_names if not model.fixed[nm] and not model.tied[nm]]
     fitted = _fitted_model(model, layout, mean, cov, names, free, units, inplace)
     std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
     table = _table(model, layout, observations, frames, mean, std, names, units)
+    for name, values in (columns or {}).items():
+        table[name] = values
 
     samples_out = None
     if samples is not None:

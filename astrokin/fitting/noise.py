@@ -1,0 +1,196 @@
+r"""The noise of moment maps, and what it makes of a least-squares fit's errors.
+
+Two sources of the noise of each pixel:
+
+- **given**: noise maps of mom0 and mom1 (``mom0_err=``, ``mom1_err=`` of the
+  fitter, or those `astrokin.cubes.moment_maps` derives from a cube);
+- **estimated**: one level per map and galaxy, from the residuals of the fit
+  , with the degrees of freedom the fit used subtracted.
+
+Pixels of a map made with a beam are not independent: white noise smoothed
+by a Gaussian beam of covariance :math:`\Sigma` is correlated with a
+Gaussian of covariance :math:`2\Sigma` (`correlation_kernels`). The
+covariance of the fitted parameters is then the "sandwich"
+:math:`H^{-1} J^T R J H^{-1}` (`parameter_covariance`), with :math:`J` the
+Jacobian of the whitened residuals, :math:`H = J^T J` and :math:`R` the
+correlation; the plain :math:`H^{-1}` would count every pixel as an
+independent measurement and give error bars several times too small.
+"""
+
+import math
+
+import torch
+
+__all__ = ["correlate", "correlation_kernels", "effective_dof", "parameter_covariance",
+           "residual_correlation"]
+
+#: The empirical correlation of the residuals is tapered by a Gaussian of this many
+#: beam FWHM (its estimate at longer lags is noise).
+TAPER_BEAMS = 3.0
+
+
+def correlation_kernels(shape, beam, pixel_scale):
+    """FFTs of each galaxy's noise-correlation kernel (for `correlate`).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the maps.
+    beam : torch.Tensor or None
+        ``(B, 3)`` FWHM axes (arcsec) and PA (deg, in the maps' frame), NaN
+        rows for galaxies without a beam (their noise is white).
+    pixel_scale : torch.Tensor
+        ``(B,)`` arcsec.
+
+    Returns
+    -------
+    kernel_fft : torch.Tensor or None
+        ``(B, 2 ny, nx + 1)``; None when no galaxy has a beam.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astrokin.fitting.noise import correlate, correlation_kernels
+    >>> k = correlation_kernels((32, 32), torch.tensor([[3.0, 3.0, 0.0]], dtype=torch.float64),
+    ...                         torch.ones(1, dtype=torch.float64))
+    >>> point = torch.zeros(1, 1, 32, 32, dtype=torch.float64)
+    >>> point[0, 0, 16, 16] = 1.0
+    >>> out = correlate(point, k)[0, 0]
+    >>> round(float(out[16, 16]), 6), round(float(out.sum()), 2)  # 4 pi sigma^2 pixels
+    (1.0, 20.39)
+    """
+    if beam is None:
+        return None
+    ny, nx = shape
+    py, px = 2 * ny, 2 * nx
+    yy = torch.fft.fftfreq(py, d=1.0 / py, dtype=beam.dtype, device=beam.device)
+    xx = torch.fft.fftfreq(px, d=1.0 / px, dtype=beam.dtype, device=beam.device)
+    y, x = torch.meshgrid(yy, xx, indexing="ij")
+    to_sigma = 1.0 / math.sqrt(8.0 * math.log(2.0))
+    s_maj = (beam[:, 0] / pixel_scale * to_sigma)[:, None, None]
+    s_min = (beam[:, 1] / pixel_scale * to_sigma)[:, None, None]
+    t = torch.deg2rad(beam[:, 2])[:, None, None]
+    # Major axis along (-sin bpa, cos bpa) in (x, y), as the renderer's beam.
+    a = -x * torch.sin(t) + y * torch.cos(t)
+    b = x * torch.cos(t) + y * torch.sin(t)
+    k = torch.exp(-0.25 * ((a / s_maj) ** 2 + (b / s_min) ** 2))
+    delta = torch.zeros_like(k)
+    delta[:, 0, 0] = 1.0
+    none = torch.isnan(beam).any(dim=1)
+    k = torch.where(none[:, None, None], delta, torch.nan_to_num(k))
+    return torch.fft.rfft2(k)
+
+
+def correlate(maps, kernel_fft):
+    """``maps`` ``(B, K, ny, nx)`` convolved with each galaxy's correlation kernel.
+
+    ``kernel_fft`` is ``(B, 2 ny, nx + 1)`` (one kernel per galaxy) or
+    ``(B, K, 2 ny, nx + 1)`` (one per map), or None (no correlation).
+    """
+    if kernel_fft is None:
+        return maps
+    ny, nx = maps.shape[-2:]
+    f = torch.fft.rfft2(maps, s=(2 * ny, 2 * nx))
+    k = kernel_fft[:, None] if kernel_fft.ndim == 3 else kernel_fft
+    return torch.fft.irfft2(f * k, s=(2 * ny, 2 * nx))[..., :ny, :nx]
+
+
+def residual_correlation(residuals, fitted, beam, pixel_scale):
+    """FFTs of the correlation kernels the residuals themselves show, map by map.
+
+    A model that does not describe a galaxy exactly leaves residuals
+    correlated over more than a beam, and those count as fewer independent
+    measurements than beam-smoothed noise. The autocorrelation of each map's
+    whitened residuals (normalised by the overlap of its mask with itself,
+    and to 1 at zero lag) is tapered (`TAPER_BEAMS`) and, where smaller,
+    replaced by that of beam-smoothed noise (`correlation_kernels`).
+
+    Parameters
+    ----------
+    residuals : torch.Tensor
+        ``(B, K, ny, nx)`` whitened residuals, one map per ``K``.
+    fitted : torch.Tensor
+        ``(B, K, ny, nx)`` booleans.
+    beam : torch.Tensor or None
+        ``(B, 3)`` as for `correlation_kernels`.
+    pixel_scale : torch.Tensor
+        ``(B,)`` arcsec.
+
+    Returns
+    -------
+    kernel_fft : torch.Tensor
+        ``(B, K, 2 ny, nx + 1)``, for `correlate`.
+    """
+    b, k, ny, nx = residuals.shape
+    size = (2 * ny, 2 * nx)
+    m = fitted.to(residuals.dtype)
+    r = residuals * m
+    num = torch.fft.irfft2(torch.fft.rfft2(r, s=size).abs() ** 2, s=size)
+    den = torch.fft.irfft2(torch.fft.rfft2(m, s=size).abs() ** 2, s=size)
+    # Lags the masks barely overlap at say nothing.
+    enough = den > 0.25 * den[..., :1, :1]
+    acf = torch.where(enough, num / den.clamp(min=1.0), torch.zeros_like(num))
+    acf = acf / acf[..., :1, :1].clamp(min=1e-300)
+    yy = torch.fft.fftfreq(size[0], d=1.0 / size[0], dtype=r.dtype, device=r.device)
+    xx = torch.fft.fftfreq(size[1], d=1.0 / size[1], dtype=r.dtype, device=r.device)
+    lag2 = yy[:, None] ** 2 + xx[None, :] ** 2
+    if beam is None:
+        width = torch.full((b,), 2.0, dtype=r.dtype, device=r.device)
+    else:
+        ok = ~torch.isnan(beam).any(dim=1)
+        width = torch.where(ok, torch.sqrt(beam[:, 0] * beam[:, 1]) / pixel_scale, 2.0)
+        width = width.clamp(min=2.0).to(r.dtype)
+    taper = torch.exp(-0.5 * lag2 / (TAPER_BEAMS * width[:, None, None]) ** 2)
+    acf = acf * taper[:, None]
+    floor = correlation_kernels((ny, nx), beam, pixel_scale)
+    if floor is not None:
+        acf = torch.maximum(acf, torch.fft.irfft2(floor, s=size)[:, None])
+    else:
+        acf[..., 0, 0] = torch.clamp(acf[..., 0, 0], min=1.0)
+    return torch.fft.rfft2(acf)
+
+
+def parameter_covariance(jac, shape, kernel_fft):
+    r"""The sandwich covariance of least-squares parameters with correlated pixels.
+
+    Parameters
+    ----------
+    jac : torch.Tensor
+        ``(B, 2 ny nx, P)`` Jacobian of the whitened residuals (mom0 pixels,
+        then mom1 pixels), zero where a pixel is not fitted.
+    shape : tuple of int
+        ``(ny, nx)``.
+    kernel_fft : torch.Tensor or None
+        From `correlation_kernels` or `residual_correlation` (None:
+        independent pixels).
+
+    Returns
+    -------
+    cov : torch.Tensor
+        ``(B, P, P)``, for whitened residuals of unit variance.
+    trace : torch.Tensor
+        ``(B,)`` :math:`{\rm tr}(H^{-1} J^T R J)`: the degrees of freedom the
+        fit takes from the residuals (`effective_dof`).
+    """
+    b, n, p = jac.shape
+    ny, nx = shape
+    h = jac.transpose(1, 2) @ jac
+    eye = torch.eye(p, dtype=jac.dtype, device=jac.device)
+    scale = torch.diagonal(h, dim1=1, dim2=2).clamp(min=1e-300).sqrt()
+    # Inverse of the curvature, equilibrated (and damped for the degenerate).
+    hs = h / (scale[:, :, None] * scale[:, None, :])
+    h_inv = torch.linalg.inv(hs + 1e-12 * eye) / (scale[:, :, None] * scale[:, None, :])
+    cols = jac.transpose(1, 2).reshape(b, p, 2, ny, nx)
+    kernels = [kernel_fft if kernel_fft is None or kernel_fft.ndim == 3
+               else kernel_fft[:, k] for k in range(2)]
+    rj = torch.stack([correlate(cols[:, :, k], kernels[k]) for k in range(2)], dim=2)
+    meat = jac.transpose(1, 2) @ rj.reshape(b, p, n).transpose(1, 2)
+    meat = 0.5 * (meat + meat.transpose(1, 2))
+    cov = h_inv @ meat @ h_inv
+    trace = torch.diagonal(h_inv @ meat, dim1=1, dim2=2).sum(dim=1)
+    return 0.5 * (cov + cov.transpose(1, 2)), trace
+
+
+def effective_dof(n_fitted, trace):
+    """Residual degrees of freedom: fitted pixels less what the fit took (at least 1)."""
+    return torch.clamp(n_fitted - trace, min=1.0)
