@@ -151,8 +151,8 @@ def _velocities(spectral, header, velocity_convention, rest_value):
 
 
 def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None, mask="auto",
-                clip=4.0, smooth=1.5, spectral_smooth=3, rms=None):
-    """Moment-0 and moment-1 maps of a spectral cube.
+                clip=4.0, smooth=1.5, spectral_smooth=3, rms=None, errors=False):
+    r"""Moment-0 and moment-1 maps of a spectral cube.
 
     Parameters
     ----------
@@ -182,6 +182,13 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     rms : `~astropy.units.Quantity` or float, optional
         Noise per voxel of the unsmoothed cube; default measured
         (`astropy.stats.mad_std` over the cube).
+    errors : bool, optional
+        Also return the noise maps of the moments, propagated from ``rms``
+        through the channels in the mask of each sightline: for mom0
+        :math:`\sigma \Delta v \sqrt{N}`, for mom1
+        :math:`\sigma \Delta v \sqrt{\sum_i (v_i - \bar v)^2} / M_0` (the
+        fitter's ``mom0_err``/``mom1_err``; refinement weighs each pixel by
+        them).
 
     Returns
     -------
@@ -191,6 +198,9 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
         cube's celestial WCS and beam in its header, and the noise, clip
         level and number of masked voxels recorded (``ASK_RMS``,
         ``ASK_CLIP``, ``ASK_NVOX``).
+    mom0_err, mom1_err : `~astropy.io.fits.PrimaryHDU`
+        With ``errors=True``: their 1-sigma noise maps, in the same units
+        (NaN where mom1 is).
 
     Raises
     ------
@@ -222,6 +232,9 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     >>> mom0, mom1 = moment_maps(hdu)
     >>> mom1.header["BUNIT"], round(float(mom1.data[24, 40]))
     ('km/s', 1574)
+    >>> _, _, err0, err1 = moment_maps(hdu, errors=True)
+    >>> bool(0 < err1.data[24, 40] < 10)  # km/s
+    True
     """
     data, celestial, spectral, unit, header, beam = _load(cube, beam)
     velocity = _velocities(spectral, header, velocity_convention, rest_value)
@@ -292,4 +305,14 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     h1["BUNIT"] = "km/s"
     from astropy.io import fits
 
-    return fits.PrimaryHDU(mom0, h0), fits.PrimaryHDU(mom1, h1)
+    if not errors:
+        return fits.PrimaryHDU(mom0, h0), fits.PrimaryHDU(mom1, h1)
+    dv = float(np.median(np.abs(np.diff(np.sort(velocity))))) if velocity.size > 1 else 1.0
+    n_chan = keep.sum(axis=0)
+    with np.errstate(all="ignore"):
+        spread = np.sqrt(np.where(keep, (velocity[:, None, None] - mom1[None]) ** 2,
+                                  0.0).sum(axis=0))
+        err0 = np.where(detected, noise * dv * np.sqrt(n_chan), np.nan)
+        err1 = np.where(np.isfinite(mom1), noise * dv * spread / mom0, np.nan)
+    return (fits.PrimaryHDU(mom0, h0), fits.PrimaryHDU(mom1, h1),
+            fits.PrimaryHDU(err0, h0.copy()), fits.PrimaryHDU(err1, h1.copy()))

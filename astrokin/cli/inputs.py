@@ -26,8 +26,12 @@ class Galaxy:
     distance: object = None
     extra: dict = field(default_factory=dict)
 
-    def load(self, rest_value=None):
-        """``(mom0_hdu, mom1_hdu)``, read into memory (the files are closed again)."""
+    def load(self, rest_value=None, errors=False):
+        """``(mom0_hdu, mom1_hdu)``, read into memory (the files are closed again).
+
+        With ``errors=True``, a cube's moments come with their noise maps:
+        ``(mom0, mom1, mom0_err, mom1_err)``.
+        """
         if self.cube_file:
             try:
                 from astrokin.cubes import moment_maps
@@ -37,7 +41,7 @@ class Galaxy:
                     "lacks; make moment maps first and give those"
                 ) from err
             kwargs = {} if rest_value is None else {"rest_value": rest_value}
-            return moment_maps(self.cube_file, **kwargs)
+            return moment_maps(self.cube_file, errors=errors, **kwargs)
         return _read_map(self.mom0_file), _read_map(self.mom1_file)
 
 

@@ -68,6 +68,12 @@ class NeuralKinematicFitter(Fitter):
     trained : `~astrokin.fitting.trained.TrainedNetwork`, optional
         A network trained elsewhere (pre-training, distributed training),
         with its calibration.
+    refine : bool, optional
+        After the network's prediction, fit each galaxy's parameters to its
+        own maps through the renderer (`astrokin.fitting.refinement`): the
+        values are then the best fit of each galaxy's maps, and the errors
+        come from its likelihood (see :doc:`/fitting`). Default True; False
+        gives the network's prediction alone, 10-50 times faster.
 
     Attributes
     ----------
@@ -82,8 +88,9 @@ class NeuralKinematicFitter(Fitter):
     trained : `~astrokin.fitting.trained.TrainedNetwork` or None
         The network with its layout, fixed values and provenance;
         ``network``, ``layout`` and ``loss_history`` are its.
-    std_scale : dict or None
-        Factors applied to the MC standard deviations (`calibrate`).
+    std_scale, refined_std_scale : dict or None
+        Factors applied to the MC standard deviations, and to the refined
+        errors (`calibrate`; the network's own, or None: none needed).
     metadata, metadata_extra : dict
         The network's metadata (a loaded file's, or a pre-trained network's
         provenance), and further entries `save` writes with it.
@@ -135,7 +142,7 @@ class NeuralKinematicFitter(Fitter):
     def __init__(self, mode="solo", *, epochs=300, batch_size=64, learning_rate=1e-4,
                  lr_decay=0.975, lr_decay_every=2, mc_samples=1000, dropout=0.1,
                  device="auto", seed=None, progress=True, keep_samples=True,
-                 encoder_assignment=None, trained=None, refine=False):
+                 encoder_assignment=None, trained=None, refine=True):
         # Fitter.__init__ wants an optimizer and a statistic; this fitter has
         # neither in astropy's sense, so it is deliberately not called.
         if mode not in _MODES:
@@ -172,6 +179,8 @@ class NeuralKinematicFitter(Fitter):
         """Make a trained network the fitter's own, with its calibration."""
         self.trained = trained
         self.std_scale = None if trained.calibration is None else dict(trained.calibration)
+        self.refined_std_scale = (None if trained.refined_calibration is None
+                                  else dict(trained.refined_calibration))
 
     def __repr__(self):
         trained = "trained" if self.trained is not None else "untrained"
@@ -299,6 +308,10 @@ class NeuralKinematicFitter(Fitter):
         inplace : bool, optional
             If True, set the fitted values on ``model`` itself and return it
             (one galaxy only); by default a copy, as astropy's fitters do.
+        mom0_err, mom1_err : optional
+            Noise maps (1-sigma) of the maps, as the maps are given, for
+            refinement's likelihood; without them the noise is estimated from
+            the residuals (`astrokin.fitting.noise`).
 
         Returns
         -------
@@ -322,8 +335,13 @@ class NeuralKinematicFitter(Fitter):
         obs, batch, frames = prepare_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam,
                                           mask=mask, exclude=exclude,
                                           reject_spurious=reject_spurious, cutout=cutout,
-                                          region_format=region_format)
+                                          region_format=region_format, mom0_err=mom0_err,
+                                          mom1_err=mom1_err)
         distances = results.check_distances(distance, len(obs))
+        if mom0_err is not None and not self.refine:
+            warnings.warn("mom0_err and mom1_err are used by refinement only, and this fitter "
+                          "does not refine (refine=False): they are ignored.",
+                          AstropyUserWarning, stacklevel=2)
         if inplace and len(obs) != 1:
             raise ValueError(f"inplace=True fits one galaxy into the model given; got "
                              f"{len(obs)} galaxies (they make a model set: use inplace=False).")
@@ -354,10 +372,12 @@ class NeuralKinematicFitter(Fitter):
         if self.refine:
             from astrokin.fitting.refinement import refine
 
-            refined = refine(model, obs, frames, [summary.mean], names, framed,
+            starts = [summary.mean] + _bundled_guess(model, batch, framed, self.mode)
+            refined = refine(model, obs, frames, starts, names, framed,
+                             noise_maps=[o.noise_maps for o in obs],
                              device=self.trained.device,
                              n_samples=n_samples if self.keep_samples else 0,
-                             seed=self._dropout_seed())
+                             seed=self._dropout_seed(), first_index=int(first_index))
             summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
             scale = self.refined_std_scale
         t4 = time.perf_counter()
@@ -480,7 +500,10 @@ class NeuralKinematicFitter(Fitter):
                 + (" without a network." if self.trained is None else "."))
         if not 0.0 < float(level) < 1.0:
             raise ValueError(f"level must be between 0 and 1, got {level!r}.")
-        previous, self.std_scale = self.std_scale, None
+        # The factors scale the errors this fitter gives: refined or MC-dropout ones.
+        attr = "refined_std_scale" if self.refine else "std_scale"
+        previous = getattr(self, attr)
+        setattr(self, attr, None)
         try:
             with warnings.catch_warnings():
                 # Galaxies pinned at a range edge are left out (the report's n).
@@ -488,13 +511,14 @@ class NeuralKinematicFitter(Fitter):
                                         AstropyUserWarning)
                 self(model, mom0, mom1, **kwargs)
         finally:
-            self.std_scale = previous
+            setattr(self, attr, previous)
         table, cls = self.fit_info["table"], self.layout.model_class
         names, truths = calibration_targets(truth, cls, self.fit_info["free_parameters"],
                                             parameters, len(table))
         rows = calibrate_parameters(names, *table_values(table, names, cls), truths, level)
-        self.std_scale = {**(previous or {}), **{r.parameter: r.scale for r in rows}}
-        self.metadata_extra["calibration_source"] = {
+        setattr(self, attr, {**(previous or {}), **{r.parameter: r.scale for r in rows}})
+        self.metadata_extra["calibration_refined_source" if self.refine
+                            else "calibration_source"] = {
             "n_galaxies": len(table), "level": float(level),
             "parameters": [r.parameter for r in rows]}
         report = QTable(rows=[(r.parameter, r.scale, r.n, r.coverage_before, r.coverage_after)
@@ -533,7 +557,8 @@ class NeuralKinematicFitter(Fitter):
         if self.trained is None:
             raise ValueError("Nothing to save: the network has not been trained yet.")
         save_network(path, self.trained, recipe={k: getattr(self, k) for k in RECIPE_KEYS},
-                     seed=self.seed, calibration=self.std_scale, extra=self.metadata_extra,
+                     seed=self.seed, calibration=self.std_scale,
+                     refined_calibration=self.refined_std_scale, extra=self.metadata_extra,
                      overwrite=overwrite)
 
     @classmethod
@@ -632,6 +657,37 @@ class NeuralKinematicFitter(Fitter):
         if mode != "blind":
             fitter.mode, fitter.warm_start = mode, True
         return fitter
+
+
+_BUNDLED_NETWORKS = {}
+
+
+def _bundled_guess(model, batch, framed, mode):
+    """The bundled network's guess, as another start for refining a solo or combined fit.
+
+    Refining from scratch must never end worse than refining the blind
+    guess: where a bundled network predicts the model being fitted, its
+    prediction is a start too (the lower optimum is kept). Blind fits, and
+    models without a bundled network, get none.
+    """
+    from astrokin.fitting.persistence import BUNDLED
+
+    if mode == "blind":
+        return []
+    for name in BUNDLED:
+        if name not in _BUNDLED_NETWORKS:
+            _BUNDLED_NETWORKS[name] = NeuralKinematicFitter.pretrained(
+                name, device="cpu", mc_samples=100, seed=0, progress=False,
+                keep_samples=False)
+        bundled = _BUNDLED_NETWORKS[name]
+        try:
+            layout = bundled.layout.check_compatible(model)
+        except ValueError:
+            continue
+        summary, _ = bundled.trained.mc_summary(batch, 100, fixed=framed, ties=layout.ties,
+                                                overrides=layout.overrides, seed=0)
+        return [summary.mean]
+    return []
 
 
 def _framed(model, frames):

@@ -8,7 +8,8 @@ harmonic decomposition of the velocity field (Schoenmakers et al. 1997).
 `mom1_harmonics` fits those terms to the residuals ring by ring and reports
 the largest amplitude that is significant, and a flag when it is large
 enough to matter (`STRUCTURE_FRACTION` of :math:`V \sin i`, at
-`STRUCTURE_SIGMA` significance, with pixels counted by beams).
+`STRUCTURE_SIGMA` significance against the scatter about the harmonics, with
+pixels counted by beams).
 """
 
 import math
@@ -23,6 +24,8 @@ STRUCTURE_FRACTION = 0.03
 STRUCTURE_SIGMA = 5.0
 #: Harmonic orders fitted.
 ORDERS = (1, 2, 3)
+#: Width of the rings, in beam FWHM.
+RING_BEAMS = 2.0
 
 
 def mom1_harmonics(residual, fitted, geometry, pixel_scale, beam, sigma, vsini):
@@ -43,7 +46,9 @@ def mom1_harmonics(residual, fitted, geometry, pixel_scale, beam, sigma, vsini):
         ``(B, 3)`` (NaN rows: none); sets the ring width and the pixels per
         independent measurement.
     sigma : torch.Tensor
-        ``(B,)`` mom1 noise, km/s.
+        ``(B,)`` mom1 noise, km/s; the significance uses the scatter of each
+        ring about its harmonics (which structure does not inflate), down
+        to 1e-3 of this.
     vsini : torch.Tensor or None
         ``(B,)`` km/s, the scale of "large enough"; None: any significant
         harmonic is flagged.
@@ -75,7 +80,7 @@ def mom1_harmonics(residual, fitted, geometry, pixel_scale, beam, sigma, vsini):
     ...                            torch.ones(2, dtype=torch.float64),
     ...                            torch.full((2,), 200.0, dtype=torch.float64))
     >>> [round(float(a)) for a in amp], flag.tolist()
-    [15, 0]
+    ([15, 0], [True, False])
     """
     b, ny, nx = residual.shape
     dtype, dev = residual.dtype, residual.device
@@ -101,7 +106,7 @@ def mom1_harmonics(residual, fitted, geometry, pixel_scale, beam, sigma, vsini):
         area = torch.where(ok, math.pi / (2 * math.log(2.0)) * beam[:, 0] * beam[:, 1]
                            / pixel_scale ** 2, torch.ones_like(pixel_scale)).to(dtype)
         fwhm = torch.maximum(fwhm, 2.0 * pixel_scale).to(dtype)
-    ring = torch.floor(radius / fwhm[:, None, None]).long()
+    ring = torch.floor(radius / (RING_BEAMS * fwhm[:, None, None])).long()
     n_rings = int(ring[fitted].max()) + 1 if bool(fitted.any()) else 1
     ring = torch.where(fitted, ring, torch.full_like(ring, n_rings))  # a bin for the rest
     cols = [torch.ones_like(phi)]
@@ -123,9 +128,16 @@ def mom1_harmonics(residual, fitted, geometry, pixel_scale, beam, sigma, vsini):
     coef = torch.linalg.solve(xtx + 1e-9 * (count[..., None, None] + 1.0) * eye,
                               xty[..., None])[..., 0]
     cov = torch.linalg.inv(xtx + 1e-9 * (count[..., None, None] + 1.0) * eye)
+    # The noise of each ring: the scatter about its harmonics (structure does not
+    # inflate it), at least the noise given.
+    yy_sum = torch.zeros(b, n_rings + 1, dtype=dtype, device=dev)
+    yy_sum.scatter_add_(1, flat_ring, y * y)
+    rss = (yy_sum[:, :n_rings] - (coef * xty).sum(dim=-1)).clamp(min=0.0)
+    scatter = torch.sqrt(rss / (count - k).clamp(min=1.0))
+    noise = torch.maximum(scatter, 1e-3 * sigma.to(dtype)[:, None])
     # Standard errors of the coefficients, pixels counted by beams.
     se = torch.sqrt(torch.diagonal(cov, dim1=2, dim2=3).clamp(min=0)
-                    * area[:, None, None]) * sigma.to(dtype)[:, None, None]
+                    * area[:, None, None]) * noise[..., None]
     amps, zs = [], []
     for j in range(len(ORDERS)):
         c, s = coef[..., 1 + 2 * j], coef[..., 2 + 2 * j]
@@ -136,7 +148,7 @@ def mom1_harmonics(residual, fitted, geometry, pixel_scale, beam, sigma, vsini):
     amp = torch.stack(amps, dim=-1)
     z = torch.stack(zs, dim=-1)
     # A ring needs enough independent measurements around it to say anything.
-    usable = (count / area[:, None] >= 4.0 * k)[..., None]
+    usable = (count / area[:, None] >= 2.0 * k)[..., None]
     significant = usable & (z > STRUCTURE_SIGMA)
     biggest = torch.where(significant, amp, torch.zeros_like(amp)).flatten(1).amax(dim=1)
     limit = 0.0 if vsini is None else STRUCTURE_FRACTION * vsini.to(dtype).abs()

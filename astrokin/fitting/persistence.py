@@ -53,7 +53,7 @@ BUNDLED = {"exponential_arctan": "exponential_arctan_disk.pt"}
 #: Metadata entries every file has; provenance entries never replace them.
 _STANDARD_KEYS = ("format", "format_version", "astrokin_version", "torch_version", "created",
                   "model", "layout", "fixed_values_at_training", "recipe", "seed",
-                  "normalisation", "loss_history", "calibration")
+                  "normalisation", "loss_history", "calibration", "calibration_refined")
 
 
 def astrokin_version():
@@ -66,7 +66,8 @@ def astrokin_version():
         return "unknown"
 
 
-def save_network(path, trained, *, recipe, seed, calibration, extra=None, overwrite=False):
+def save_network(path, trained, *, recipe, seed, calibration, refined_calibration=None,
+                 extra=None, overwrite=False):
     """Write a trained network and its metadata to ``path``, atomically.
 
     Parameters
@@ -78,6 +79,9 @@ def save_network(path, trained, *, recipe, seed, calibration, extra=None, overwr
     seed : int or None
     calibration : dict or None
         Per-parameter factors of the MC-dropout spreads.
+    refined_calibration : dict or None, optional
+        Per-parameter factors of the refined errors (set by calibrating a
+        refining fitter).
     extra : dict, optional
         Further metadata entries, after the network's own provenance
         (``trained.metadata``); neither replaces a standard entry.
@@ -106,6 +110,7 @@ def save_network(path, trained, *, recipe, seed, calibration, extra=None, overwr
         "normalisation": dict(NORMALISATION),
         "loss_history": [float(v) for v in trained.loss_history],
         "calibration": calibration,
+        "calibration_refined": refined_calibration,
     }
     for source in (trained.metadata, extra or {}):
         meta.update({k: v for k, v in source.items() if k not in _STANDARD_KEYS})
@@ -383,7 +388,8 @@ def build_network(meta, state, model_class, *, dropout, device, path):
         block = describe_model(model_class, layout)
     return TrainedNetwork(net, layout, dict(meta["fixed_values_at_training"]), model=block,
                           loss_history=list(meta.get("loss_history", [])),
-                          calibration=meta.get("calibration"), metadata=meta)
+                          calibration=meta.get("calibration"),
+                          refined_calibration=meta.get("calibration_refined"), metadata=meta)
 
 
 def _first_line(err):

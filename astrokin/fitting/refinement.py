@@ -31,15 +31,21 @@ fixed parameters are held and tied ones follow their ties.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from astrokin.fitting.noise import effective_dof
+from astrokin.fitting.noise import (
+    correlation_kernels,
+    effective_dof,
+    parameter_covariance,
+    residual_correlation,
+)
 from astrokin.fitting.parameters import tie_values
 
-__all__ = ["LMResult", "MapProblem", "levenberg_marquardt", "prepare_problems"]
+__all__ = ["LMResult", "MapProblem", "Refinement", "levenberg_marquardt", "moment_geometry",
+           "prepare_problems", "refine"]
 
 #: Relative forward-difference step of the Jacobian (float64 renders).
 FD_STEP = 1e-6
@@ -79,6 +85,9 @@ class MapProblem:
         the problem is that in the map plus this.
     noise_given : bool
         Whether ``sigma0``, ``sigma1`` are the user's noise maps.
+    fixed : dict
+        Per-galaxy values ``(B,)`` of parameters held fixed that differ from
+        galaxy to galaxy (a fixed centre or PA, in this problem's frame).
     """
 
     index: np.ndarray
@@ -94,6 +103,7 @@ class MapProblem:
     beam: object
     offset: np.ndarray
     noise_given: bool = False
+    fixed: dict = field(default_factory=dict)
 
     @property
     def shape(self):
@@ -114,7 +124,8 @@ class MapProblem:
                           self.fit0[rows], self.limit0[rows], self.fit1[rows],
                           self.threshold0[rows], self.sigma0[rows], self.sigma1[rows],
                           self.pixel_scale[rows], None if self.beam is None else self.beam[rows],
-                          self.offset[sel], self.noise_given)
+                          self.offset[sel], self.noise_given,
+                          {k: v[rows] for k, v in self.fixed.items()})
 
 
 #: Map sides are padded up to a multiple of this, so that galaxies whose cut-outs
@@ -220,7 +231,8 @@ class MapResiduals:
     free : list of str
         The parameters varied (the columns of ``theta``).
     fixed : dict
-        Values of the others: floats, or ``(B,)`` tensors per galaxy.
+        Values of the others (floats); those that differ per galaxy are in
+        the problem (`MapProblem.fixed`).
     ties : dict
         Tie callables of the tied parameters.
     log : sequence of str, optional
@@ -237,7 +249,7 @@ class MapResiduals:
         self.ties = ties or {}
         self.log = [name in log for name in self.free]
 
-    def parameters(self, theta, rows):
+    def parameters(self, theta, rows, problem):
         """Every parameter ``(M,)`` of the problems ``rows`` at ``theta`` ``(M, P)``.
 
         The columns of ``theta`` are the free parameters, or their natural
@@ -249,19 +261,18 @@ class MapResiduals:
                 k = self.free.index(name)
                 params[name] = torch.exp(theta[:, k]) if self.log[k] else theta[:, k]
                 continue
-            value = self.fixed[name]
-            if isinstance(value, torch.Tensor) and value.ndim:
-                params[name] = value[rows]
+            if name in problem.fixed:
+                params[name] = problem.fixed[name][rows]
             else:
-                params[name] = torch.full((len(rows),), float(value), dtype=theta.dtype,
-                                          device=theta.device)
+                params[name] = torch.full((len(rows),), float(self.fixed[name]),
+                                          dtype=theta.dtype, device=theta.device)
         if self.ties:
             params.update(tie_values(self.ties, params, self.names))
         return params
 
     def render(self, theta, rows, problem):
         """``(mom0, mom1, amplitude)`` of the problems ``rows``, mom0 scaled to the data."""
-        params = self.parameters(theta, rows)
+        params = self.parameters(theta, rows, problem)
         params["amplitude"] = torch.ones_like(params["amplitude"])
         beam = None if problem.beam is None else _beam(problem.beam[rows],
                                                        problem.pixel_scale[rows])
@@ -534,7 +545,8 @@ TABLE_COLUMNS = ("refined", "converged", "n_iterations", "n_starts", "noise", "c
 
 
 def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None,
-           device="cpu", n_samples=0, seed=None, max_iter=40):
+           device="cpu", n_samples=0, seed=None, first_index=0, max_iter=40,
+           moment_start=True):
     """Refine the fits of galaxies to their own maps (see the module notes).
 
     Parameters
@@ -560,9 +572,16 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     n_samples : int, optional
         Samples to draw from each galaxy's covariance (0: none).
     seed : int, optional
-        Seed of those samples.
+        Seed of those samples: galaxy ``i`` draws from the stream
+        ``(seed, first_index + i)``, whatever else is in the batch.
+    first_index : int, optional
+        Position of the first galaxy in a larger catalogue.
     max_iter : int, optional
         Levenberg-Marquardt iterations at most.
+    moment_start : bool, optional
+        Also start from the geometry the maps' moments give (`moment_geometry`)
+        with the first start's profile: a start that does not depend on the
+        network, for galaxies the network is wrong about.
 
     Returns
     -------
@@ -570,15 +589,12 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     """
     from astrokin.fitting.goodness import mom1_harmonics
     from astrokin.fitting.mc_dropout import MCSummary
-    from astrokin.fitting.noise import (
-        correlation_kernels,
-        parameter_covariance,
-        residual_correlation,
-    )
     from astrokin.rendering import DiskRenderer
 
     cls = type(model)
     n, q = len(observations), len(names)
+    if moment_start:
+        starts = list(starts) + [moment_geometry(observations, frames, starts[0], names, model)]
     free = [nm for nm in cls.param_names
             if not model.fixed[nm] and not model.tied[nm] and nm != "amplitude"]
     ties = {nm: model.tied[nm] for nm in cls.param_names if model.tied[nm] and not model.fixed[nm]}
@@ -586,12 +602,15 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     cov = np.zeros((n, q, q))
     amplitude = np.zeros(n)
     columns = {k: np.zeros(n) for k in TABLE_COLUMNS}
-    columns["noise"] = np.empty(n, dtype=object)
+    columns["noise"] = np.full(n, "", dtype="<U9")
+    samples = np.zeros((n, int(n_samples), q)) if n_samples else None
     for problem in prepare_problems(observations, noise_maps=noise_maps, device=device):
         rows = problem.index
         m = len(rows)
         shifts = _shifts(frames, problem, free)
-        fixed_map = _fixed_in_problem_frame(fixed, free, cls, frames, problem, device)
+        fixed_map, per_galaxy = _fixed_in_problem_frame(fixed, free, cls, frames, problem,
+                                                        device)
+        problem = replace(problem, fixed=per_galaxy)
         renderer = DiskRenderer(cls, problem.shape, dtype=torch.float64, device=device)
         lower, upper, periodic, scales, log = _limits(model, free, frames, rows, problem,
                                                       device)
@@ -602,22 +621,13 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         given = problem.noise_given
         if not given:
             problem = _start_noise(residual, start[0], problem)
-        # Without noise maps, a few steps first, then the noise the residuals show
-        # there, then the fit to convergence with it.
-        best = _best_of(residual, start, problem, lower, upper, periodic, scales,
-                        max_iter if given else min(FIRST_PASS, max_iter), final=given)
         kernels = correlation_kernels(problem.shape, problem.beam, problem.pixel_scale)
-        cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
-        all_rows = torch.arange(m, device=device)
         n0 = problem.fit0.sum(dim=(-2, -1)).double()
         n1 = problem.fit1.sum(dim=(-2, -1)).double()
-        if not given:
-            best, problem = _reweighted(residual, best, problem, trace, n0, n1)
-            best = levenberg_marquardt(residual, best.theta, problem, lower=lower, upper=upper,
-                                       periodic=periodic, scales=scales, max_iter=max_iter,
-                                       start=best)
-            best, problem = _reweighted(residual, best, problem, trace, n0, n1)
-            cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
+        best, problem = _multistart(residual, start, problem, lower, upper, periodic, scales,
+                                    max_iter, kernels, n0, n1)
+        cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
+        all_rows = torch.arange(m, device=device)
         m0, m1, amp = residual.render(best.theta, all_rows, problem)
         res0 = torch.where(problem.fit0, problem.data0 - m0, torch.zeros_like(m0))
         res1 = torch.where(problem.fit1, problem.data1 - m1, torch.zeros_like(m1))
@@ -636,15 +646,25 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         if given:
             # Known noise: a misfit beyond it (chi2 > 1) widens the errors.
             cov_t = cov_t * torch.clamp(0.5 * (chi0 + chi1), min=1.0)[:, None, None]
-        derive = _derived(residual, free, names, cls, rows)
-        values, grad = derive(best.theta)
-        c_all = grad @ cov_t @ grad.transpose(1, 2)
+        values_of = _values_of(residual, names, cls, problem)
+        values, grad = _with_gradient(values_of, best.theta)
+        c_all = _capped(grad @ cov_t @ grad.transpose(1, 2), model, names)
+        if n_samples:
+            draws = _theta_samples(best.theta, cov_t, lower, upper, periodic, int(n_samples),
+                                   seed, first_index + rows)
+            flat = values_of(draws.reshape(-1, draws.shape[-1]),
+                             torch.arange(m, device=device).repeat_interleave(int(n_samples)))
+            drawn = flat.reshape(m, int(n_samples), -1).cpu().numpy()
+            drawn -= _shifts(frames, problem, names)[:, None, :]
+            if "pa" in names:
+                drawn[..., names.index("pa")] %= 360.0
+            samples[rows] = drawn
         values = values.cpu().numpy()
         values -= _shifts(frames, problem, names)  # back to the grid frame
         mean[rows] = values
         cov[rows] = c_all.cpu().numpy()
         amplitude[rows] = amp.cpu().numpy()
-        geometry = residual.parameters(best.theta, all_rows)
+        geometry = residual.parameters(best.theta, all_rows, problem)
         harmonic, structure = mom1_harmonics(
             res1, problem.fit1, {nm: geometry[nm] for nm in ("inclination", "pa", "x_0", "y_0")},
             problem.pixel_scale, problem.beam, _median_where(problem.sigma1, problem.fit1),
@@ -665,10 +685,85 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     for k in ("n_iterations", "n_starts"):
         columns[k] = columns[k].astype(int)
     std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
-    samples = _samples(mean, cov, names, n_samples, seed) if n_samples else None
-    summary = MCSummary(mean=mean, std=std, mad=std * math.sqrt(2.0 / math.pi), cov=cov,
-                        samples=samples, n_samples=int(n_samples))
+    if samples is None:
+        mad = std * math.sqrt(2.0 / math.pi)
+    else:
+        dev = samples - mean[:, None, :]
+        if "pa" in names:
+            k = names.index("pa")
+            dev[..., k] = (dev[..., k] + 180.0) % 360.0 - 180.0
+        mad = np.abs(dev).mean(axis=1)
+    summary = MCSummary(mean=mean, std=std, mad=mad, cov=cov, samples=samples,
+                        n_samples=int(n_samples))
     return Refinement(summary, amplitude, columns)
+
+
+def moment_geometry(observations, frames, start, names, model):
+    r"""A start whose geometry comes from the maps' moments, not from the network.
+
+    Centre: the mom0-weighted centroid. Inclination: the axis ratio of the
+    mom0 second moments, less the beam's (``cos i = b / a``). PA: the
+    direction of the velocity-weighted centroid of ``mom1 - v_sys`` (the
+    receding side). Systemic velocity: the mom0-weighted median of mom1.
+    The other parameters are those of ``start``, with the velocity scale
+    keeping ``start``'s :math:`V \sin i`. Parameters the model fixes keep
+    their values.
+
+    Parameters
+    ----------
+    observations : list of `~astrokin.fitting.preprocessing.Observation`
+    frames : list of `~astrokin.fitting.frames.FittingFrame`
+    start : numpy.ndarray
+        ``(N, len(names))`` in the grid frame.
+    names : list of str
+    model : `~astrokin.models.KinematicDiskModel`
+
+    Returns
+    -------
+    start : numpy.ndarray
+        ``(N, len(names))`` in the grid frame.
+    """
+    out = np.array(start, dtype=float, copy=True)
+    free = {nm for nm in type(model).param_names if not model.fixed[nm] and not model.tied[nm]}
+    lo_i, hi_i = (float(b) for b in model.inclination.bounds)
+    vname = type(model).velocity_scale_parameter
+    for g, (o, frame) in enumerate(zip(observations, frames, strict=True)):
+        m0 = np.asarray(o.mom0, dtype=float)
+        m1 = np.asarray(o.mom1, dtype=float)
+        ok0 = np.isfinite(m0) & (m0 > 0)
+        ok1 = ok0 & np.isfinite(m1)
+        if ok1.sum() < 8:
+            continue
+        ny, nx = m0.shape
+        y, x = np.mgrid[:ny, :nx]
+        x = (x - (nx - 1) / 2) * o.pixel_scale
+        y = (y - (ny - 1) / 2) * o.pixel_scale
+        w = np.where(ok0, m0, 0.0)
+        xc, yc = (np.sum(w * c) / w.sum() for c in (x, y))
+        dx, dy = x - xc, y - yc
+        cov = np.array([[np.sum(w * dx * dx), np.sum(w * dx * dy)],
+                        [np.sum(w * dx * dy), np.sum(w * dy * dy)]]) / w.sum()
+        beam2 = 0.0 if o.beam is None else (o.beam[0] * o.beam[1]) / (8 * np.log(2))
+        lam = np.clip(np.linalg.eigvalsh(cov) - beam2, 1e-6, None)
+        inc = np.degrees(np.arccos(np.sqrt(lam[0] / lam[1])))
+        vw = np.where(ok1, m0, 0.0)
+        v = m1[ok1]
+        order = np.argsort(v)
+        cum = np.cumsum(vw[ok1][order])
+        v_sys = float(v[order][np.searchsorted(cum, 0.5 * cum[-1])])
+        dv = np.where(ok1, m1 - v_sys, 0.0) * vw
+        px, py = np.sum(dv * dx), np.sum(dv * dy)
+        pa = float(np.degrees(np.arctan2(-px, py))) % 360.0
+        geometry = {"x_0": xc, "y_0": yc, "pa": pa, "v_sys": v_sys,
+                    "inclination": float(np.clip(inc, lo_i + 1.0, min(hi_i, 88.0)))}
+        for nm, value in geometry.items():
+            if nm in free and nm in names:
+                shift = frame.grid_shift(nm) if nm in ("x_0", "y_0", "pa") else 0.0
+                out[g, names.index(nm)] = value - shift
+        if vname in free and "vsini" in names:
+            sin_i = np.sin(np.radians(geometry["inclination"]))
+            out[g, names.index(vname)] = abs(out[g, names.index("vsini")]) / max(sin_i, 0.05)
+    return out
 
 
 def _shifts(frames, problem, names):
@@ -687,8 +782,8 @@ def _shifts(frames, problem, names):
 
 
 def _fixed_in_problem_frame(fixed, free, cls, frames, problem, device):
-    """The values of the parameters not fitted, for the problem's galaxies, in its frame."""
-    out = {}
+    """The values of the parameters not fitted: shared floats, and per-galaxy tensors."""
+    out, per_galaxy = {}, {}
     rows = problem.index
     for nm in cls.param_names:
         if nm in free:
@@ -696,10 +791,11 @@ def _fixed_in_problem_frame(fixed, free, cls, frames, problem, device):
         value = fixed[nm]
         if isinstance(value, np.ndarray) and value.ndim:
             v = value[rows, 0] + _shifts(frames, problem, [nm])[:, 0]
-            out[nm] = torch.as_tensor(v, dtype=torch.float64, device=device)
+            per_galaxy[nm] = torch.as_tensor(v, dtype=torch.float64, device=device)
+            out[nm] = float("nan")
         else:
             out[nm] = float(value)
-    return out
+    return out, per_galaxy
 
 
 def _limits(model, free, frames, rows, problem, device):
@@ -747,8 +843,9 @@ def _limits(model, free, frames, rows, problem, device):
         if nm not in ("inclination", "pa", "x_0", "y_0", "v_sys") and lo is not None \
                 and lo >= 0.0:
             log.append(nm)
-            lower[:, k] = np.log(np.maximum(lower[:, k], 1e-6 * scales[:, k]))
-            upper[:, k] = np.log(upper[:, k])
+            # (A hair inside, so that exp(log(bound)) is never past the bound.)
+            lower[:, k] = np.log(np.maximum(lower[:, k], 1e-6 * scales[:, k])) + 1e-12
+            upper[:, k] = np.log(upper[:, k]) - 1e-12
             scales[:, k] = 1.0
     t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
     return t(lower), t(upper), t(periodic), t(scales), log
@@ -800,6 +897,18 @@ def _start_noise(residual, theta, problem):
                               s1[:, None, None] * shape1)
 
 
+def _noise_factors(best, problem, trace, n0, n1):
+    """Per galaxy, the RMS of each map's whitened residuals (degrees of freedom counted)."""
+    m = len(problem)
+    r = best.residuals.reshape(m, 2, -1)
+    share = trace / (n0 + n1).clamp(min=1.0)
+    # The measured pixels only (upper limits are not noise samples).
+    r0 = torch.where(problem.fit0.flatten(1), r[:, 0], torch.zeros_like(r[:, 0]))
+    f0 = torch.sqrt((r0 ** 2).sum(dim=1) / effective_dof(n0, share * n0)).clamp(min=1e-12)
+    f1 = torch.sqrt((r[:, 1] ** 2).sum(dim=1) / effective_dof(n1, share * n1)).clamp(min=1e-12)
+    return f0, f1
+
+
 def _reweighted(residual, best, problem, trace, n0, n1):
     """Noise levels from the residuals at the optimum; the result re-whitened with them.
 
@@ -808,12 +917,7 @@ def _reweighted(residual, best, problem, trace, n0, n1):
     result and the problem with the new noise.
     """
     m = len(problem)
-    r = best.residuals.reshape(m, 2, -1)
-    share = trace / (n0 + n1).clamp(min=1.0)
-    # The measured pixels only (upper limits are not noise samples).
-    r0 = torch.where(problem.fit0.flatten(1), r[:, 0], torch.zeros_like(r[:, 0]))
-    f0 = torch.sqrt((r0 ** 2).sum(dim=1) / effective_dof(n0, share * n0)).clamp(min=1e-12)
-    f1 = torch.sqrt((r[:, 1] ** 2).sum(dim=1) / effective_dof(n1, share * n1)).clamp(min=1e-12)
+    f0, f1 = _noise_factors(best, problem, trace, n0, n1)
     scale = 1.0 / torch.stack([f0, f1], dim=1)[:, :, None]
     jac = best.jacobian.reshape(m, 2, -1, best.jacobian.shape[-1]) * scale[..., None]
     problem = problem.with_noise(problem.sigma0 * f0[:, None, None],
@@ -826,44 +930,175 @@ def _reweighted(residual, best, problem, trace, n0, n1):
     return out, problem
 
 
-def _best_of(residual, starts, problem, lower, upper, periodic, scales, max_iter, final):
-    """Levenberg-Marquardt from every start; the lowest optimum of each galaxy."""
-    m = len(problem)
-    s = len(starts)
+#: Starts whose cost after the first iterations is within this factor of the
+#: galaxy's best go on (in rounds of ROUND steps) while within PRUNE_FACTOR of
+#: it; the lowest optimum is kept.
+CONTINUE_FACTOR = 10.0
+ROUND = 4
+PRUNE_FACTOR = 2.0
+#: Two starts of a galaxy closer than this (in the parameters' scales: deg,
+#: pixels, or relative for positive scales) are one: only the better goes on.
+MERGE_DISTANCE = 0.3
+
+
+def _galaxy_min(cost, galaxy, m):
+    """Per galaxy, the lowest cost of its rows."""
+    out = torch.full((m,), float("inf"), dtype=cost.dtype, device=cost.device)
+    return out.scatter_reduce(0, galaxy, cost, reduce="amin")
+
+
+def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_iter, kernels,
+                n0, n1):
+    """Levenberg-Marquardt from every start; each galaxy's lowest optimum, and its noise.
+
+    With noise maps, every start is fitted to convergence. Without, every
+    start takes `FIRST_PASS` steps; the residuals of each galaxy's best
+    start then set its noise levels (common to its starts, so that their
+    costs compare); the starts within `CONTINUE_FACTOR` of the best go on,
+    a few steps at a time, while within `PRUNE_FACTOR` of it; and the noise
+    is measured once more at the optimum kept.
+    """
+    m, s = len(problem), len(starts)
+    dev = lower.device
+    galaxy = torch.arange(m, device=dev).repeat(s)
+    stacked = problem.rows(galaxy) if s > 1 else problem
+    lo, hi, sc = lower[galaxy], upper[galaxy], scales[galaxy]
     theta = torch.cat(starts)
-    rep = lambda t: t.repeat(s, *([1] * (t.ndim - 1)))  # noqa: E731
-    stacked = problem if s == 1 else problem.rows(torch.arange(m).repeat(s))
-    res = levenberg_marquardt(residual, theta, stacked, lower=rep(lower), upper=rep(upper),
-                              periodic=periodic, scales=rep(scales), max_iter=max_iter,
-                              final_jacobian=final)
-    if s == 1:
-        return res
-    pick = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m)
-    return LMResult(res.theta[pick], res.cost[pick], res.jacobian[pick], res.residuals[pick],
-                    res.iterations[pick], res.converged[pick])
+    first = max_iter if problem.noise_given else min(FIRST_PASS, max_iter)
+    res = levenberg_marquardt(residual, theta, stacked, lower=lo, upper=hi, periodic=periodic,
+                              scales=sc, max_iter=first, final_jacobian=False)
+    if not problem.noise_given:
+        lead = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
+        _, trace = parameter_covariance(res.jacobian[lead], problem.shape, kernels)
+        f0, f1 = _noise_factors(_select(res, lead), problem, trace, n0, n1)
+        problem = problem.with_noise(problem.sigma0 * f0[:, None, None],
+                                     problem.sigma1 * f1[:, None, None])
+        stacked = problem.rows(galaxy) if s > 1 else problem
+        scale = 1.0 / torch.stack([f0, f1], dim=1)[galaxy][:, :, None, None]
+        jac = res.jacobian.reshape(s * m, 2, -1, theta.shape[1]) * scale
+        r0 = residual(res.theta, torch.arange(s * m, device=dev), stacked)
+        res = LMResult(res.theta, 0.5 * (r0 ** 2).sum(dim=1),
+                       jac.reshape(s * m, -1, theta.shape[1]), r0, res.iterations,
+                       res.converged)
+        # A tournament: the starts go on in rounds of a few steps, and those that
+        # fall behind their galaxy's best are dropped.
+        best = _galaxy_min(res.cost, galaxy, m)
+        alive = torch.nonzero(res.cost <= CONTINUE_FACTOR * best[galaxy]).flatten()
+        spent = torch.zeros_like(res.iterations)
+        while alive.numel():
+            sub = stacked.rows(alive)
+            more = levenberg_marquardt(residual, res.theta[alive], sub, lower=lo[alive],
+                                       upper=hi[alive], periodic=periodic, scales=sc[alive],
+                                       max_iter=ROUND, start=_select(res, alive),
+                                       final_jacobian=False)
+            for name in ("theta", "cost", "jacobian", "residuals", "converged"):
+                getattr(res, name)[alive] = getattr(more, name)
+            res.iterations[alive] += more.iterations
+            spent[alive] += ROUND
+            best = _galaxy_min(res.cost, galaxy, m)
+            lead = torch.full((m,), -1, dtype=torch.long, device=dev)
+            at_best = torch.nonzero(res.cost == best[galaxy]).flatten()
+            lead[galaxy[at_best]] = at_best
+            # A start that has reached its galaxy's leading one is the same fit.
+            gap = _unwrapped(res.theta[alive] - res.theta[lead[galaxy[alive]]], periodic)
+            same = ((gap.abs() / sc[alive]).amax(dim=1) < MERGE_DISTANCE) \
+                & (lead[galaxy[alive]] != alive)
+            going = ~more.converged & (spent[alive] < max_iter) & ~same \
+                & (res.cost[alive] <= PRUNE_FACTOR * best[galaxy[alive]])
+            alive = alive[going]
+    pick = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
+    best = _select(res, pick)
+    rows = torch.arange(m, device=dev)
+    # The errors need the Jacobian at the optimum itself, rendered.
+    jac, r = jacobian(residual, best.theta, rows, problem, scales)
+    best = LMResult(best.theta, 0.5 * (r * r).sum(dim=1), jac, r, best.iterations,
+                    best.converged)
+    if not problem.noise_given:
+        _, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
+        best, problem = _reweighted(residual, best, problem, trace, n0, n1)
+    return best, problem
 
 
-def _derived(residual, free, names, cls, rows):
-    """``theta -> (values of names, d values / d theta)`` for a problem's galaxies."""
+def _select(result, rows):
+    """The `LMResult` of the problems ``rows`` (an index tensor)."""
+    return LMResult(*(getattr(result, f)[rows] for f in ("theta", "cost", "jacobian",
+                                                          "residuals", "iterations",
+                                                          "converged")))
+
+
+def _values_of(residual, names, cls, problem):
+    """``values(theta, rows)``: the quantities ``names`` of the problems ``rows`` at ``theta``."""
     vname = cls.velocity_scale_parameter
-    idx = torch.arange(len(rows))
 
-    def values(theta):
-        params = residual.parameters(theta, idx)
+    def values(theta, rows):
+        params = residual.parameters(theta, rows, problem)
         cols = [params[nm] for nm in names if nm != "vsini"]
         if "vsini" in names:
             cols.append(params[vname] * torch.sin(torch.deg2rad(params["inclination"])))
         return torch.stack(cols, dim=-1)
 
-    def derive(theta):
-        v = values(theta)
-        h = 1e-6 * torch.maximum(theta.abs(), torch.ones_like(theta))
-        grads = [(values(theta + h[:, k:k + 1] * torch.nn.functional.one_hot(
-            torch.tensor(k), theta.shape[1]).to(theta)) - v) / h[:, k:k + 1]
-            for k in range(theta.shape[1])]
-        return v, torch.stack(grads, dim=-1)
+    return values
 
-    return derive
+
+def _with_gradient(values_of, theta):
+    """The quantities at ``theta`` and their derivatives ``(M, Q, P)`` (forward differences)."""
+    rows = torch.arange(theta.shape[0], device=theta.device)
+    v = values_of(theta, rows)
+    h = 1e-6 * torch.maximum(theta.abs(), torch.ones_like(theta))
+    grads = []
+    for k in range(theta.shape[1]):
+        moved = theta.clone()
+        moved[:, k] += h[:, k]
+        grads.append((values_of(moved, rows) - v) / h[:, k:k + 1])
+    return v, torch.stack(grads, dim=-1)
+
+
+def _capped(cov, model, names):
+    """Covariances whose errors are no wider than a uniform spread over the bounds.
+
+    An unconstrained parameter (the inclination of a barely resolved disc)
+    has a curvature near zero; its error is at most that of knowing only
+    that it lies within its bounds, ``(high - low) / sqrt(12)``.
+    """
+    limit = torch.full((len(names),), float("inf"), dtype=cov.dtype, device=cov.device)
+    cls = type(model)
+    for k, nm in enumerate(names):
+        if nm not in cls.param_names or nm == "pa":
+            continue
+        par = getattr(model, nm)
+        unit = cls.canonical_unit(nm)
+        lo, hi = par.bounds
+        if lo is None or hi is None:
+            continue
+        if par.unit is not None and unit is not None:
+            lo, hi = ((b * par.unit).to_value(unit) for b in (lo, hi))
+        limit[k] = (float(hi) - float(lo)) / math.sqrt(12.0)
+    std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2).clamp(min=0.0))
+    f = torch.clamp(limit / std.clamp(min=1e-300), max=1.0)
+    return cov * f[:, :, None] * f[:, None, :]
+
+
+def _theta_samples(theta, cov, lower, upper, periodic, n, seed, streams):
+    """``(M, n, P)`` draws of the fitted parameters from their Gaussian, within bounds.
+
+    Drawn in the coordinates fitted (logarithms of positive scales), so that
+    they stay positive; clipped to the bounds; galaxy ``i`` draws from the
+    stream ``(seed, streams[i])``.
+    """
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    m, p = theta.shape
+    c = 0.5 * (cov + cov.transpose(1, 2)).cpu().numpy()
+    out = np.empty((m, n, p))
+    for j in range(m):
+        w, v = np.linalg.eigh(c[j])
+        root = v * np.sqrt(np.clip(w, 0, None))
+        rng = np.random.default_rng([int(seed) % 2**63, int(streams[j])])
+        out[j] = rng.standard_normal((n, p)) @ root.T
+    draws = theta[:, None, :] + torch.as_tensor(out, dtype=theta.dtype, device=theta.device)
+    flat = _project(draws.reshape(m * n, p), lower.repeat_interleave(n, dim=0),
+                    upper.repeat_interleave(n, dim=0), periodic)
+    return flat.reshape(m, n, p)
 
 
 def _median_where(values, where):
@@ -875,18 +1110,3 @@ def _median_where(values, where):
 def _rms(residual, fitted):
     n = fitted.sum(dim=(-2, -1)).clamp(min=1)
     return torch.sqrt((residual * residual).sum(dim=(-2, -1)) / n).cpu().numpy()
-
-
-def _samples(mean, cov, names, n_samples, seed):
-    """``(N, n_samples, P)`` draws from each galaxy's Gaussian (PA wrapped)."""
-    rng = np.random.default_rng(seed)
-    n, q = mean.shape
-    out = np.empty((n, int(n_samples), q))
-    for g in range(n):
-        w, v = np.linalg.eigh(0.5 * (cov[g] + cov[g].T))
-        root = v * np.sqrt(np.clip(w, 0, None))
-        out[g] = mean[g] + rng.standard_normal((int(n_samples), q)) @ root.T
-    if "pa" in names:
-        k = names.index("pa")
-        out[:, :, k] = np.remainder(out[:, :, k], 360.0)
-    return out

@@ -80,6 +80,9 @@ class TrainedNetwork:
         Per-parameter factors of the MC-dropout spreads (see
         `~astrokin.fitting.NeuralKinematicFitter.calibrate`), which a fitter
         built on this network starts with.
+    refined_calibration : dict, optional
+        The same for the errors of refined fits
+        (`astrokin.fitting.refinement`); None: none needed.
     metadata : dict, optional
         Provenance saved with the network (e.g. the pre-training recipe and
         its validation history); for a network read from a file, the file's
@@ -109,6 +112,7 @@ class TrainedNetwork:
     model: dict | None = None
     loss_history: list = field(default_factory=list)
     calibration: dict | None = None
+    refined_calibration: dict | None = None
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):

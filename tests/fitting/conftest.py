@@ -45,7 +45,10 @@ def trained_fitter(rendered_stack):
     from astrokin.fitting import NeuralKinematicFitter
     from astrokin.models import ExponentialArctanDisk
 
+    # MC dropout alone: these are tests of the fitter's API and its MC conventions
+    # (refinement's are in test_refinement.py).
     fitter = NeuralKinematicFitter(mode="blind", epochs=5, learning_rate=1e-3, mc_samples=200,
+                                   refine=False,
                                    seed=3, progress=False)
     mom0, mom1 = rendered_stack
     fitter.train(ExponentialArctanDisk(), mom0, mom1, pixel_scale=PIXEL_SCALE, beam=BEAM)

@@ -203,7 +203,8 @@ def test_save_load_gives_identical_predictions(trained_fitter, rendered_stack, t
     trained_fitter.save(path)
     raw = torch.load(path, weights_only=True)  # plain tensors and strings, no pickle
     assert set(raw) == {"metadata", "state_dict"}
-    loaded = NeuralKinematicFitter.load(path, seed=3, mc_samples=200, progress=False)
+    loaded = NeuralKinematicFitter.load(path, seed=3, mc_samples=200, progress=False,
+                                        refine=trained_fitter.refine)
     assert loaded.mode == "blind"
     kwargs = dict(pixel_scale=PIXEL_SCALE, beam=BEAM)
     a = trained_fitter(ExponentialArctanDisk(), mom0, mom1, **kwargs)

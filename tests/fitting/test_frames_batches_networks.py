@@ -126,19 +126,26 @@ def test_a_fitter_built_on_a_trained_network(trained_fitter, rendered_stack, tmp
     assert isinstance(trained, TrainedNetwork)
     assert trained_fitter.network is trained.network and trained_fitter.layout is trained.layout
     calibrated = TrainedNetwork(trained.network, trained.layout, trained.fixed_values,
-                                calibration={"v_max": 2.0},
+                                calibration={"v_max": 2.0}, refined_calibration={"v_max": 3.0},
                                 metadata={"note": "built by hand"})
-    other = NeuralKinematicFitter(mode="blind", mc_samples=200, seed=3, trained=calibrated)
-    assert other.std_scale == {"v_max": 2.0}
     kw = dict(pixel_scale=PIXEL_SCALE, beam=BEAM)
-    a = trained_fitter(ExponentialArctanDisk(), mom0[0], mom1[0], **kw)
-    b = other(ExponentialArctanDisk(), mom0[0], mom1[0], **kw)
-    assert b.inclination.value == a.inclination.value  # the same network, seed and maps
-    assert b.stds["v_max"] == pytest.approx(2.0 * a.stds["v_max"])
+    for refine, factor in ((False, 2.0), (True, 3.0)):
+        plain = NeuralKinematicFitter(mode="blind", mc_samples=200, seed=3, refine=refine,
+                                      trained=TrainedNetwork(trained.network, trained.layout,
+                                                             trained.fixed_values))
+        other = NeuralKinematicFitter(mode="blind", mc_samples=200, seed=3, refine=refine,
+                                      trained=calibrated)
+        assert other.std_scale == {"v_max": 2.0} and other.refined_std_scale == {"v_max": 3.0}
+        a = plain(ExponentialArctanDisk(), mom0[0], mom1[0], **kw)
+        b = other(ExponentialArctanDisk(), mom0[0], mom1[0], **kw)
+        assert b.inclination.value == a.inclination.value  # the same network, seed and maps
+        # Each kind of error bar takes its own factors.
+        assert b.stds["v_max"] == pytest.approx(factor * a.stds["v_max"])
     # Its provenance is saved with it, and kept when the file is loaded and saved again.
     other.save(tmp_path / "a.pt")
     again = NeuralKinematicFitter.load(tmp_path / "a.pt")
     assert again.metadata["note"] == "built by hand"
+    assert again.std_scale == {"v_max": 2.0} and again.refined_std_scale == {"v_max": 3.0}
     again.save(tmp_path / "b.pt")
     assert NeuralKinematicFitter.load(tmp_path / "b.pt").metadata["note"] == "built by hand"
     with pytest.raises(TypeError, match="TrainedNetwork"):

@@ -256,7 +256,7 @@ def test_distance_gives_kpc_and_rotation_curve_band(blind):
     assert np.all(band["v_rot_upper"] - band["v_rot_lower"] > 0 * KMS)
     # far out the curve is flat at v_max: the band's spread is v_max's
     far = fitted.rotation_curve([1e4] * u.arcsec)
-    scale = (blind.std_scale or {}).get("v_max", 1.0)
+    scale = (blind.fit_info["std_scale"] or {}).get("v_max", 1.0)  # the factors applied
     v_std = np.std(blind.fit_info["samples"]["v_max"].value) * scale
     assert far["v_rot_std"][0].to_value(KMS) == pytest.approx(v_std, rel=0.02)
     plain = fitted.rotation_curve([1.0, 2.0] * u.arcsec, band=False)
