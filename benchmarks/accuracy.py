@@ -561,7 +561,8 @@ def main(argv=None):
                              "(default: all the others)")
     parser.add_argument("--mc-samples", type=int, default=1000)
     parser.add_argument("--refine", action="store_true",
-                        help="refine each galaxy's fit to its own maps after the network")
+                        help="refine each galaxy's fit to its own maps after the network (the "
+                             "fitter's default; without it, the network's prediction alone)")
     parser.add_argument("--batch", type=int, default=256, help="galaxies per blind fit call")
     parser.add_argument("--fix", default=None,
                         help="comma-separated parameters to fix at their true value (must be "
@@ -638,7 +639,8 @@ def main(argv=None):
           f"{n / timings['wall']:.1f} galaxies/s ({timings['wall'] / n * 1e3:.2f} ms per galaxy); "
           f"training {timings['training']:.2f} s, MC dropout ({args.mc_samples} samples) "
           f"{timings['mc_dropout']:.2f} s = {timings['mc_dropout'] / n * 1e3:.2f} ms per galaxy, "
-          f"preprocessing {timings['preprocessing']:.2f} s, refinement {timings['refinement']:.2f} s"
+          f"preprocessing {timings['preprocessing']:.2f} s, "
+          f"refinement {timings['refinement']:.2f} s"
           + (f" = {timings['refinement'] / n * 1e3:.1f} ms per galaxy" if args.refine else ""))
     if args.save_network:
         if args.mode == "blind":

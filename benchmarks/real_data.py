@@ -2,10 +2,17 @@
 
 Five WISDOM ALMA CO(2-1) galaxies (moment maps as published) and the CARMA
 CO(1-0) cube of NGC 4324 (moment maps made by `astrokin.cubes.moment_maps`),
-each fitted three ways:
+each fitted five ways:
 
 ``blind``
-    The bundled pre-trained network, one forward pass and MC dropout.
+    The bundled pre-trained network, one forward pass and MC dropout
+    (``refine=False``).
+``blind+refine``
+    The same, refined to the galaxy's own maps (the fitter's default; the
+    cube's moments come with their noise maps).
+``solo+refine``
+    The paper's solo mode (``--scratch-epochs`` epochs, fresh network), then
+    refinement (from its guess, the bundled network's and the moments').
 ``solo-tuned``
     Solo mode starting from the bundled weights (``pretrained(mode='solo')``),
     ``--tune-epochs`` epochs on the galaxy alone.
@@ -36,8 +43,9 @@ def _maps(data, name):
     from astrokin.cubes import moment_maps
 
     if name == "NGC4324":
-        return moment_maps(data / "cubes" / "NGC4324_CO10.fits")
-    return (data / "wisdom" / f"{name}_mom0.fits", data / "wisdom" / f"{name}_mom1.fits")
+        m0, m1, e0, e1 = moment_maps(data / "cubes" / "NGC4324_CO10.fits", errors=True)
+        return (m0, m1), {"mom0_err": e0, "mom1_err": e1}
+    return (data / "wisdom" / f"{name}_mom0.fits", data / "wisdom" / f"{name}_mom1.fits"), {}
 
 
 def main(argv=None):
@@ -58,12 +66,18 @@ def main(argv=None):
     data = pathlib.Path(args.data)
     fitters = {
         "blind": lambda: NeuralKinematicFitter.pretrained(mc_samples=1000, seed=0,
-                                                          progress=False),
-        "solo-tuned": lambda: NeuralKinematicFitter.pretrained(
-            mode="solo", epochs=args.tune_epochs, mc_samples=1000, seed=0, progress=False),
-        "solo-scratch": lambda: NeuralKinematicFitter(
+                                                          progress=False, refine=False),
+        "blind+refine": lambda: NeuralKinematicFitter.pretrained(mc_samples=1000, seed=0,
+                                                                 progress=False),
+        "solo+refine": lambda: NeuralKinematicFitter(
             mode="solo", epochs=args.scratch_epochs, learning_rate=1e-3, mc_samples=1000,
             seed=0, progress=False),
+        "solo-tuned": lambda: NeuralKinematicFitter.pretrained(
+            mode="solo", epochs=args.tune_epochs, mc_samples=1000, seed=0, progress=False,
+            refine=False),
+        "solo-scratch": lambda: NeuralKinematicFitter(
+            mode="solo", epochs=args.scratch_epochs, learning_rate=1e-3, mc_samples=1000,
+            seed=0, progress=False, refine=False),
     }
     print(f"# astrokin on real observations ({cpu_name()}, "
           f"{args.threads} torch threads, torch {torch.__version__})")
@@ -71,17 +85,17 @@ def main(argv=None):
           f"{args.scratch_epochs} epochs, lr 1e-3; 1000 MC samples; PA ref.: data README (mod 180)")
     header = (f"{'galaxy':8s} {'mode':12s} {'inc (deg)':>12s} {'PA (deg)':>13s} {'PA ref':>6s} "
               f"{'dPA':>5s} {'v_max (km/s)':>13s} {'v_sys (km/s)':>13s} {'r_scale (as)':>12s} "
-              f"{'rejected':>8s} {'at bound':>9s} {'time (s)':>8s}")
+              f"{'rejected':>8s} {'at bound':>9s} {'structure':>9s} {'time (s)':>8s}")
     print(header)
     print("-" * len(header))
     for name in GALAXIES:
-        maps = _maps(data, name)
+        maps, noise = _maps(data, name)
         for mode, make in fitters.items():
             fitter = make()
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fitter(ExponentialArctanDisk(), *maps)
+                fitter(ExponentialArctanDisk(), *maps, **(noise if fitter.refine else {}))
             dt = time.perf_counter() - t0
             t = fitter.fit_info["table"]
 
@@ -91,10 +105,12 @@ def main(argv=None):
             pa = t["pa"][0].to_value(u.deg)
             ref = REFERENCE_PA.get(name)
             dpa = "" if ref is None else f"{abs((pa - ref + 90) % 180 - 90):5.1f}"
+            structure = (str(bool(t["mom1_structure"][0])) if "mom1_structure" in t.colnames
+                         else "-")
             print(f"{name:8s} {mode:12s} {fmt('inclination'):>12s} {fmt('pa'):>13s} "
                   f"{'' if ref is None else f'{ref:.0f}':>6s} {dpa:>5s} {fmt('v_max'):>13s} "
                   f"{fmt('v_sys'):>13s} {fmt('r_scale'):>12s} {t['n_rejected'][0]:8d} "
-                  f"{t['at_bound'][0] or '-':>9s} {dt:8.2f}", flush=True)
+                  f"{t['at_bound'][0] or '-':>9s} {structure:>9s} {dt:8.2f}", flush=True)
     return 0
 
 
