@@ -624,8 +624,24 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         kernels = correlation_kernels(problem.shape, problem.beam, problem.pixel_scale)
         n0 = problem.fit0.sum(dim=(-2, -1)).double()
         n1 = problem.fit1.sum(dim=(-2, -1)).double()
-        best, problem = _multistart(residual, start, problem, lower, upper, periodic, scales,
+        # Beams under 2 pixels need the renderer's aliased frequencies (9 times
+        # dearer): the starts are fitted without them, the optimum then polished
+        # with them.
+        small = problem.beam is None or bool(
+            (problem.beam[:, 1] / problem.pixel_scale < 2.0).any())
+        coarse = residual if not small else MapResiduals(
+            DiskRenderer(cls, problem.shape, dtype=torch.float64, device=device,
+                         alias_order=0), cls.param_names, free, fixed_map, ties, log)
+        best, problem = _multistart(coarse, start, problem, lower, upper, periodic, scales,
                                     max_iter, kernels, n0, n1)
+        if small:
+            polished = levenberg_marquardt(residual, best.theta, problem, lower=lower,
+                                           upper=upper, periodic=periodic, scales=scales,
+                                           max_iter=max_iter)
+            best = replace(polished, iterations=polished.iterations + best.iterations)
+            if not problem.noise_given:
+                _, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
+                best, problem = _reweighted(residual, best, problem, trace, n0, n1)
         cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
         all_rows = torch.arange(m, device=device)
         m0, m1, amp = residual.render(best.theta, all_rows, problem)
