@@ -33,5 +33,13 @@ run paper_blind_specialised bash -c "python -m astrokin.fitting.pretraining \
     --network '$cal/paper_setup.pt' --threads 2 --calibrate-on '$cal/kinms_paper.npz'"
 run paper_solo python benchmarks/accuracy.py --set paper --mode solo --n 200 --epochs 300 \
     --learning-rate 1e-3 --threads 2
+# Refinement to each galaxy's own maps (the fitter's default).
+run paper_refine python benchmarks/accuracy.py --set paper --mode blind --network pretrained \
+    --threads 2 --refine
+run hard_refine python benchmarks/accuracy.py --set hard --mode blind --network pretrained \
+    --threads 2 --refine
+run paper_solo_refine python benchmarks/accuracy.py --set paper --mode solo --n 100 \
+    --epochs 100 --learning-rate 1e-3 --threads 2 --refine
+run refinement_speed python benchmarks/refinement_speed.py --n 256 --threads 2
 run paper_2dfit python benchmarks/peer_2dfit.py --set paper --timeout 5
 run hard_2dfit python benchmarks/peer_2dfit.py --set hard --timeout 5

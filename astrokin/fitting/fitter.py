@@ -328,7 +328,7 @@ class NeuralKinematicFitter(Fitter):
         import torch
 
         from astrokin.fitting import results
-        from astrokin.fitting.preprocessing import prepare_maps
+        from astrokin.fitting.preprocessing import prepare_maps, with_training_data
 
         check_model(model)
         t0 = time.perf_counter()
@@ -355,7 +355,7 @@ class NeuralKinematicFitter(Fitter):
         elif self.mode == "combined":
             if training_data is None:
                 raise ValueError("mode='combined' needs training_data= (other maps to train on).")
-            self._train(model, *_with_training_data(model, batch, framed, training_data))
+            self._train(model, *with_training_data(model, batch, framed, training_data))
         elif self.trained is None:
             raise ValueError("mode='blind' needs a trained network: call fitter.train(...) "
                              "first or use NeuralKinematicFitter.load(path).")
@@ -370,9 +370,11 @@ class NeuralKinematicFitter(Fitter):
         t3 = time.perf_counter()
         scale, amplitude, columns = self.std_scale, None, None
         if self.refine:
-            from astrokin.fitting.refinement import refine
+            from astrokin.fitting.refinement import bundled_guesses, refine
 
-            starts = [summary.mean] + _bundled_guess(model, batch, framed, self.mode)
+            starts = [summary.mean]
+            if self.mode != "blind":  # from scratch: never worse than the blind guess
+                starts += bundled_guesses(model, batch, framed)
             refined = refine(model, obs, frames, starts, names, framed,
                              noise_maps=[o.noise_maps for o in obs],
                              device=self.trained.device,
@@ -422,7 +424,7 @@ class NeuralKinematicFitter(Fitter):
                                        keep_samples=self.keep_samples)
 
     def _dropout_seed(self):
-        """The seed of the MC-dropout masks (distinct from that of training)."""
+        """The seed of the MC-dropout masks (distinct from training's)."""
         return None if self.seed is None else int(self.seed) + 1
 
     def calibrate(self, model, mom0, mom1, truth, *, parameters=None, level=0.6827,
@@ -565,11 +567,10 @@ class NeuralKinematicFitter(Fitter):
     def load(cls, path, *, model=None, device="auto", **kwargs):
         """Load a network saved with `save`, as a fitter in ``'blind'`` mode.
 
-        The file is read with ``torch.load(weights_only=True)``, which never
-        runs code from it, and its metadata are checked before anything is
-        built; astrokin imports no module the file names unless it is part of
-        astrokin or already imported (pass ``model=`` for a class of your
-        own that is not imported yet).
+        The file is read with ``torch.load(weights_only=True)`` (no code from
+        it runs) and checked before anything is built; astrokin imports no
+        module it names unless astrokin's or already imported (pass
+        ``model=`` for a class of your own).
 
         Parameters
         ----------
@@ -659,53 +660,8 @@ class NeuralKinematicFitter(Fitter):
         return fitter
 
 
-_BUNDLED_NETWORKS = {}
-
-
-def _bundled_guess(model, batch, framed, mode):
-    """The bundled network's guess, as another start for refining a solo or combined fit.
-
-    Refining from scratch must never end worse than refining the blind
-    guess: where a bundled network predicts the model being fitted, its
-    prediction is a start too (the lower optimum is kept). Blind fits, and
-    models without a bundled network, get none.
-    """
-    from astrokin.fitting.persistence import BUNDLED
-
-    if mode == "blind":
-        return []
-    for name in BUNDLED:
-        if name not in _BUNDLED_NETWORKS:
-            _BUNDLED_NETWORKS[name] = NeuralKinematicFitter.pretrained(
-                name, device="cpu", mc_samples=100, seed=0, progress=False,
-                keep_samples=False)
-        bundled = _BUNDLED_NETWORKS[name]
-        try:
-            layout = bundled.layout.check_compatible(model)
-        except ValueError:
-            continue
-        summary, _ = bundled.trained.mc_summary(batch, 100, fixed=framed, ties=layout.ties,
-                                                overrides=layout.overrides, seed=0)
-        return [summary.mean]
-    return []
-
-
 def _framed(model, frames):
     """The model's fixed values, with x_0, y_0 and pa in each galaxy's fitting frame."""
     from astrokin.fitting.frames import framed_fixed
 
     return framed_fixed(fixed_values(model), model, frames)
-
-
-def _with_training_data(model, batch, framed, training_data):
-    """``(batch, framed fixed values)`` of the fitted maps followed by ``training_data``'s."""
-    import numpy as np
-
-    from astrokin.fitting.batch import PreparedBatch
-    from astrokin.fitting.preprocessing import prepare_training_data
-
-    _, extra, extra_frames = prepare_training_data(training_data)
-    extra_framed = _framed(model, extra_frames)
-    both = {k: (np.concatenate([v, extra_framed[k]]) if isinstance(v, np.ndarray) else v)
-            for k, v in framed.items()}
-    return PreparedBatch.concatenate([batch, extra]), both

@@ -30,7 +30,8 @@ from astrokin._io import atomic_path
 from astrokin.exceptions import NetworkFormatError
 
 __all__ = ["BUNDLED", "FORMAT", "FORMAT_VERSION", "NORMALISATION", "RECIPE_KEYS",
-           "astrokin_version", "build_network", "bundled_network", "check_parameter_names",
+           "astrokin_version", "build_network", "bundled_network", "bundled_networks",
+           "check_parameter_names",
            "model_class_named", "read_network", "read_network_file", "save_network"]
 
 FORMAT = "astrokin-neural-kinematic-fitter"
@@ -181,6 +182,25 @@ def bundled_network(name):
                 "net.pt`."
             )
         yield path
+
+
+_LOADED = {}
+
+
+def bundled_networks(device="cpu"):
+    """Every bundled network as a `~astrokin.fitting.trained.TrainedNetwork` (read once)."""
+    import torch
+
+    device = torch.device(device)
+    for name in BUNDLED:
+        if (name, str(device)) not in _LOADED:
+            with bundled_network(name) as path:
+                meta, state, model_class = read_network(path)
+                _LOADED[name, str(device)] = build_network(meta, state, model_class,
+                                                           dropout=meta["recipe"].get(
+                                                               "dropout", 0.1),
+                                                           device=device, path=path)
+    return [_LOADED[name, str(device)] for name in BUNDLED]
 
 
 def read_network_file(path):

@@ -59,7 +59,7 @@ from astrokin.fitting.encoders import IMAGE_SIZE
 from astrokin.fitting.frames import FittingFrame, fitting_frames
 
 __all__ = ["Observation", "grid_to_input_pixels", "parse_maps", "prepare_batch", "prepare_maps",
-           "prepare_training_data"]
+           "prepare_training_data", "with_training_data"]
 
 _KMS = u.km / u.s
 #: mom1 pixels where mom0 is below this fraction of its peak are not used.
@@ -617,3 +617,31 @@ def prepare_training_data(training_data):
         raise TypeError("training_data must be (mom0, mom1) or a dict with mom0, mom1, "
                         "pixel_scale, beam.")
     return prepare_maps(**args)
+
+
+def with_training_data(model, batch, framed, training_data):
+    """A batch and its fixed values, followed by those of a fitter's ``training_data=``.
+
+    Parameters
+    ----------
+    model : `~astrokin.models.KinematicDiskModel`
+        The model fitted (its fixed values, in each galaxy's frame).
+    batch : `~astrokin.fitting.batch.PreparedBatch`
+    framed : dict
+        ``batch``'s fixed values (`~astrokin.fitting.frames.framed_fixed`).
+    training_data : tuple or dict
+        As `prepare_training_data`.
+
+    Returns
+    -------
+    batch : `~astrokin.fitting.batch.PreparedBatch`
+    framed : dict
+    """
+    from astrokin.fitting.frames import framed_fixed
+    from astrokin.fitting.parameters import fixed_values
+
+    _, extra, extra_frames = prepare_training_data(training_data)
+    extra_framed = framed_fixed(fixed_values(model), model, extra_frames)
+    both = {k: (np.concatenate([v, extra_framed[k]]) if isinstance(v, np.ndarray) else v)
+            for k, v in framed.items()}
+    return PreparedBatch.concatenate([batch, extra]), both

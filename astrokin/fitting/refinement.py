@@ -1,520 +1,46 @@
 r"""Refinement: each galaxy's parameters fitted to its own maps, through the renderer.
 
 The network's prediction is a first guess: the same function for every
-galaxy. Refinement takes it (and other starts) and minimises, for each galaxy
-separately, the misfit of the rendered maps to the galaxy's own maps, in the
-frame and at the resolution of the maps as fitted (the cut-out of
-`~astrokin.fitting.preprocessing.Observation`, with its pixel scale, beam
-and mask): a weighted least-squares problem
-
-.. math::
-
-    \chi^2(\theta) = \sum_{\rm mom0} \left(\frac{d_0 - A\,m_0(\theta)}{\sigma_0}\right)^2
-    + \sum_{\rm mom1} \left(\frac{d_1 - m_1(\theta)}{\sigma_1}\right)^2,
-
-with the mom0 scale :math:`A` solved for at every step (the maps' units
-are arbitrary), the noise :math:`\sigma` of `astrokin.fitting.noise`, and
-mom0 pixels outside a source-finder mask (mom0 exactly 0, no velocity)
-treated as upper limits: they cost only where the model is brighter than the
-faintest detected emission. (Measured on KinMS cubes with smooth-and-clip
-masks, this biases the disc's size least: a mask made from a smoothed cube
-leaves out sightlines brighter than its edge, so a likelihood of censoring
-at the edge's level, or at the faintest detection, pulls the disc in.)
-
-The minimiser is Levenberg-Marquardt (`levenberg_marquardt`), batched: every
-galaxy (and every start) is one row of the same tensor operations, with its
-own damping and its own stopping test. The Jacobian comes from one batched
-render of forward differences (in float64, to ~1e-9 of the derivative),
-which on a CPU costs less than forward-mode differentiation of the same
-renders. Bounds are respected by projection, the position angle is periodic,
-fixed parameters are held and tied ones follow their ties.
+galaxy. `refine` takes it and other starts (the geometry of the maps'
+moments, `moment_geometry`; in solo fits the bundled network's prediction)
+and minimises, for each galaxy separately, the misfit of the rendered maps to
+its own maps, in the frame and at the resolution of the maps as fitted
+(`astrokin.fitting.map_problems`), with the noise of
+`astrokin.fitting.noise`, by the batched Levenberg-Marquardt of
+`astrokin.fitting.least_squares`. The starts go on in a tournament, a few
+steps at a time; without noise maps, the noise is measured on the residuals
+and the fit continued with it. The result has the form of MC dropout's
+summary (optimum, covariance, samples), in the network's frame, so that
+`astrokin.fitting.results` builds the fitted model from either.
 """
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from astrokin.fitting.least_squares import (
+    LMResult,
+    jacobian,
+    levenberg_marquardt,
+    project,
+    select,
+    unwrapped,
+)
+from astrokin.fitting.map_problems import MapResiduals, prepare_problems
 from astrokin.fitting.noise import (
     correlation_kernels,
     effective_dof,
     parameter_covariance,
     residual_correlation,
 )
-from astrokin.fitting.parameters import tie_values
 
-__all__ = ["LMResult", "MapProblem", "Refinement", "levenberg_marquardt", "moment_geometry",
-           "prepare_problems", "refine"]
+__all__ = ["FIRST_PASS", "TABLE_COLUMNS", "Refinement", "bundled_guesses", "moment_geometry",
+           "refine"]
 
-#: Relative forward-difference step of the Jacobian (float64 renders).
-FD_STEP = 1e-6
 #: Without noise maps: iterations before the noise is estimated from the residuals.
 FIRST_PASS = 3
-#: Secant (Broyden) updates of the Jacobian between two rendered ones.
-BROYDEN_STEPS = 4
-#: Renders per call of the renderer while differentiating (bounds the memory).
-RENDER_CHUNK = 64
-
-
-@dataclass
-class MapProblem:
-    """The maps of galaxies of one shape, ready to be fitted (float64 tensors).
-
-    Attributes
-    ----------
-    index : numpy.ndarray
-        Positions of these galaxies in the batch fitted.
-    data0, data1 : torch.Tensor
-        ``(B, ny, nx)`` mom0 (input units) and mom1 (km/s), 0 where unused.
-    fit0, limit0, fit1 : torch.Tensor
-        ``(B, ny, nx)`` booleans: mom0 pixels fitted, mom0 pixels that are
-        upper limits (outside a source-finder mask), mom1 pixels fitted.
-    threshold0 : torch.Tensor
-        ``(B,)`` the level below which mom0 was not detected (for the upper
-        limits): the 2nd percentile of the detected mom0.
-    sigma0, sigma1 : torch.Tensor
-        ``(B, ny, nx)`` the noise of each pixel.
-    pixel_scale : torch.Tensor
-        ``(B,)`` arcsec.
-    beam : torch.Tensor or None
-        ``(B, 3)`` in the map frame (NaN rows: no beam).
-    offset : numpy.ndarray
-        ``(B, 2)`` arcsec: where the centre of each galaxy's own map lies in
-        this problem's (padded) grid, ``x`` then ``y``; a centre offset in
-        the problem is that in the map plus this.
-    noise_given : bool
-        Whether ``sigma0``, ``sigma1`` are the user's noise maps.
-    fixed : dict
-        Per-galaxy values ``(B,)`` of parameters held fixed that differ from
-        galaxy to galaxy (a fixed centre or PA, in this problem's frame).
-    """
-
-    index: np.ndarray
-    data0: torch.Tensor
-    data1: torch.Tensor
-    fit0: torch.Tensor
-    limit0: torch.Tensor
-    fit1: torch.Tensor
-    threshold0: torch.Tensor
-    sigma0: torch.Tensor
-    sigma1: torch.Tensor
-    pixel_scale: torch.Tensor
-    beam: object
-    offset: np.ndarray
-    noise_given: bool = False
-    fixed: dict = field(default_factory=dict)
-
-    @property
-    def shape(self):
-        """``(ny, nx)`` of the maps."""
-        return tuple(self.data0.shape[-2:])
-
-    def __len__(self):
-        return int(self.data0.shape[0])
-
-    def with_noise(self, sigma0, sigma1):
-        """The same problem with other noise maps."""
-        return replace(self, sigma0=sigma0, sigma1=sigma1)
-
-    def rows(self, rows):
-        """The problem restricted to the galaxies ``rows`` (an index tensor)."""
-        sel = rows.cpu().numpy()
-        return MapProblem(self.index[sel], self.data0[rows], self.data1[rows],
-                          self.fit0[rows], self.limit0[rows], self.fit1[rows],
-                          self.threshold0[rows], self.sigma0[rows], self.sigma1[rows],
-                          self.pixel_scale[rows], None if self.beam is None else self.beam[rows],
-                          self.offset[sel], self.noise_given,
-                          {k: v[rows] for k, v in self.fixed.items()})
-
-
-#: Map sides are padded up to a multiple of this, so that galaxies whose cut-outs
-#: differ a little are fitted in one batch.
-SIDE_STEP = 8
-
-
-def prepare_problems(observations, *, noise_maps=None, device="cpu",
-                     min_relative_intensity=1e-3):
-    """Group galaxies into `MapProblem` objects of one (padded) shape each.
-
-    Each galaxy's maps are padded, with pixels that are not fitted, up to
-    sides that are multiples of `SIDE_STEP`; galaxies of the same padded
-    shape, and with or without noise maps alike, form one problem.
-
-    Parameters
-    ----------
-    observations : list of `~astrokin.fitting.preprocessing.Observation`
-    noise_maps : list of tuple or None, optional
-        Per galaxy, ``(mom0_err, mom1_err)`` on its map, or None.
-    device : str or torch.device, optional
-    min_relative_intensity : float, optional
-        mom1 is used only where mom0 is above this fraction of its peak, as
-        in `~astrokin.fitting.preprocessing.prepare_batch`.
-
-    Returns
-    -------
-    problems : list of `MapProblem`
-        Noise maps as given, or ones (to be set) where none are.
-    """
-    groups = {}
-    for g, o in enumerate(observations):
-        padded = tuple(int(-(-n // SIDE_STEP) * SIDE_STEP) for n in o.shape)
-        given = noise_maps is not None and noise_maps[g] is not None
-        # Beams under 2 pixels need the renderer's aliased (9 times dearer)
-        # frequencies; they are fitted apart from the others.
-        small = o.beam is None or o.beam[1] / o.pixel_scale < 2.0
-        groups.setdefault((padded, given, small), []).append(g)
-    out = []
-    for (shape, given, _), members in groups.items():
-        arrays = {k: [] for k in ("d0", "d1", "f0", "l0", "f1", "s0", "s1")}
-        t0, ps, beams, offsets = [], [], [], []
-        for g in members:
-            o = observations[g]
-            m0 = np.asarray(o.mom0, dtype=float)
-            m1 = np.asarray(o.mom1, dtype=float)
-            ok0 = np.isfinite(m0)
-            peak = np.nanmax(np.where(ok0, m0, -np.inf))
-            ok1 = np.isfinite(m1) & ok0 & (np.where(ok0, m0, 0.0)
-                                           > min_relative_intensity * peak)
-            s0 = s1 = np.ones(m0.shape)
-            if given:
-                s0, s1 = (np.asarray(e, dtype=float) for e in noise_maps[g])
-                good0 = np.isfinite(s0) & (s0 > 0)
-                ok0, ok1 = ok0 & good0, ok1 & good0 & np.isfinite(s1) & (s1 > 0)
-                s0 = np.where(good0, s0, 1.0)
-                s1 = np.where(np.isfinite(s1) & (s1 > 0), s1, 1.0)
-            # Outside a source-finder mask a moment map has mom0 = 0 and no
-            # velocity: an upper limit, not a measurement of zero emission.
-            limit = ok0 & ~ok1 & (np.where(ok0, m0, 1.0) <= 0.0)
-            detected = m0[ok1 & (m0 > 0)]
-            t0.append(float(np.percentile(detected, 2.0)) if detected.size else 0.0)
-            widths = [((n - k) // 2, n - k - (n - k) // 2) for n, k in zip(shape, m0.shape,
-                                                                          strict=True)]
-            (py0, py1), (px0, px1) = widths
-
-            def pad(a, value, widths=widths):
-                return np.pad(a, widths, constant_values=value)
-
-            arrays["d0"].append(pad(np.where(ok0, m0, 0.0), 0.0))
-            arrays["d1"].append(pad(np.where(ok1, m1, 0.0), 0.0))
-            arrays["f0"].append(pad(ok0 & ~limit, False))
-            arrays["l0"].append(pad(limit, False))
-            arrays["f1"].append(pad(ok1, False))
-            arrays["s0"].append(pad(s0, 1.0))
-            arrays["s1"].append(pad(s1, 1.0))
-            ps.append(o.pixel_scale)
-            beams.append(o.beam if o.beam is not None else (np.nan,) * 3)
-            offsets.append(((px0 - px1) / 2 * o.pixel_scale, (py0 - py1) / 2 * o.pixel_scale))
-
-        def tensor(values, dtype=torch.float64):
-            return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
-
-        beam = tensor(beams)
-        out.append(MapProblem(
-            np.asarray(members), tensor(arrays["d0"]), tensor(arrays["d1"]),
-            tensor(arrays["f0"], torch.bool), tensor(arrays["l0"], torch.bool),
-            tensor(arrays["f1"], torch.bool), tensor(t0), tensor(arrays["s0"]),
-            tensor(arrays["s1"]), tensor(ps), None if torch.isnan(beam).all() else beam,
-            np.asarray(offsets, dtype=float), bool(given)))
-    return out
-
-
-class MapResiduals:
-    """Whitened residuals of rendered maps against a `MapProblem`.
-
-    Parameters
-    ----------
-    renderer : `~astrokin.rendering.DiskRenderer`
-        float64, of the problem's shape.
-    names : list of str
-        Every parameter of the model, in order.
-    free : list of str
-        The parameters varied (the columns of ``theta``).
-    fixed : dict
-        Values of the others (floats); those that differ per galaxy are in
-        the problem (`MapProblem.fixed`).
-    ties : dict
-        Tie callables of the tied parameters.
-    log : sequence of str, optional
-        Free parameters varied as their logarithm (positive scales: lengths,
-        the rotation speed), which keeps them positive and makes their
-        steps relative.
-    """
-
-    def __init__(self, renderer, names, free, fixed, ties, log=()):
-        self.renderer = renderer
-        self.names = list(names)
-        self.free = list(free)
-        self.fixed = fixed
-        self.ties = ties or {}
-        self.log = [name in log for name in self.free]
-
-    def parameters(self, theta, rows, problem):
-        """Every parameter ``(M,)`` of the problems ``rows`` at ``theta`` ``(M, P)``.
-
-        The columns of ``theta`` are the free parameters, or their natural
-        logarithms for those listed in ``log``.
-        """
-        params = {}
-        for name in self.names:
-            if name in self.free:
-                k = self.free.index(name)
-                params[name] = torch.exp(theta[:, k]) if self.log[k] else theta[:, k]
-                continue
-            if name in problem.fixed:
-                params[name] = problem.fixed[name][rows]
-            else:
-                params[name] = torch.full((len(rows),), float(self.fixed[name]),
-                                          dtype=theta.dtype, device=theta.device)
-        if self.ties:
-            params.update(tie_values(self.ties, params, self.names))
-        return params
-
-    def render(self, theta, rows, problem):
-        """``(mom0, mom1, amplitude)`` of the problems ``rows``, mom0 scaled to the data."""
-        params = self.parameters(theta, rows, problem)
-        params["amplitude"] = torch.ones_like(params["amplitude"])
-        beam = None if problem.beam is None else _beam(problem.beam[rows],
-                                                       problem.pixel_scale[rows])
-        m0, m1 = self.renderer(params, problem.pixel_scale[rows], beam)
-        w0 = problem.fit0[rows] / problem.sigma0[rows] ** 2
-        num = (w0 * problem.data0[rows] * m0).sum(dim=(-2, -1))
-        den = (w0 * m0 * m0).sum(dim=(-2, -1)).clamp(min=1e-300)
-        amp = num / den
-        return amp[:, None, None] * m0, m1, amp
-
-    def analytic_columns(self, theta, rows, problem):
-        """Jacobian columns known without rendering: ``v_sys`` only shifts mom1."""
-        if "v_sys" not in self.free or self.ties or self.log[self.free.index("v_sys")]:
-            return {}
-        zero = torch.zeros(problem.data0[rows].shape, dtype=theta.dtype, device=theta.device)
-        d1 = torch.where(problem.fit1[rows], -1.0 / problem.sigma1[rows], zero)
-        return {self.free.index("v_sys"): torch.cat([zero.flatten(1), d1.flatten(1)], dim=1)}
-
-    def __call__(self, theta, rows, problem):
-        """Whitened residuals ``(M, 2 ny nx)`` of the problems ``rows`` at ``theta``."""
-        m0, m1, _ = self.render(theta, rows, problem)
-        s0, s1 = problem.sigma0[rows], problem.sigma1[rows]
-        r0 = torch.where(problem.fit0[rows], (problem.data0[rows] - m0) / s0,
-                         torch.zeros_like(m0))
-        # An upper limit: a model brighter than the faintest detected emission
-        # costs what it exceeds it by.
-        excess = torch.relu(m0 - problem.threshold0[rows][:, None, None]) / s0
-        r0 = torch.where(problem.limit0[rows], -excess, r0)
-        r1 = torch.where(problem.fit1[rows], (problem.data1[rows] - m1) / s1,
-                         torch.zeros_like(m1))
-        return torch.cat([r0.flatten(1), r1.flatten(1)], dim=1)
-
-
-def _beam(beam, pixel_scale):
-    """Beams for the renderer: galaxies without one get one far below a pixel."""
-    none = torch.isnan(beam).any(dim=1)
-    if not bool(none.any()):
-        return beam
-    tiny = (1e-6 * pixel_scale)[:, None] * torch.tensor([1.0, 1.0, 0.0], dtype=beam.dtype,
-                                                        device=beam.device)
-    return torch.where(none[:, None], tiny, beam)
-
-
-@dataclass
-class LMResult:
-    """Where `levenberg_marquardt` ended, per problem.
-
-    Attributes
-    ----------
-    theta : torch.Tensor
-        ``(M, P)`` the optimum.
-    cost : torch.Tensor
-        ``(M,)`` half the sum of squared residuals there.
-    jacobian : torch.Tensor
-        ``(M, N, P)`` the residuals' Jacobian at the optimum.
-    residuals : torch.Tensor
-        ``(M, N)``.
-    iterations : torch.Tensor
-        ``(M,)`` accepted steps.
-    converged : torch.Tensor
-        ``(M,)`` booleans.
-    """
-
-    theta: torch.Tensor
-    cost: torch.Tensor
-    jacobian: torch.Tensor
-    residuals: torch.Tensor
-    iterations: torch.Tensor
-    converged: torch.Tensor
-
-
-def jacobian(residual, theta, rows, problem, scales, r0=None):
-    """Forward-difference Jacobian ``(M, N, P)`` of ``residual`` at ``theta``."""
-    m, p = theta.shape
-    if r0 is None:
-        r0 = residual(theta, rows, problem)
-    known = getattr(residual, "analytic_columns", lambda *a: {})(theta, rows, problem)
-    cols = [k for k in range(p) if k not in known]
-    h = FD_STEP * torch.maximum(theta.abs(), scales)
-    jac = torch.empty((m, r0.shape[1], p), dtype=r0.dtype, device=r0.device)
-    for k, column in known.items():
-        jac[:, :, k] = column
-    if cols:
-        idx = torch.as_tensor(cols, device=theta.device)
-        shifted = theta[:, None, :].repeat(1, len(cols), 1)
-        shifted[:, torch.arange(len(cols)), idx] += h[:, idx]
-        flat = shifted.reshape(m * len(cols), p)
-        rep = rows.repeat_interleave(len(cols))
-        parts = [residual(flat[i:i + RENDER_CHUNK], rep[i:i + RENDER_CHUNK], problem)
-                 for i in range(0, len(flat), RENDER_CHUNK)]
-        rs = torch.cat(parts).reshape(m, len(cols), -1)
-        jac[:, :, idx] = ((rs - r0[:, None, :]) / h[:, idx, None]).transpose(1, 2)
-    return jac, r0
-
-
-def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, scales,
-                        max_iter=40, ftol=1e-10, xtol=1e-8, atol=1e-4, start=None,
-                        final_jacobian=True):
-    """Batched Levenberg-Marquardt: each row of ``theta`` is its own problem.
-
-    Parameters
-    ----------
-    residual : callable
-        ``residual(theta, rows, problem)`` gives ``(M, N)`` residuals of the
-        problems ``rows`` (a tensor of row indices into ``problem``).
-    theta : torch.Tensor
-        ``(M, P)`` starting points; row ``i`` is a start of problem ``i``.
-    problem : `MapProblem`
-    lower, upper : torch.Tensor
-        ``(M, P)`` bounds (``-inf``/``inf`` for none).
-    periodic : torch.Tensor
-        ``(P,)`` periods (0 for none): such parameters are wrapped into
-        ``[0, period)`` instead of bounded.
-    scales : torch.Tensor
-        ``(M, P)`` typical sizes of the parameters (for the difference
-        steps and the step-size test).
-    max_iter : int, optional
-        Jacobian evaluations at most.
-    ftol, xtol, atol : float, optional
-        A problem has converged when an accepted step lowers the cost by
-        less than ``ftol`` of it or by less than ``atol`` (for whitened
-        residuals: a step far below the statistical errors), or moves every
-        parameter by less than ``xtol`` of its scale.
-    start : `LMResult`, optional
-        The Jacobian and residuals at ``theta`` when known (a fit continued
-        with other weights), instead of rendering them.
-    final_jacobian : bool, optional
-        Render the Jacobian at the optimum (for the errors); otherwise the
-        result may hold a secant estimate (enough to continue from).
-
-    Returns
-    -------
-    result : `LMResult`
-    """
-    m, p = theta.shape
-    theta = _project(theta.clone(), lower, upper, periodic)
-    if start is None:
-        jac, r = jacobian(residual, theta, torch.arange(m, device=theta.device), problem,
-                          scales)
-    else:
-        jac, r = start.jacobian.clone(), start.residuals.clone()
-    cost = 0.5 * (r * r).sum(dim=1)
-    lam = torch.full((m,), 1e-3, dtype=theta.dtype, device=theta.device)
-    nu = torch.full_like(lam, 2.0)
-    iterations = torch.zeros(m, dtype=torch.long, device=theta.device)
-    broyden = torch.zeros_like(iterations)  # secant updates since the last Jacobian
-    rejected = torch.zeros_like(iterations)  # rejected steps in a row
-    done = torch.zeros(m, dtype=torch.bool, device=theta.device)
-    eye = torch.eye(p, dtype=theta.dtype, device=theta.device)
-    for _ in range(int(max_iter) * 3):
-        active = torch.nonzero(~done).flatten()
-        if active.numel() == 0:
-            break
-        j, ra = jac[active], r[active]
-        a = j.transpose(1, 2) @ j
-        g = (j.transpose(1, 2) @ ra[:, :, None])[:, :, 0]
-        # Parameters held at a bound that the gradient pushes against stay there
-        # (the active set); the others take the step.
-        th = theta[active]
-        span = (upper[active] - lower[active]).clamp(max=1e300)
-        pinned = ((th <= lower[active] + 1e-12 * span) & (g > 0)) \
-            | ((th >= upper[active] - 1e-12 * span) & (g < 0))
-        keep = (~pinned).to(a.dtype)
-        a = a * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(1.0 - keep)
-        g = g * keep
-        diag = torch.diagonal(a, dim1=1, dim2=2).clamp(min=1e-12)
-        damped = a + lam[active][:, None, None] * torch.diag_embed(diag) + 1e-14 * eye
-        step = -torch.linalg.solve(damped, g[:, :, None])[:, :, 0] * keep
-        trial = _project(theta[active] + step, lower[active], upper[active], periodic)
-        r_try = residual(trial, active, problem)
-        c_try = 0.5 * (r_try * r_try).sum(dim=1)
-        moved = _unwrapped(trial - theta[active], periodic)
-        predicted = -(g * moved).sum(dim=1) - 0.5 * (moved[:, None, :] @ a
-                                                     @ moved[:, :, None])[:, 0, 0]
-        ok = torch.isfinite(c_try) & (c_try < cost[active])
-        rho = (cost[active] - c_try) / predicted.clamp(min=1e-300)
-        gain = cost[active] - c_try
-        small_f = ok & ((gain <= ftol * cost[active].clamp(min=1e-300)) | (gain <= atol))
-        small_x = (moved.abs() <= xtol * scales[active]).all(dim=1)
-        # Broyden's update: the secant of this step corrects the Jacobian along
-        # it, without rendering (before the point moves, so that it is J there).
-        finite = torch.isfinite(r_try).all(dim=1)
-        if bool(finite.any()):
-            rows_f = active[finite]
-            dm = moved[finite]
-            dr = r_try[finite] - r[rows_f] - (jac[rows_f] @ dm[:, :, None])[:, :, 0]
-            norm = (dm * dm).sum(dim=1).clamp(min=1e-300)
-            jac[rows_f] += dr[:, :, None] * (dm / norm[:, None])[:, None, :]
-            broyden[rows_f] += 1
-        acc = active[ok]
-        if acc.numel():
-            theta[acc] = trial[ok]
-            r[acc] = r_try[ok]
-            cost[acc] = c_try[ok]
-            iterations[acc] += 1
-            factor = torch.clamp(1.0 - (2.0 * rho[ok] - 1.0) ** 3, min=1.0 / 3.0)
-            lam[acc] = lam[acc] * factor
-            nu[acc] = 2.0
-            rejected[acc] = 0
-        rej = active[~ok]
-        if rej.numel():
-            lam[rej] = lam[rej] * nu[rej]
-            nu[rej] = nu[rej] * 2.0
-            rejected[rej] += 1
-        finished = small_f | small_x | (lam[active] > 1e12) | (iterations[active] >= max_iter)
-        done[active[finished]] = True
-        # A fresh Jacobian when the secant updates have been trusted long enough,
-        # or the model stops predicting the cost (a poor step, or two rejections).
-        stale = (broyden[active] >= BROYDEN_STEPS) | (rejected[active] >= 2)
-        refresh = active[stale & ~finished]
-        if refresh.numel():
-            jac[refresh], _ = jacobian(residual, theta[refresh], refresh, problem,
-                                       scales[refresh], r0=r[refresh])
-            broyden[refresh] = 0
-            rejected[refresh] = 0
-    # The errors need the Jacobian at the optimum itself, not a secant estimate.
-    redo = torch.nonzero(broyden > 0).flatten()
-    if final_jacobian and redo.numel():
-        jac[redo], _ = jacobian(residual, theta[redo], redo, problem, scales[redo],
-                                r0=r[redo])
-    converged = (lam <= 1e12) & (iterations < max_iter)
-    return LMResult(theta, cost, jac, r, iterations, converged)
-
-
-def _unwrapped(delta, periodic):
-    """Differences of periodic columns taken the short way round."""
-    wrap = periodic > 0
-    if not bool(wrap.any()):
-        return delta
-    period = torch.where(wrap, periodic, torch.ones_like(periodic))[None, :]
-    short = torch.remainder(delta + 0.5 * period, period) - 0.5 * period
-    return torch.where(wrap[None, :], short, delta)
-
-
-def _project(theta, lower, upper, periodic):
-    """Bounds by clipping; periodic columns wrapped."""
-    wrap = periodic > 0
-    out = torch.where(wrap[None, :], theta, torch.minimum(torch.maximum(theta, lower), upper))
-    if bool(wrap.any()):
-        period = torch.where(wrap, periodic, torch.ones_like(periodic))
-        out = torch.where(wrap[None, :], torch.remainder(out, period[None, :]), out)
-    return out
 
 
 @dataclass
@@ -712,6 +238,39 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     summary = MCSummary(mean=mean, std=std, mad=mad, cov=cov, samples=samples,
                         n_samples=int(n_samples))
     return Refinement(summary, amplitude, columns)
+
+
+def bundled_guesses(model, batch, framed):
+    """The bundled networks' predictions, as more starts for refining a fit from scratch.
+
+    Refining a solo or combined fit must never end worse than refining the
+    blind guess: where a bundled network predicts the model being fitted,
+    its prediction (MC mean, grid frame) is a start too.
+
+    Parameters
+    ----------
+    model : `~astrokin.models.KinematicDiskModel`
+    batch : `~astrokin.fitting.batch.PreparedBatch`
+    framed : dict
+        The fixed values in the grid frame (`~astrokin.fitting.frames.framed_fixed`).
+
+    Returns
+    -------
+    starts : list of numpy.ndarray
+        ``(N, P)`` each; empty when no bundled network fits ``model``.
+    """
+    from astrokin.fitting.persistence import bundled_networks
+
+    out = []
+    for trained in bundled_networks():
+        try:
+            layout = trained.layout.check_compatible(model)
+        except ValueError:
+            continue
+        summary, _ = trained.mc_summary(batch, 100, fixed=framed, ties=layout.ties,
+                                        overrides=layout.overrides, seed=0)
+        out.append(summary.mean)
+    return out
 
 
 def moment_geometry(observations, frames, start, names, model):
@@ -986,7 +545,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
     if not problem.noise_given:
         lead = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
         _, trace = parameter_covariance(res.jacobian[lead], problem.shape, kernels)
-        f0, f1 = _noise_factors(_select(res, lead), problem, trace, n0, n1)
+        f0, f1 = _noise_factors(select(res, lead), problem, trace, n0, n1)
         problem = problem.with_noise(problem.sigma0 * f0[:, None, None],
                                      problem.sigma1 * f1[:, None, None])
         stacked = problem.rows(galaxy) if s > 1 else problem
@@ -1005,7 +564,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
             sub = stacked.rows(alive)
             more = levenberg_marquardt(residual, res.theta[alive], sub, lower=lo[alive],
                                        upper=hi[alive], periodic=periodic, scales=sc[alive],
-                                       max_iter=ROUND, start=_select(res, alive),
+                                       max_iter=ROUND, start=select(res, alive),
                                        final_jacobian=False)
             for name in ("theta", "cost", "jacobian", "residuals", "converged"):
                 getattr(res, name)[alive] = getattr(more, name)
@@ -1016,14 +575,14 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
             at_best = torch.nonzero(res.cost == best[galaxy]).flatten()
             lead[galaxy[at_best]] = at_best
             # A start that has reached its galaxy's leading one is the same fit.
-            gap = _unwrapped(res.theta[alive] - res.theta[lead[galaxy[alive]]], periodic)
+            gap = unwrapped(res.theta[alive] - res.theta[lead[galaxy[alive]]], periodic)
             same = ((gap.abs() / sc[alive]).amax(dim=1) < MERGE_DISTANCE) \
                 & (lead[galaxy[alive]] != alive)
             going = ~more.converged & (spent[alive] < max_iter) & ~same \
                 & (res.cost[alive] <= PRUNE_FACTOR * best[galaxy[alive]])
             alive = alive[going]
     pick = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
-    best = _select(res, pick)
+    best = select(res, pick)
     rows = torch.arange(m, device=dev)
     # The errors need the Jacobian at the optimum itself, rendered.
     jac, r = jacobian(residual, best.theta, rows, problem, scales)
@@ -1033,13 +592,6 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
         _, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
         best, problem = _reweighted(residual, best, problem, trace, n0, n1)
     return best, problem
-
-
-def _select(result, rows):
-    """The `LMResult` of the problems ``rows`` (an index tensor)."""
-    return LMResult(*(getattr(result, f)[rows] for f in ("theta", "cost", "jacobian",
-                                                          "residuals", "iterations",
-                                                          "converged")))
 
 
 def _values_of(residual, names, cls, problem):
@@ -1112,7 +664,7 @@ def _theta_samples(theta, cov, lower, upper, periodic, n, seed, streams):
         rng = np.random.default_rng([int(seed) % 2**63, int(streams[j])])
         out[j] = rng.standard_normal((n, p)) @ root.T
     draws = theta[:, None, :] + torch.as_tensor(out, dtype=theta.dtype, device=theta.device)
-    flat = _project(draws.reshape(m * n, p), lower.repeat_interleave(n, dim=0),
+    flat = project(draws.reshape(m * n, p), lower.repeat_interleave(n, dim=0),
                     upper.repeat_interleave(n, dim=0), periodic)
     return flat.reshape(m, n, p)
 

@@ -1,0 +1,289 @@
+r"""A batch of galaxies' own maps as a least-squares problem, and its residuals.
+
+`prepare_problems` groups the galaxies of a fit by (padded) map shape into
+`MapProblem` objects: each galaxy's maps as fitted (the cut-out of
+`~astrokin.fitting.preprocessing.Observation`), which pixels are fitted and
+which are upper limits, their noise, pixel scale and beam. `MapResiduals`
+renders a model for any rows of a problem and returns the whitened residuals
+
+.. math::
+
+    r = \left(\frac{d_0 - A\,m_0(\theta)}{\sigma_0},\;
+              \frac{d_1 - m_1(\theta)}{\sigma_1}\right),
+
+with the mom0 scale :math:`A` solved for (the maps' units are arbitrary);
+mom0 pixels outside a source-finder mask (mom0 exactly 0, no velocity) are
+upper limits: they cost only where the model is brighter than the faintest
+detected emission. (Measured on KinMS cubes with smooth-and-clip masks, this
+biases the disc's size least: a mask made from a smoothed cube leaves out
+sightlines brighter than its edge, so a likelihood of censoring at the edge's
+level, or at the faintest detection, pulls the disc in.)
+"""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from astrokin.fitting.parameters import tie_values
+
+__all__ = ["SIDE_STEP", "MapProblem", "MapResiduals", "prepare_problems"]
+
+
+@dataclass
+class MapProblem:
+    """The maps of galaxies of one shape, ready to be fitted (float64 tensors).
+
+    Attributes
+    ----------
+    index : numpy.ndarray
+        Positions of these galaxies in the batch fitted.
+    data0, data1 : torch.Tensor
+        ``(B, ny, nx)`` mom0 (input units) and mom1 (km/s), 0 where unused.
+    fit0, limit0, fit1 : torch.Tensor
+        ``(B, ny, nx)`` booleans: mom0 pixels fitted, mom0 pixels that are
+        upper limits (outside a source-finder mask), mom1 pixels fitted.
+    threshold0 : torch.Tensor
+        ``(B,)`` the level below which mom0 was not detected (for the upper
+        limits): the 2nd percentile of the detected mom0.
+    sigma0, sigma1 : torch.Tensor
+        ``(B, ny, nx)`` the noise of each pixel.
+    pixel_scale : torch.Tensor
+        ``(B,)`` arcsec.
+    beam : torch.Tensor or None
+        ``(B, 3)`` in the map frame (NaN rows: no beam).
+    offset : numpy.ndarray
+        ``(B, 2)`` arcsec: where the centre of each galaxy's own map lies in
+        this problem's (padded) grid, ``x`` then ``y``; a centre offset in
+        the problem is that in the map plus this.
+    noise_given : bool
+        Whether ``sigma0``, ``sigma1`` are the user's noise maps.
+    fixed : dict
+        Per-galaxy values ``(B,)`` of parameters held fixed that differ from
+        galaxy to galaxy (a fixed centre or PA, in this problem's frame).
+    """
+
+    index: np.ndarray
+    data0: torch.Tensor
+    data1: torch.Tensor
+    fit0: torch.Tensor
+    limit0: torch.Tensor
+    fit1: torch.Tensor
+    threshold0: torch.Tensor
+    sigma0: torch.Tensor
+    sigma1: torch.Tensor
+    pixel_scale: torch.Tensor
+    beam: object
+    offset: np.ndarray
+    noise_given: bool = False
+    fixed: dict = field(default_factory=dict)
+
+    @property
+    def shape(self):
+        """``(ny, nx)`` of the maps."""
+        return tuple(self.data0.shape[-2:])
+
+    def __len__(self):
+        return int(self.data0.shape[0])
+
+    def with_noise(self, sigma0, sigma1):
+        """The same problem with other noise maps."""
+        return replace(self, sigma0=sigma0, sigma1=sigma1)
+
+    def rows(self, rows):
+        """The problem restricted to the galaxies ``rows`` (an index tensor)."""
+        sel = rows.cpu().numpy()
+        return MapProblem(self.index[sel], self.data0[rows], self.data1[rows],
+                          self.fit0[rows], self.limit0[rows], self.fit1[rows],
+                          self.threshold0[rows], self.sigma0[rows], self.sigma1[rows],
+                          self.pixel_scale[rows], None if self.beam is None else self.beam[rows],
+                          self.offset[sel], self.noise_given,
+                          {k: v[rows] for k, v in self.fixed.items()})
+
+
+#: Map sides are padded up to a multiple of this, so that galaxies whose cut-outs
+#: differ a little are fitted in one batch.
+SIDE_STEP = 8
+
+
+def prepare_problems(observations, *, noise_maps=None, device="cpu",
+                     min_relative_intensity=1e-3):
+    """Group galaxies into `MapProblem` objects of one (padded) shape each.
+
+    Each galaxy's maps are padded, with pixels that are not fitted, up to
+    sides that are multiples of `SIDE_STEP`; galaxies of the same padded
+    shape, and with or without noise maps alike, form one problem.
+
+    Parameters
+    ----------
+    observations : list of `~astrokin.fitting.preprocessing.Observation`
+    noise_maps : list of tuple or None, optional
+        Per galaxy, ``(mom0_err, mom1_err)`` on its map, or None.
+    device : str or torch.device, optional
+    min_relative_intensity : float, optional
+        mom1 is used only where mom0 is above this fraction of its peak, as
+        in `~astrokin.fitting.preprocessing.prepare_batch`.
+
+    Returns
+    -------
+    problems : list of `MapProblem`
+        Noise maps as given, or ones (to be set) where none are.
+    """
+    groups = {}
+    for g, o in enumerate(observations):
+        padded = tuple(int(-(-n // SIDE_STEP) * SIDE_STEP) for n in o.shape)
+        given = noise_maps is not None and noise_maps[g] is not None
+        # Beams under 2 pixels need the renderer's aliased (9 times dearer)
+        # frequencies; they are fitted apart from the others.
+        small = o.beam is None or o.beam[1] / o.pixel_scale < 2.0
+        groups.setdefault((padded, given, small), []).append(g)
+    out = []
+    for (shape, given, _), members in groups.items():
+        arrays = {k: [] for k in ("d0", "d1", "f0", "l0", "f1", "s0", "s1")}
+        t0, ps, beams, offsets = [], [], [], []
+        for g in members:
+            o = observations[g]
+            m0 = np.asarray(o.mom0, dtype=float)
+            m1 = np.asarray(o.mom1, dtype=float)
+            ok0 = np.isfinite(m0)
+            peak = np.nanmax(np.where(ok0, m0, -np.inf))
+            ok1 = np.isfinite(m1) & ok0 & (np.where(ok0, m0, 0.0)
+                                           > min_relative_intensity * peak)
+            s0 = s1 = np.ones(m0.shape)
+            if given:
+                s0, s1 = (np.asarray(e, dtype=float) for e in noise_maps[g])
+                good0 = np.isfinite(s0) & (s0 > 0)
+                ok0, ok1 = ok0 & good0, ok1 & good0 & np.isfinite(s1) & (s1 > 0)
+                s0 = np.where(good0, s0, 1.0)
+                s1 = np.where(np.isfinite(s1) & (s1 > 0), s1, 1.0)
+            # Outside a source-finder mask a moment map has mom0 = 0 and no
+            # velocity: an upper limit, not a measurement of zero emission.
+            limit = ok0 & ~ok1 & (np.where(ok0, m0, 1.0) <= 0.0)
+            detected = m0[ok1 & (m0 > 0)]
+            t0.append(float(np.percentile(detected, 2.0)) if detected.size else 0.0)
+            widths = [((n - k) // 2, n - k - (n - k) // 2) for n, k in zip(shape, m0.shape,
+                                                                          strict=True)]
+            (py0, py1), (px0, px1) = widths
+
+            def pad(a, value, widths=widths):
+                return np.pad(a, widths, constant_values=value)
+
+            arrays["d0"].append(pad(np.where(ok0, m0, 0.0), 0.0))
+            arrays["d1"].append(pad(np.where(ok1, m1, 0.0), 0.0))
+            arrays["f0"].append(pad(ok0 & ~limit, False))
+            arrays["l0"].append(pad(limit, False))
+            arrays["f1"].append(pad(ok1, False))
+            arrays["s0"].append(pad(s0, 1.0))
+            arrays["s1"].append(pad(s1, 1.0))
+            ps.append(o.pixel_scale)
+            beams.append(o.beam if o.beam is not None else (np.nan,) * 3)
+            offsets.append(((px0 - px1) / 2 * o.pixel_scale, (py0 - py1) / 2 * o.pixel_scale))
+
+        def tensor(values, dtype=torch.float64):
+            return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+        beam = tensor(beams)
+        out.append(MapProblem(
+            np.asarray(members), tensor(arrays["d0"]), tensor(arrays["d1"]),
+            tensor(arrays["f0"], torch.bool), tensor(arrays["l0"], torch.bool),
+            tensor(arrays["f1"], torch.bool), tensor(t0), tensor(arrays["s0"]),
+            tensor(arrays["s1"]), tensor(ps), None if torch.isnan(beam).all() else beam,
+            np.asarray(offsets, dtype=float), bool(given)))
+    return out
+
+
+class MapResiduals:
+    """Whitened residuals of rendered maps against a `MapProblem`.
+
+    Parameters
+    ----------
+    renderer : `~astrokin.rendering.DiskRenderer`
+        float64, of the problem's shape.
+    names : list of str
+        Every parameter of the model, in order.
+    free : list of str
+        The parameters varied (the columns of ``theta``).
+    fixed : dict
+        Values of the others (floats); those that differ per galaxy are in
+        the problem (`MapProblem.fixed`).
+    ties : dict
+        Tie callables of the tied parameters.
+    log : sequence of str, optional
+        Free parameters varied as their logarithm (positive scales: lengths,
+        the rotation speed), which keeps them positive and makes their
+        steps relative.
+    """
+
+    def __init__(self, renderer, names, free, fixed, ties, log=()):
+        self.renderer = renderer
+        self.names = list(names)
+        self.free = list(free)
+        self.fixed = fixed
+        self.ties = ties or {}
+        self.log = [name in log for name in self.free]
+
+    def parameters(self, theta, rows, problem):
+        """Every parameter ``(M,)`` of the problems ``rows`` at ``theta`` ``(M, P)``.
+
+        The columns of ``theta`` are the free parameters, or their natural
+        logarithms for those listed in ``log``.
+        """
+        params = {}
+        for name in self.names:
+            if name in self.free:
+                k = self.free.index(name)
+                params[name] = torch.exp(theta[:, k]) if self.log[k] else theta[:, k]
+                continue
+            if name in problem.fixed:
+                params[name] = problem.fixed[name][rows]
+            else:
+                params[name] = torch.full((len(rows),), float(self.fixed[name]),
+                                          dtype=theta.dtype, device=theta.device)
+        if self.ties:
+            params.update(tie_values(self.ties, params, self.names))
+        return params
+
+    def render(self, theta, rows, problem):
+        """``(mom0, mom1, amplitude)`` of the problems ``rows``, mom0 scaled to the data."""
+        params = self.parameters(theta, rows, problem)
+        params["amplitude"] = torch.ones_like(params["amplitude"])
+        beam = None if problem.beam is None else _beam(problem.beam[rows],
+                                                       problem.pixel_scale[rows])
+        m0, m1 = self.renderer(params, problem.pixel_scale[rows], beam)
+        w0 = problem.fit0[rows] / problem.sigma0[rows] ** 2
+        num = (w0 * problem.data0[rows] * m0).sum(dim=(-2, -1))
+        den = (w0 * m0 * m0).sum(dim=(-2, -1)).clamp(min=1e-300)
+        amp = num / den
+        return amp[:, None, None] * m0, m1, amp
+
+    def analytic_columns(self, theta, rows, problem):
+        """Jacobian columns known without rendering: ``v_sys`` only shifts mom1."""
+        if "v_sys" not in self.free or self.ties or self.log[self.free.index("v_sys")]:
+            return {}
+        zero = torch.zeros(problem.data0[rows].shape, dtype=theta.dtype, device=theta.device)
+        d1 = torch.where(problem.fit1[rows], -1.0 / problem.sigma1[rows], zero)
+        return {self.free.index("v_sys"): torch.cat([zero.flatten(1), d1.flatten(1)], dim=1)}
+
+    def __call__(self, theta, rows, problem):
+        """Whitened residuals ``(M, 2 ny nx)`` of the problems ``rows`` at ``theta``."""
+        m0, m1, _ = self.render(theta, rows, problem)
+        s0, s1 = problem.sigma0[rows], problem.sigma1[rows]
+        r0 = torch.where(problem.fit0[rows], (problem.data0[rows] - m0) / s0,
+                         torch.zeros_like(m0))
+        # An upper limit: a model brighter than the faintest detected emission
+        # costs what it exceeds it by.
+        excess = torch.relu(m0 - problem.threshold0[rows][:, None, None]) / s0
+        r0 = torch.where(problem.limit0[rows], -excess, r0)
+        r1 = torch.where(problem.fit1[rows], (problem.data1[rows] - m1) / s1,
+                         torch.zeros_like(m1))
+        return torch.cat([r0.flatten(1), r1.flatten(1)], dim=1)
+
+
+def _beam(beam, pixel_scale):
+    """Beams for the renderer: galaxies without one get one far below a pixel."""
+    none = torch.isnan(beam).any(dim=1)
+    if not bool(none.any()):
+        return beam
+    tiny = (1e-6 * pixel_scale)[:, None] * torch.tensor([1.0, 1.0, 0.0], dtype=beam.dtype,
+                                                        device=beam.device)
+    return torch.where(none[:, None], tiny, beam)
