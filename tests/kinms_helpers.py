@@ -5,9 +5,9 @@ import numpy as np
 __all__ = ["kinms_cube", "kinms_moments"]
 
 
-def kinms_cube(*, n=64, cell=1.0, inclination, pa, r_scale, r_turn, v_max, beam,
+def kinms_cube(*, n=64, cell=1.0, inclination, pa, r_scale=None, r_turn=None, v_max, beam,
                x_off=0.0, y_off=0.0, v_sys=0.0, z_scale=0.0, dv=5.0, n_clouds=2_000_000,
-               gas_sigma=5.0, seed=1):
+               gas_sigma=5.0, seed=1, profiles=None):
     """A KinMS cube ``(nv, ny, nx)`` in astrokin's orientation, and its channel velocities.
 
     Lengths are in arcsec. KinMS cubes are (x, y, v) with x along RA: they are
@@ -21,8 +21,11 @@ def kinms_cube(*, n=64, cell=1.0, inclination, pa, r_scale, r_turn, v_max, beam,
     v_extent = 2.0 * (v_max + 5 * gas_sigma) + 2.0 * abs(v_sys) + 40.0
     nv = int(np.ceil(v_extent / dv / 2.0)) * 2
     radius = np.arange(0.0, 2.0 * n * cell, 0.02 * cell)
-    sb = np.exp(-radius / r_scale)
-    vel = 2.0 / np.pi * v_max * np.arctan(radius / r_turn)
+    if profiles is None:
+        sb = np.exp(-radius / r_scale)
+        vel = 2.0 / np.pi * v_max * np.arctan(radius / r_turn)
+    else:
+        sb, vel = (np.asarray(f(radius), dtype=float) for f in profiles)
     kin = KinMS(n * cell, n * cell, nv * dv, cell, dv, list(beam), nSamps=int(n_clouds), seed=seed)
     cube = kin.model_cube(inclination, pa, gasSigma=gas_sigma, diskThick=z_scale, sbProf=sb,
                           sbRad=radius, velProf=vel, velRad=radius, phaseCent=[x_off, y_off],

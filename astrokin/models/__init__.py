@@ -2,5 +2,6 @@
 
 from .core import KinematicDiskModel
 from .disks import ExponentialArctanDisk, GaussianRingDisk
+from .rings import TiltedRingDisk
 
-__all__ = ["ExponentialArctanDisk", "GaussianRingDisk", "KinematicDiskModel"]
+__all__ = ["ExponentialArctanDisk", "GaussianRingDisk", "KinematicDiskModel", "TiltedRingDisk"]

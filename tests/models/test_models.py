@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 from astropy.modeling import Parameter
 
-from astrokin.models import ExponentialArctanDisk, GaussianRingDisk, KinematicDiskModel
+from astrokin.models import (
+    ExponentialArctanDisk,
+    GaussianRingDisk,
+    KinematicDiskModel,
+    TiltedRingDisk,
+)
 from astrokin.rendering import render_reference
 
 KMS = u.km / u.s
@@ -145,8 +150,12 @@ def test_mom0_axis_ratio_follows_inclination(inc):
              z_scale=0.8 * u.arcsec, x_0=1.3 * u.arcsec, y_0=-0.6 * u.arcsec),
         GaussianRingDisk(inclination=50 * u.deg, pa=120 * u.deg, r_ring=6 * u.arcsec,
                          ring_width=2 * u.arcsec, beta=0.4, gamma=5.0),
+        TiltedRingDisk(n_rings=5, r_outer=10 * u.arcsec, inclination=65 * u.deg,
+                       pa=300 * u.deg, x_0=0.7 * u.arcsec,
+                       **{f"v_{k}": v * KMS for k, v in enumerate([120, 190, 210, 200, 185], 1)},
+                       **{f"sb_{k}": s for k, s in enumerate([2.0, 3.0, 1.5, 0.8, 0.3], 1)}),
     ],
-    ids=["thin", "thick-offset", "ring"],
+    ids=["thin", "thick-offset", "ring", "tilted-rings"],
 )
 @pytest.mark.parametrize("beam", [None, (3 * u.arcsec, 2 * u.arcsec, 30 * u.deg)],
                          ids=["nobeam", "beam"])
