@@ -82,8 +82,10 @@ def test_ring_table_gives_the_curve_with_projected_speeds_and_errors():
     assert table["v_proj_std"][1].to_value(KMS) == pytest.approx(2.5)
     assert table["surface_brightness"][1].value == pytest.approx(8.0)
     assert table["surface_brightness_std"][1].value == pytest.approx(0.2)
-    model_set = TiltedRingDisk(n_rings=2, r_outer=[4, 8] * u.arcsec, v_1=[100, 120] * KMS,
-                               v_2=[150, 170] * KMS, n_models=2)
+    cls = ring_class(2)
+    values = {nm: [getattr(cls, nm).default] * 2 for nm in cls.param_names}
+    values.update(r_outer=[4, 8] * u.arcsec, v_1=[100, 120] * KMS, v_2=[150, 170] * KMS)
+    model_set = TiltedRingDisk(n_rings=2, n_models=2, **values)
     table = model_set.ring_table()
     assert list(table["galaxy"]) == [0, 0, 1, 1]
     assert table["radius"].to_value(u.arcsec) == pytest.approx([2, 4, 4, 8])
