@@ -83,7 +83,8 @@ def test_ring_table_gives_the_curve_with_projected_speeds_and_errors():
     assert table["surface_brightness"][1].value == pytest.approx(8.0)
     assert table["surface_brightness_std"][1].value == pytest.approx(0.2)
     cls = ring_class(2)
-    values = {nm: [getattr(cls, nm).default] * 2 for nm in cls.param_names}
+    values = {nm: [getattr(cls, nm).default] * 2 * (getattr(cls, nm).unit or 1)
+              for nm in cls.param_names}
     values.update(r_outer=[4, 8] * u.arcsec, v_1=[100, 120] * KMS, v_2=[150, 170] * KMS)
     model_set = TiltedRingDisk(n_rings=2, n_models=2, **values)
     table = model_set.ring_table()
