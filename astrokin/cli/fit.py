@@ -205,7 +205,10 @@ def run(args):
 
     fitter = make_fitter(args)
     default_class = fitter.layout.model_class if fitter.layout is not None else None
-    model = make_fitter_model(args.model, args.fix, default_class)
+    model = make_fitter_model(args.model, args.fix, default_class, args.rings)
+    rings_path = _rings_path(args.output) if "rings" in _fit_products(model) else None
+    if rings_path is not None:
+        _check_new([rings_path], args.overwrite)
 
     # Read the maps.
     bar = _progress(len(galaxies), args.quiet, "reading")
@@ -232,7 +235,7 @@ def run(args):
     n = len(galaxies)
     step = n if args.mode == "solo" else args.batch_size
     bar = _progress(n, args.quiet, "fitting")
-    tables = []
+    tables, ring_tables = [], []
     for start in range(0, n, step):
         stop = min(start + step, n)
         kwargs = {"pixel_scale": args.pixel_scale, "beam": args.beam}
@@ -257,6 +260,12 @@ def run(args):
         table = QTable(fitter.fit_info["table"], copy=True)
         table["galaxy"] = list(range(start, stop))
         tables.append(table)
+        if rings_path is not None:
+            rings = QTable(fitter.fit_info["rings"], copy=True)
+            local = rings["galaxy"] if "galaxy" in rings.colnames else [0] * len(rings)
+            rings["galaxy"] = [start + int(g) for g in local]
+            rings.add_column([galaxies[i].name for i in rings["galaxy"]], name="name", index=0)
+            ring_tables.append(rings)
         if args.figures:
             _figures(galaxies, start, stop, fitted, fitter, sub0, sub1, masks, figure_paths,
                      args.overwrite)
@@ -272,9 +281,28 @@ def run(args):
 
     with atomic_path(args.output, overwrite=args.overwrite) as tmp:
         table.write(tmp, format=fmt, overwrite=True)
+    if rings_path is not None:
+        rings = ring_tables[0] if len(ring_tables) == 1 else vstack(ring_tables)
+        with atomic_path(rings_path, overwrite=args.overwrite) as tmp:
+            rings.write(tmp, format=fmt, overwrite=True)
     if not args.quiet:
         _summary(table, n, time.perf_counter() - t_start, args.output, figure_paths)
+        if rings_path is not None:
+            print(f"wrote {rings_path} (the rotation curve, ring by ring)")
     return 0
+
+
+def _fit_products(model):
+    """What a fit of ``model`` writes besides its table."""
+    from astrokin.models import TiltedRingDisk
+
+    return ("rings",) if isinstance(model, TiltedRingDisk) else ()
+
+
+def _rings_path(output):
+    """``survey.ecsv`` -> ``survey_rings.ecsv``: where the ring-by-ring table goes."""
+    root, ext = os.path.splitext(str(output))
+    return f"{root}_rings{ext}"
 
 
 def _check_plotting(corner):
@@ -321,7 +349,7 @@ def _summary(table, n, seconds, output, figure_paths):
         print(f"{row['name']}: fitted in {seconds:.1f} s")
         print(f"  {'parameter':12s} {'value':>11s} {'1 sigma':>9s}  unit")
         for name in ("inclination", "pa", "vsini", "v_max", "r_turn", "r_scale", "v_sys",
-                     "x_0", "y_0", "r_ring", "ring_width", "v_c", "beta", "gamma"):
+                     "x_0", "y_0", "r_ring", "ring_width", "v_c", "beta", "gamma", "r_outer"):
             if name in table.colnames and f"{name}_std" in table.colnames:
                 value, std = row[name], row[f"{name}_std"]
                 unit = getattr(value, "unit", "")
@@ -329,6 +357,9 @@ def _summary(table, n, seconds, output, figure_paths):
                       f"{getattr(std, 'value', std):9.2f}  {unit}")
         if "center" in table.colnames:
             print(f"  kinematic centre {row['center'].to_string('hmsdms', precision=2)}")
+        if "best_model" in table.colnames:
+            print(f"  best model (BIC): {row['best_model']} "
+                  f"(BIC {row['bic']:.1f}, start model {row['start_bic']:.1f})")
     else:
         print(f"fitted {n} galaxies in {seconds:.1f} s")
     print(f"wrote {output}")
@@ -353,7 +384,7 @@ def _run_survey(args, galaxies):
     catalogue = Table({"name": [g.name for g in galaxies],
                        "mom0": [g.mom0_file for g in galaxies],
                        "mom1": [g.mom1_file for g in galaxies]})
-    model = make_fitter_model(args.model, args.fix)
+    model = make_fitter_model(args.model, args.fix, n_rings=args.rings)
     options = {"model": model, "network": args.network, "output": args.output,
                "overwrite": args.overwrite, "seed": args.seed, "mc_samples": args.mc_samples,
                "batch_size": args.batch_size, "refine": args.refine}

@@ -7,7 +7,7 @@ from astropy import units as u
 __all__ = ["add_common_options", "add_map_options", "make_fitter_model", "parse_beam",
            "parse_fix", "parse_quantity"]
 
-MODELS = ("ExponentialArctanDisk", "GaussianRingDisk")
+MODELS = ("ExponentialArctanDisk", "GaussianRingDisk", "TiltedRingDisk")
 
 
 def parse_quantity(text, default_unit, what):
@@ -96,7 +96,13 @@ def add_common_options(parser):
     group.add_argument(
         "--model", choices=MODELS, default=None,
         help="disc model to fit (default: the network's model, ExponentialArctanDisk for "
-             "the bundled one)",
+             "the bundled one); TiltedRingDisk fits a rotation curve ring by ring, started "
+             "from the network's model, and writes the rings to TABLE_rings",
+    )
+    group.add_argument(
+        "--rings", type=int, metavar="N", default=None,
+        help="number of rings of a TiltedRingDisk (default: 10); the outermost follows the "
+             "emission unless fixed with --fix 'r_outer=...'",
     )
     group.add_argument(
         "--fix", metavar="NAME=VALUE", type=parse_fix, action="append", default=[],
@@ -114,15 +120,21 @@ def add_common_options(parser):
                      help="show the full Python traceback of an error")
 
 
-def make_fitter_model(name, fixes, default_class=None):
-    """An astrokin model instance with ``fixes`` applied."""
+def make_fitter_model(name, fixes, default_class=None, n_rings=None):
+    """An astrokin model instance with ``fixes`` applied (``n_rings`` for a ring disc)."""
     from astrokin import models
 
     if name is not None:
         cls = getattr(models, name)
     else:
         cls = default_class or models.ExponentialArctanDisk
-    model = cls()
+    if issubclass(cls, models.TiltedRingDisk):
+        model = cls(n_rings=n_rings) if n_rings is not None else cls()
+    elif n_rings is not None:
+        raise ValueError(f"--rings is for --model TiltedRingDisk, not {cls.__name__}")
+    else:
+        model = cls()
+    cls = type(model)
     for pname, value in fixes:
         if pname not in model.param_names:
             raise ValueError(

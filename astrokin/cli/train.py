@@ -83,7 +83,7 @@ def run(args):
         lr = 1e-3 if args.learning_rate is None else args.learning_rate
         fitter = NeuralKinematicFitter(mode="solo", learning_rate=lr, **common)
         model_class = None
-    model = make_fitter_model(args.model, args.fix, model_class)
+    model = make_fitter_model(args.model, args.fix, model_class, args.rings)
     maps = [g.load(rest_value=args.rest_value) for g in galaxies]
     mom0 = [m[0] for m in maps]
     mom1 = [m[1] for m in maps]

@@ -21,6 +21,7 @@ __all__ = [
     "PreparedBatch",
     "TrainedNetwork",
     "TrainingLoop",
+    "compare_models",
     "mc_dropout_summary",
 ]
 
@@ -31,6 +32,7 @@ _LAZY = {
     "PreparedBatch": "batch",
     "TrainedNetwork": "trained",
     "TrainingLoop": "training",
+    "compare_models": "model_choice",
     "mc_dropout_summary": "mc_dropout",
 }
 

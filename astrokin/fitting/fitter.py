@@ -325,6 +325,7 @@ class NeuralKinematicFitter(Fitter):
             For a blind fit without a network, a combined one without
             ``training_data``, or ``inplace=True`` with several galaxies.
         """
+        import numpy as np
         import torch
 
         from astrokin.fitting import results
@@ -349,18 +350,20 @@ class NeuralKinematicFitter(Fitter):
             raise ValueError(
                 f"training_data= is only used with mode='combined', not {self.mode!r}.")
         t1 = time.perf_counter()
-        framed = _framed(model, frames)
+        rings = _ring_start(model, self)  # a ring disc is fitted from a parametric fit
+        fit_model = model if rings is None else rings
+        framed = _framed(fit_model, frames)
         if self.mode == "solo":
-            self._train(model, batch, framed)
+            self._train(fit_model, batch, framed)
         elif self.mode == "combined":
             if training_data is None:
                 raise ValueError("mode='combined' needs training_data= (other maps to train on).")
-            self._train(model, *with_training_data(model, batch, framed, training_data))
+            self._train(fit_model, *with_training_data(fit_model, batch, framed, training_data))
         elif self.trained is None:
             raise ValueError("mode='blind' needs a trained network: call fitter.train(...) "
                              "first or use NeuralKinematicFitter.load(path).")
         t2 = time.perf_counter()
-        layout = self.layout.check_compatible(model) if self.mode == "blind" else self.layout
+        layout = self.layout.check_compatible(fit_model) if self.mode == "blind" else self.layout
         n_samples = self.mc_samples if mc_samples is None else int(mc_samples)
         tensors = batch.to(self.trained.device)
         summary, names = self.trained.mc_summary(
@@ -368,27 +371,49 @@ class NeuralKinematicFitter(Fitter):
             overrides=getattr(layout, "overrides", ()), seed=self._dropout_seed(),
             first_index=int(first_index), keep_samples=self.keep_samples)
         t3 = time.perf_counter()
-        scale, amplitude, columns = self.std_scale, None, None
+        scale, amplitude, columns, layout, fixed = self.std_scale, None, None, self.layout, None
         if self.refine:
             from astrokin.fitting.refinement import bundled_guesses, refine
 
             starts = [summary.mean]
             if self.mode != "blind":  # from scratch: never worse than the blind guess
-                starts += bundled_guesses(model, batch, framed)
-            refined = refine(model, obs, frames, starts, names, framed,
-                             noise_maps=[o.noise_maps for o in obs],
-                             device=self.trained.device,
-                             n_samples=n_samples if self.keep_samples else 0,
-                             seed=self._dropout_seed(), first_index=int(first_index))
+                starts += bundled_guesses(fit_model, batch, framed)
+            options = dict(noise_maps=[o.noise_maps for o in obs], device=self.trained.device,
+                           n_samples=n_samples if self.keep_samples else 0,
+                           seed=self._dropout_seed(), first_index=int(first_index))
+            refined = refine(fit_model, obs, frames, starts, names, framed, **options)
             summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
             scale = self.refined_std_scale
+            if rings is not None:
+                from astrokin.fitting.parameters import ParameterLayout
+                from astrokin.fitting.ring_fits import outer_radii, ring_starts
+
+                r_outer = outer_radii(model, obs, frames, summary.mean, names)
+                ring_names = list(model.param_names)
+                framed = _framed(model, frames)
+                framed["r_outer"] = r_outer[:, None]
+                starts = ring_starts(model, fit_model, [summary.mean], names, ring_names,
+                                     r_outer)
+                refined = refine(model, obs, frames, starts, ring_names, framed, **options)
+                start_fit = results.assemble_results(
+                    fit_model, self.layout, obs, frames, summary, names, std_scale=scale,
+                    amplitude=amplitude, columns=columns)
+                columns = dict(refined.columns, start_bic=columns["bic"],
+                               best_model=np.where(columns["bic"] < refined.columns["bic"],
+                                                   type(fit_model).__name__,
+                                                   type(model).__name__))
+                summary, amplitude = refined.summary, refined.amplitude
+                names, scale, layout = ring_names, None, ParameterLayout(model)
+                fixed = {"r_outer": r_outer}
         t4 = time.perf_counter()
         fitted, self.fit_info = results.assemble_results(
-            model, self.layout, obs, frames, summary, names, std_scale=scale,
+            model, layout, obs, frames, summary, names, std_scale=scale,
             trained=self.trained, batch=tensors, inplace=inplace, amplitude=amplitude,
-            columns=columns)
-        results.add_observation_columns(fitted, self.fit_info, obs, distances, self.layout,
-                                        scale)
+            columns=columns, fixed=fixed)
+        results.add_observation_columns(fitted, self.fit_info, obs, distances, layout, scale)
+        if rings is not None:
+            self.fit_info["start_fit"] = start_fit
+            self.fit_info["rings"] = fitted.ring_table()
         self.fit_info.update(
             loss_history=self.loss_history, mode=self.mode, mc_samples=n_samples,
             timings={"preprocessing": t1 - t0, "training": t2 - t1, "mc_dropout": t3 - t2,
@@ -658,6 +683,24 @@ class NeuralKinematicFitter(Fitter):
         if mode != "blind":
             fitter.mode, fitter.warm_start = mode, True
         return fitter
+
+
+def _ring_start(model, fitter):
+    """The parametric model a ring disc's fit starts from, or None for other models."""
+    from astrokin.models import TiltedRingDisk
+
+    if not isinstance(model, TiltedRingDisk):
+        return None
+    network_class = None if fitter.trained is None else fitter.layout.model_class
+    if network_class is not None and issubclass(network_class, TiltedRingDisk):
+        return None  # a network of its own
+    if not fitter.refine:
+        raise ValueError(
+            f"A {type(model).__name__} is fitted by refinement from a fit of a parametric "
+            "model; this fitter has refine=False. Use refine=True (the default).")
+    from astrokin.fitting.ring_fits import start_model
+
+    return start_model(model, None if fitter.mode != "blind" else network_class)
 
 
 def _framed(model, frames):

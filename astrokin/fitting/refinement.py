@@ -67,7 +67,8 @@ class Refinement:
 
 #: The diagnostics `refine` adds to the results table.
 TABLE_COLUMNS = ("refined", "converged", "n_iterations", "n_starts", "noise", "chi2_mom0",
-                 "chi2_mom1", "rms_mom0", "rms_mom1", "mom1_harmonic", "mom1_structure")
+                 "chi2_mom1", "rms_mom0", "rms_mom1", "mom1_harmonic", "mom1_structure",
+                 "n_free", "bic")
 
 
 def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None,
@@ -113,8 +114,10 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     -------
     refinement : `Refinement`
     """
+    from astrokin.beams import beam_area_pixels
     from astrokin.fitting.goodness import mom1_harmonics
     from astrokin.fitting.mc_dropout import MCSummary
+    from astrokin.fitting.model_choice import information_criterion
     from astrokin.rendering import DiskRenderer
 
     cls = type(model)
@@ -222,9 +225,15 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         columns["rms_mom1"][rows] = _rms(res1, problem.fit1)
         columns["mom1_harmonic"][rows] = harmonic.cpu().numpy()
         columns["mom1_structure"][rows] = structure.cpu().numpy()
+        area = torch.as_tensor([beam_area_pixels(observations[g].beam, observations[g].pixel_scale)
+                                for g in rows.tolist()], dtype=torch.float64, device=device)
+        noise = dict(sigma0=problem.sigma0, sigma1=problem.sigma1) if given else {}
+        columns["n_free"][rows] = len(free) + 1  # the mom0 scale too
+        columns["bic"][rows] = information_criterion(
+            res0, res1, problem.fit0, problem.fit1, len(free) + 1, area, **noise).cpu().numpy()
     for k in ("refined", "converged", "mom1_structure"):
         columns[k] = columns[k].astype(bool)
-    for k in ("n_iterations", "n_starts"):
+    for k in ("n_iterations", "n_starts", "n_free"):
         columns[k] = columns[k].astype(int)
     std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
     if samples is None:

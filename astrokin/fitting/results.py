@@ -27,7 +27,8 @@ __all__ = ["add_observation_columns", "assemble_results", "check_distances", "fi
 
 
 def assemble_results(model, layout, observations, frames, summary, names, *, std_scale=None,
-                     trained=None, batch=None, inplace=False, amplitude=None, columns=None):
+                     trained=None, batch=None, inplace=False, amplitude=None, columns=None,
+                     fixed=None):
     """The fitted model (or model set) and ``fit_info`` of a fit.
 
     Parameters
@@ -54,6 +55,10 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
         it); else `fitted_amplitude` when the amplitude is free.
     columns : dict of numpy.ndarray, optional
         Further per-galaxy columns for the table (refinement's diagnostics).
+    fixed : dict of numpy.ndarray, optional
+        Per-galaxy values ``(N,)`` (canonical units) of fixed parameters the
+        fit set for each galaxy (a ring disc's ``r_outer``), in place of the
+        model's.
 
     Returns
     -------
@@ -94,9 +99,12 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
     units = {nm: layout.model_class.canonical_unit(nm) for nm in layout.param_names}
     units["vsini"] = u.km / u.s
     free = [nm for nm in layout.param_names if not model.fixed[nm] and not model.tied[nm]]
-    fitted = _fitted_model(model, layout, mean, cov, names, free, units, inplace)
+    fixed = {nm: np.asarray(v, dtype=float) for nm, v in (fixed or {}).items()}
+    for nm, values in fixed.items():
+        mean[:, names.index(nm)] = values
+    fitted = _fitted_model(model, layout, mean, cov, names, free, units, inplace, fixed)
     std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
-    table = _table(model, layout, observations, frames, mean, std, names, units)
+    table = _table(model, layout, observations, frames, mean, std, names, units, fixed)
     for name, values in (columns or {}).items():
         table[name] = values
 
@@ -123,14 +131,14 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
     return fitted, fit_info
 
 
-def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False):
+def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False, fixed=()):
     """A copy of ``model`` (a model set for several galaxies) with the fitted values and errors."""
     n = len(mean)
     fidx = [names.index(nm) for nm in free]
     if n == 1:
         fitted = model if inplace else model.copy()
         for nm in layout.param_names:
-            if model.fixed[nm]:
+            if model.fixed[nm] and nm not in fixed:
                 continue
             setattr(fitted, nm, _with_unit(mean[0, names.index(nm)], units[nm]))
         sub = cov[0][np.ix_(fidx, fidx)]
@@ -139,7 +147,7 @@ def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False):
         return fitted
     kwargs = {}
     for nm in layout.param_names:
-        if model.fixed[nm]:
+        if model.fixed[nm] and nm not in fixed:
             value = getattr(model, nm)
             kwargs[nm] = (np.full(n, value.value) * value.unit if value.unit is not None
                           else np.full(n, value.value))
@@ -153,14 +161,14 @@ def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False):
     return fitted
 
 
-def _table(model, layout, observations, frames, mean, std, names, units):
+def _table(model, layout, observations, frames, mean, std, names, units, fixed=()):
     """The results table: one row per galaxy."""
     n = len(observations)
     table = QTable()
     table["galaxy"] = np.arange(n)
     for nm in names:
         j = names.index(nm)
-        if nm in layout.param_names and model.fixed[nm]:
+        if nm in layout.param_names and model.fixed[nm] and nm not in fixed:
             value = getattr(model, nm)
             col = np.full(n, float(value.value))
             table[nm] = col * value.unit if value.unit is not None else col

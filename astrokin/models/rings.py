@@ -31,6 +31,7 @@ __all__ = ["DEFAULT_RINGS", "TiltedRingDisk", "catmull_rom", "ring_class"]
 DEFAULT_RINGS = 10
 _MAX_RINGS = 64
 _CLASSES = {}
+_E1, _E2 = float(np.exp(-1.0)), float(np.exp(-2.0))
 
 
 def catmull_rom(xp, t):
@@ -82,9 +83,11 @@ class TiltedRingDisk(KinematicDiskModel):
     values (`catmull_rom`), smooth with its slope. At the centre the rotation
     speed is 0 and the surface brightness 1, both continued symmetrically
     (the speed as an odd function of radius, the brightness as an even one);
-    beyond ``r_outer`` the speed stays at ``v_N`` and the brightness falls to
-    0 one ring spacing out: the disc ends there. The brightness is clipped at
-    0 where the cubic would undershoot.
+    beyond ``r_outer`` the speed stays at ``v_N`` and the brightness falls
+    exponentially, by a factor e per ring spacing: the disc ends there, as
+    sharply as its rings resolve, and the model has emission (so a velocity)
+    wherever beam-smeared data can. The brightness is clipped at 0 where the
+    cubic would undershoot.
 
     .. math::
 
@@ -93,8 +96,10 @@ class TiltedRingDisk(KinematicDiskModel):
         K\!\left(\frac{r}{\Delta r} - k\right)\right],
         \qquad \Delta r = r_{\rm outer} / N
 
-    with :math:`v_0 = 0, v_{-1} = -v_1, v_{N+1} = v_{N+2} = v_N` and
-    :math:`s_0 = 1, s_{-1} = s_1, s_{N+1} = s_{N+2} = 0`. Warps (an
+    for :math:`r < r_{\rm outer}` and
+    :math:`\Sigma = A s_N e^{-(r - r_{\rm outer}) / \Delta r}` beyond, with
+    :math:`v_0 = 0, v_{-1} = -v_1, v_{N+1} = v_{N+2} = v_N` and
+    :math:`s_0 = 1, s_{-1} = s_1, s_{N+1} = s_N / e, s_{N+2} = s_N / e^2`. Warps (an
     inclination and a PA per ring) are not modelled: the geometry is one for
     the whole disc.
 
@@ -276,10 +281,13 @@ def _profiles(n):
         return t, [catmull_rom(xp, t - k) for k in range(-1, n + 3)]
 
     def surface_brightness(xp, r, r_outer, *sb):
-        _, kernel = nodes(xp, r, r_outer)
-        values = [sb[0], 1.0 + 0.0 * sb[0], *sb]  # s_-1 = s_1, s_0 = 1, s_1 ... s_N
-        total = sum(k * v for k, v in zip(kernel, values, strict=False))
-        return xp.where(total > 0, total, 0.0 * total)
+        t, kernel = nodes(xp, r, r_outer)
+        # s_-1 = s_1, s_0 = 1, s_1 ... s_N, then the exponential tail's s_N/e, s_N/e^2.
+        values = [sb[0], 1.0 + 0.0 * sb[0], *sb, sb[-1] * _E1, sb[-1] * _E2]
+        total = sum(k * v for k, v in zip(kernel, values, strict=True))
+        inside = xp.where(total > 0, total, 0.0 * total)
+        beyond = xp.where(t > n, t - n, 0.0 * t)
+        return xp.where(t < n, inside, sb[-1] * xp.exp(-beyond))
 
     def rotation_velocity(xp, r, r_outer, *v):
         t, kernel = nodes(xp, r, r_outer)
@@ -335,7 +343,7 @@ def ring_class(n_rings):
                                       description=f"Rotation speed at ring {k}")
     for k in range(1, n_rings + 1):
         members[f"sb_{k}"] = Parameter(default=float(np.exp(-2.0 * k / n_rings)),
-                                       bounds=(0.0, None),
+                                       bounds=(0.0, 1000.0),
                                        description=f"Surface brightness at ring {k}, "
                                                    "relative to the centre")
     members["surface_brightness"], members["rotation_velocity"] = _profiles(n_rings)

@@ -1,0 +1,162 @@
+r"""Fitting a ring-by-ring disc, started from the fit of a parametric one.
+
+A `~astrokin.models.TiltedRingDisk` has two profile values per ring: 20 or
+more free parameters, where the network's own model has three or four. The
+fitter first fits the network's model (the *start model*, an
+`~astrokin.models.ExponentialArctanDisk` for the bundled network) with the
+same geometry constraints, network and refinement as for any fit; the ring
+model then starts from that optimum, its node values read off the fitted
+profiles at the ring radii, and is refined to each galaxy's own maps
+(`astrokin.fitting.refinement`). This is how 3D-Barolo and FAT start their
+ring fits from a global first guess, with the first guess made by the
+network.
+
+The outermost ring follows the map unless given: ``r_outer`` (fixed) set to
+0, as it is by default, is replaced for each galaxy by the extent of its
+detected velocity map along the start's major axis.
+"""
+
+import numpy as np
+
+from astrokin.models import ExponentialArctanDisk, KinematicDiskModel, TiltedRingDisk
+
+__all__ = ["EXTENT_QUANTILE", "GEOMETRY", "outer_radii", "ring_starts", "start_model"]
+
+#: Parameters a start model takes over from the ring model (values, fixed, bounds, ties).
+GEOMETRY = ("inclination", "pa", "x_0", "y_0", "v_sys", "z_scale")
+
+#: The quantile of the detected pixels' distance along the major axis taken as r_outer.
+EXTENT_QUANTILE = 0.98
+
+
+def start_model(model, model_class=None):
+    """The parametric model a ring fit starts from, with the ring model's geometry.
+
+    Parameters
+    ----------
+    model : `~astrokin.models.TiltedRingDisk`
+    model_class : type, optional
+        The class of the start model: a `~astrokin.models.KinematicDiskModel`
+        that is not a ring disc (the class of the fitter's network); default
+        `~astrokin.models.ExponentialArctanDisk`.
+
+    Returns
+    -------
+    start : `~astrokin.models.KinematicDiskModel`
+        With the values, ``fixed`` flags, bounds and ties of ``model``'s
+        geometry (`GEOMETRY`); its profile parameters are the class defaults.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astrokin.models import TiltedRingDisk
+    >>> from astrokin.fitting.ring_fits import start_model
+    >>> rings = TiltedRingDisk(pa=30 * u.deg, fixed={"pa": True})
+    >>> start = start_model(rings)
+    >>> type(start).__name__, start.pa.value, start.fixed["pa"]
+    ('ExponentialArctanDisk', 30.0, True)
+    """
+    model_class = ExponentialArctanDisk if model_class is None else model_class
+    if not (isinstance(model_class, type) and issubclass(model_class, KinematicDiskModel)) \
+            or issubclass(model_class, TiltedRingDisk):
+        raise TypeError(f"A ring fit starts from a parametric disc model, not {model_class!r}.")
+    start = model_class()
+    for name in GEOMETRY:
+        par = getattr(model, name)
+        setattr(start, name, par.quantity if par.unit is not None else par.value)
+        start.fixed[name] = model.fixed[name]
+        start.bounds[name] = model.bounds[name]
+        if model.tied[name]:
+            start.tied[name] = model.tied[name]
+    return start
+
+
+def outer_radii(model, observations, frames, start, names):
+    """``r_outer`` of each galaxy: the model's when set, else the extent of its emission.
+
+    The extent is the `EXTENT_QUANTILE` of the distance, along the major axis
+    of the start's geometry, of the pixels with a velocity, at least one beam
+    FWHM.
+
+    Parameters
+    ----------
+    model : `~astrokin.models.TiltedRingDisk`
+    observations : list of `~astrokin.fitting.preprocessing.Observation`
+    frames : list of `~astrokin.fitting.frames.FittingFrame`
+    start : numpy.ndarray
+        ``(N, len(names))`` a fit's values in the grid frame.
+    names : list of str
+
+    Returns
+    -------
+    r_outer : numpy.ndarray
+        ``(N,)`` in arcsec.
+    """
+    given = float(np.ravel(model.r_outer.quantity.to_value("arcsec"))[0])
+    if given > 0:
+        return np.full(len(observations), given)
+    out = np.zeros(len(observations))
+    for g, (o, frame) in enumerate(zip(observations, frames, strict=True)):
+        geo = {nm: start[g, names.index(nm)] + frame.grid_shift(nm) for nm in ("x_0", "y_0", "pa")}
+        m1 = np.asarray(o.mom1, dtype=float)
+        ny, nx = m1.shape
+        y, x = np.mgrid[:ny, :nx]
+        dx = (x - (nx - 1) / 2) * o.pixel_scale - geo["x_0"]
+        dy = (y - (ny - 1) / 2) * o.pixel_scale - geo["y_0"]
+        pa = np.radians(geo["pa"])
+        major = np.abs(-dx * np.sin(pa) + dy * np.cos(pa))[np.isfinite(m1)]
+        beam = o.pixel_scale if o.beam is None else o.beam[0]
+        extent = np.quantile(major, EXTENT_QUANTILE) if major.size else 0.0
+        out[g] = max(extent, beam, 2.0 * o.pixel_scale)
+    return out
+
+
+def ring_starts(model, start, starts, start_names, names, r_outer):
+    """Starting points of the ring model from fits of the start model.
+
+    Geometry is copied; ``v_k`` and ``sb_k`` are the start's rotation curve
+    and surface brightness (relative to its centre, or to its peak when the
+    centre is dark) at the ring radii.
+
+    Parameters
+    ----------
+    model : `~astrokin.models.TiltedRingDisk`
+    start : `~astrokin.models.KinematicDiskModel`
+        The start model (`start_model`).
+    starts : list of numpy.ndarray
+        ``(N, len(start_names))`` each, in the grid frame.
+    start_names, names : list of str
+        The quantities of ``starts`` and of the ring model's starts.
+    r_outer : numpy.ndarray
+        ``(N,)`` arcsec.
+
+    Returns
+    -------
+    ring_starts : list of numpy.ndarray
+        ``(N, len(names))`` each.
+    """
+    cls, scls = type(model), type(start)
+    n_rings = cls.n_rings
+    radii = r_outer[:, None] * np.arange(1, n_rings + 1)[None, :] / n_rings
+    lo_v, hi_v = (float(b) for b in cls.v_1.bounds)
+    out = []
+    for s in starts:
+        ring = np.zeros((len(s), len(names)))
+        values = {nm: s[:, start_names.index(nm)][:, None] for nm in scls.param_names}
+        for nm in GEOMETRY:
+            ring[:, names.index(nm)] = values[nm][:, 0]
+        v = scls.rotation_velocity(np, radii, *[values[nm] for nm in scls.velocity_parameters])
+        sb_args = [values[nm] for nm in scls.intensity_parameters]
+        sb = scls.surface_brightness(np, radii, *sb_args)
+        centre = scls.surface_brightness(np, np.zeros_like(radii[:, :1]), *sb_args)
+        norm = np.maximum(centre, 1e-2 * sb.max(axis=1, keepdims=True))
+        ring[:, [names.index(f"v_{k}") for k in range(1, n_rings + 1)]] = \
+            np.clip(v, max(lo_v, 1.0), hi_v)
+        ring[:, [names.index(f"sb_{k}") for k in range(1, n_rings + 1)]] = \
+            np.clip(sb / norm, 1e-3, None)
+        if "amplitude" in names:
+            ring[:, names.index("amplitude")] = values["amplitude"][:, 0]
+        if "r_outer" in names:
+            ring[:, names.index("r_outer")] = r_outer
+        out.append(ring)
+    return out
