@@ -145,6 +145,7 @@ class TiltedRingDisk(KinematicDiskModel):
                         description="Radius of the outermost ring (0: set by the fitter)")
 
     def __new__(cls, *args, n_rings=None, **kwargs):
+        """An instance of the subclass with ``n_rings`` rings (`ring_class`)."""
         if n_rings is not None:
             cls = ring_class(n_rings)
         elif not cls.n_rings:

@@ -64,6 +64,25 @@ def test_fix_holds_a_parameter(maps, capsys):
     assert table["v_sys"][0] == 1350 * u.km / u.s
 
 
+def test_ring_model_writes_the_rotation_curve_ring_by_ring(maps, capsys):
+    truth = true_parameters()
+    status, out, _ = _run(["fit", maps / "a_mom0.fits", maps / "a_mom1.fits", maps / "b_mom0.fits",
+                           maps / "b_mom1.fits", "-o", maps / "rings.fits", "--model",
+                           "TiltedRingDisk", "--rings", "6", "--mc-samples", "100"], capsys)
+    assert status == 0 and "rings.fits" in out and "ring by ring" in out
+    table = QTable.read(maps / "rings.fits")
+    rings = QTable.read(maps / "rings_rings.fits")
+    assert len(table) == 2 and "v_6" in table.colnames and "sb_6" in table.colnames
+    assert table["inclination"][0].to_value(u.deg) == pytest.approx(truth["inclination"], abs=3)
+    # The example is an exponential/arctan disc: the parametric model wins.
+    assert list(table["best_model"]) == ["ExponentialArctanDisk"] * 2
+    assert len(rings) == 12 and list(rings["name"]) == ["a"] * 6 + ["b"] * 6
+    assert rings["radius"].unit == u.arcsec and rings["v_rot"].unit == u.km / u.s
+    status, _, err = _run(["fit", maps / "a_mom0.fits", maps / "a_mom1.fits", "-o",
+                           maps / "x.ecsv", "--rings", "6"], capsys)
+    assert status != 0 and "--rings is for --model TiltedRingDisk" in err
+
+
 def test_many_galaxies_by_pattern_and_catalogue(maps, capsys):
     status, _, _ = _run(["fit", str(maps / "*_mom0.fits"), "-o", maps / "glob.ecsv",
                          "--mc-samples", "200", "--batch-size", "1", "-q"], capsys)
