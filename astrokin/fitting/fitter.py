@@ -386,7 +386,7 @@ class NeuralKinematicFitter(Fitter):
             scale = self.refined_std_scale
             if rings is not None:
                 from astrokin.fitting.parameters import ParameterLayout
-                from astrokin.fitting.ring_fits import outer_radii, ring_starts
+                from astrokin.fitting.ring_fits import node_prior, outer_radii, ring_starts
 
                 r_outer = outer_radii(model, obs, frames, summary.mean, names)
                 ring_names = list(model.param_names)
@@ -394,7 +394,10 @@ class NeuralKinematicFitter(Fitter):
                 framed["r_outer"] = r_outer[:, None]
                 starts = ring_starts(model, fit_model, [summary.mean], names, ring_names,
                                      r_outer)
-                refined = refine(model, obs, frames, starts, ring_names, framed, **options)
+                resolution = np.array([o.pixel_scale if o.beam is None else o.beam[0]
+                                       for o in obs])
+                refined = refine(model, obs, frames, starts, ring_names, framed,
+                                 prior=node_prior(model, r_outer, resolution), **options)
                 start_fit = results.assemble_results(
                     fit_model, self.layout, obs, frames, summary, names, std_scale=scale,
                     amplitude=amplitude, columns=columns)

@@ -90,6 +90,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
     theta : torch.Tensor
         ``(M, P)`` starting points; row ``i`` is a start of problem ``i``.
     problem : `MapProblem`
+        With its prior, if any (`MapProblem.prior_cost`), part of the cost.
     lower, upper : torch.Tensor
         ``(M, P)`` bounds (``-inf``/``inf`` for none).
     periodic : torch.Tensor
@@ -123,7 +124,8 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
                           scales)
     else:
         jac, r = start.jacobian.clone(), start.residuals.clone()
-    cost = 0.5 * (r * r).sum(dim=1)
+    cost = 0.5 * (r * r).sum(dim=1) + problem.prior_cost(theta)
+    precision = problem.prior_precision()  # a Gaussian prior: curvature and pull
     lam = torch.full((m,), 1e-3, dtype=theta.dtype, device=theta.device)
     nu = torch.full_like(lam, 2.0)
     iterations = torch.zeros(m, dtype=torch.long, device=theta.device)
@@ -138,6 +140,10 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         j, ra = jac[active], r[active]
         a = j.transpose(1, 2) @ j
         g = (j.transpose(1, 2) @ ra[:, :, None])[:, :, 0]
+        if precision is not None:
+            delta, prec = problem.prior_pull(theta[active], active)
+            a = a + prec
+            g = g + (prec @ delta[:, :, None])[:, :, 0]
         # Parameters held at a bound that the gradient pushes against stay there
         # (the active set); the others take the step.
         th = theta[active]
@@ -152,7 +158,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         step = -torch.linalg.solve(damped, g[:, :, None])[:, :, 0] * keep
         trial = project(theta[active] + step, lower[active], upper[active], periodic)
         r_try = residual(trial, active, problem)
-        c_try = 0.5 * (r_try * r_try).sum(dim=1)
+        c_try = 0.5 * (r_try * r_try).sum(dim=1) + problem.prior_cost(trial, active)
         moved = unwrapped(trial - theta[active], periodic)
         predicted = -(g * moved).sum(dim=1) - 0.5 * (moved[:, None, :] @ a
                                                      @ moved[:, :, None])[:, 0, 0]

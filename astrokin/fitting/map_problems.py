@@ -61,6 +61,12 @@ class MapProblem:
     fixed : dict
         Per-galaxy values ``(B,)`` of parameters held fixed that differ from
         galaxy to galaxy (a fixed centre or PA, in this problem's frame).
+    prior_centre, prior_matrix : torch.Tensor or None
+        A Gaussian prior on the fitted parameters (in the fitter's variables:
+        logarithms for positive scales): its centre ``(B, P)`` and precision
+        (inverse covariance) ``(B, P, P)``, zero for parameters without one;
+        None for none. It adds :math:`\frac12 \delta^T \Lambda \delta`,
+        :math:`\delta = \theta - {\rm centre}`, to the cost.
     """
 
     index: np.ndarray
@@ -77,6 +83,8 @@ class MapProblem:
     offset: np.ndarray
     noise_given: bool = False
     fixed: dict = field(default_factory=dict)
+    prior_centre: object = None
+    prior_matrix: object = None
 
     @property
     def shape(self):
@@ -98,7 +106,27 @@ class MapProblem:
                           self.threshold0[rows], self.sigma0[rows], self.sigma1[rows],
                           self.pixel_scale[rows], None if self.beam is None else self.beam[rows],
                           self.offset[sel], self.noise_given,
-                          {k: v[rows] for k, v in self.fixed.items()})
+                          {k: v[rows] for k, v in self.fixed.items()},
+                          None if self.prior_centre is None else self.prior_centre[rows],
+                          None if self.prior_matrix is None else self.prior_matrix[rows])
+
+    def prior_cost(self, theta, rows=None):
+        """``(M,)`` the prior's part of the cost at ``theta`` (of the problems ``rows``)."""
+        if self.prior_matrix is None:
+            return torch.zeros(theta.shape[0], dtype=theta.dtype, device=theta.device)
+        delta, lam = self.prior_pull(theta, rows)
+        return 0.5 * (delta * (lam @ delta[:, :, None])[:, :, 0]).sum(dim=1)
+
+    def prior_pull(self, theta, rows=None):
+        """``(delta, precision)``: ``theta`` less the prior's centre, and its precision."""
+        c, lam = self.prior_centre, self.prior_matrix
+        if rows is not None:
+            c, lam = c[rows], lam[rows]
+        return theta - c, lam
+
+    def prior_precision(self):
+        """``(B, P, P)`` the prior's precision (its curvature of the cost), or None."""
+        return self.prior_matrix
 
 
 #: Map sides are padded up to a multiple of this, so that galaxies whose cut-outs

@@ -150,7 +150,7 @@ def residual_correlation(residuals, fitted, beam, pixel_scale):
     return torch.fft.rfft2(acf)
 
 
-def parameter_covariance(jac, shape, kernel_fft):
+def parameter_covariance(jac, shape, kernel_fft, prior_precision=None):
     r"""The sandwich covariance of least-squares parameters with correlated pixels.
 
     Parameters
@@ -175,6 +175,8 @@ def parameter_covariance(jac, shape, kernel_fft):
     b, n, p = jac.shape
     ny, nx = shape
     h = jac.transpose(1, 2) @ jac
+    if prior_precision is not None:
+        h = h + prior_precision
     eye = torch.eye(p, dtype=jac.dtype, device=jac.device)
     scale = torch.diagonal(h, dim1=1, dim2=2).clamp(min=1e-300).sqrt()
     # Inverse of the curvature, equilibrated (and damped for the degenerate).
@@ -186,8 +188,10 @@ def parameter_covariance(jac, shape, kernel_fft):
     rj = torch.stack([correlate(cols[:, :, k], kernels[k]) for k in range(2)], dim=2)
     meat = jac.transpose(1, 2) @ rj.reshape(b, p, n).transpose(1, 2)
     meat = 0.5 * (meat + meat.transpose(1, 2))
-    cov = h_inv @ meat @ h_inv
     trace = torch.diagonal(h_inv @ meat, dim1=1, dim2=2).sum(dim=1)
+    if prior_precision is not None:
+        meat = meat + prior_precision
+    cov = h_inv @ meat @ h_inv
     return 0.5 * (cov + cov.transpose(1, 2)), trace
 
 

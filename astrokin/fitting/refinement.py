@@ -73,7 +73,7 @@ TABLE_COLUMNS = ("refined", "converged", "n_iterations", "n_starts", "noise", "c
 
 def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None,
            device="cpu", n_samples=0, seed=None, first_index=0, max_iter=40,
-           moment_start=True):
+           moment_start=True, prior=None):
     """Refine the fits of galaxies to their own maps (see the module notes).
 
     Parameters
@@ -109,6 +109,13 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         Also start from the geometry the maps' moments give (`moment_geometry`)
         with the first start's profile: a start that does not depend on the
         network, for galaxies the network is wrong about.
+    prior : tuple, optional
+        ``(names, precision)``: a Gaussian prior centred on the first start
+        on the free parameters ``names``, with per-galaxy precision matrices
+        ``(N, K, K)`` in the fitter's variables (logarithms for positive
+        scales). It keeps what the maps hardly constrain (the rings of a
+        ring disc without emission, or closer than the beam) near the start,
+        and enters the errors (`astrokin.fitting.ring_fits.node_prior`).
 
     Returns
     -------
@@ -147,6 +154,8 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         start = [_inside(torch.as_tensor(s[rows][:, [names.index(nm) for nm in free]] + shifts,
                                          dtype=torch.float64, device=device), lower, upper,
                          periodic, residual.log) for s in starts]
+        if prior is not None:
+            problem = _with_prior(problem, prior, free, start[0])
         given = problem.noise_given
         if not given:
             problem = _start_noise(residual, start[0], problem)
@@ -169,9 +178,11 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
                                            max_iter=max_iter)
             best = replace(polished, iterations=polished.iterations + best.iterations)
             if not problem.noise_given:
-                _, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
+                _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
+                                                prior_precision=problem.prior_precision())
                 best, problem = _reweighted(residual, best, problem, trace, n0, n1)
-        cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
+        cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
+                                            prior_precision=problem.prior_precision())
         all_rows = torch.arange(m, device=device)
         m0, m1, amp = residual.render(best.theta, all_rows, problem)
         res0 = torch.where(problem.fit0, problem.data0 - m0, torch.zeros_like(m0))
@@ -187,7 +198,8 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         fitted = torch.stack([problem.fit0, problem.fit1], dim=1)
         cov_t, _ = parameter_covariance(
             best.jacobian, problem.shape,
-            residual_correlation(r, fitted, problem.beam, problem.pixel_scale))
+            residual_correlation(r, fitted, problem.beam, problem.pixel_scale),
+            prior_precision=problem.prior_precision())
         if given:
             # Known noise: a misfit beyond it (chi2 > 1) widens the errors.
             cov_t = cov_t * torch.clamp(0.5 * (chi0 + chi1), min=1.0)[:, None, None]
@@ -350,6 +362,21 @@ def moment_geometry(observations, frames, start, names, model):
     return out
 
 
+def _with_prior(problem, prior, free, centre):
+    """The problem with a Gaussian prior on the parameters ``prior[0]``, at ``centre``."""
+    names, precision = prior
+    rows = problem.index
+    full = torch.zeros((len(rows), len(free), len(free)), dtype=torch.float64,
+                       device=centre.device)
+    cols = [free.index(nm) for nm in names if nm in free]
+    keep = [k for k, nm in enumerate(names) if nm in free]
+    lam = torch.as_tensor(np.asarray(precision)[rows][:, keep][:, :, keep], dtype=torch.float64,
+                          device=centre.device)
+    idx = torch.as_tensor(cols, device=centre.device)
+    full[:, idx[:, None], idx[None, :]] = lam
+    return replace(problem, prior_centre=centre.clone(), prior_matrix=full)
+
+
 def _shifts(frames, problem, names):
     """``(B, len(names))``: a value in the problem's frame less its value in the grid frame.
 
@@ -509,7 +536,8 @@ def _reweighted(residual, best, problem, trace, n0, n1):
     # The residuals anew (upper limits do not scale with the noise); the
     # Jacobian rescaled, which is exact for the measured pixels.
     res = residual(best.theta, torch.arange(m, device=best.theta.device), problem)
-    out = LMResult(best.theta, 0.5 * (res ** 2).sum(dim=1), jac.reshape(best.jacobian.shape),
+    cost = 0.5 * (res ** 2).sum(dim=1) + problem.prior_cost(best.theta)
+    out = LMResult(best.theta, cost, jac.reshape(best.jacobian.shape),
                    res, best.iterations, best.converged)
     return out, problem
 
@@ -553,7 +581,8 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
                               scales=sc, max_iter=first, final_jacobian=False)
     if not problem.noise_given:
         lead = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
-        _, trace = parameter_covariance(res.jacobian[lead], problem.shape, kernels)
+        _, trace = parameter_covariance(res.jacobian[lead], problem.shape, kernels,
+                                        prior_precision=problem.prior_precision())
         f0, f1 = _noise_factors(select(res, lead), problem, trace, n0, n1)
         problem = problem.with_noise(problem.sigma0 * f0[:, None, None],
                                      problem.sigma1 * f1[:, None, None])
@@ -561,7 +590,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
         scale = 1.0 / torch.stack([f0, f1], dim=1)[galaxy][:, :, None, None]
         jac = res.jacobian.reshape(s * m, 2, -1, theta.shape[1]) * scale
         r0 = residual(res.theta, torch.arange(s * m, device=dev), stacked)
-        res = LMResult(res.theta, 0.5 * (r0 ** 2).sum(dim=1),
+        res = LMResult(res.theta, 0.5 * (r0 ** 2).sum(dim=1) + stacked.prior_cost(res.theta),
                        jac.reshape(s * m, -1, theta.shape[1]), r0, res.iterations,
                        res.converged)
         # A tournament: the starts go on in rounds of a few steps, and those that
@@ -595,10 +624,12 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
     rows = torch.arange(m, device=dev)
     # The errors need the Jacobian at the optimum itself, rendered.
     jac, r = jacobian(residual, best.theta, rows, problem, scales)
-    best = LMResult(best.theta, 0.5 * (r * r).sum(dim=1), jac, r, best.iterations,
+    best = LMResult(best.theta, 0.5 * (r * r).sum(dim=1) + problem.prior_cost(best.theta), jac,
+                    r, best.iterations,
                     best.converged)
     if not problem.noise_given:
-        _, trace = parameter_covariance(best.jacobian, problem.shape, kernels)
+        _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
+                                        prior_precision=problem.prior_precision())
         best, problem = _reweighted(residual, best, problem, trace, n0, n1)
     return best, problem
 

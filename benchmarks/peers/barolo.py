@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-__all__ = ["fit_2dfit"]
+__all__ = ["fit_2dfit", "fit_3dfit"]
 
 _GUESS_KEYS = ("x_center_pix", "y_center_pix", "v_sys", "inclination", "pa", "v_rot")
 
@@ -218,6 +218,9 @@ def fit_2dfit(mom1, pixel_scale_arcsec, guess, ring_width_arcsec=None,
         with _silenced(log_path):
             f = FitMod2D(fitsname)
             f.inp.fapy = None  # astropy handle pyBBarolo opens and never uses here
+            # BBarolo reads NaN blanks as 0 km/s: put the blanks back in its array
+            # (a view of the C++ cube), or every blank pixel is a data point at 0.
+            f.inp.data[0][~np.isfinite(mom1)] = np.nan
             f.init(radii=radii, xpos=x0, ypos=y0, vsys=vsys, vrot=vrot_in,
                    inc=inc, phi=pa)
             f.set_options(free=free, side=side, wfunc=wfunc, mask="NONE")
@@ -254,5 +257,109 @@ def fit_2dfit(mom1, pixel_scale_arcsec, guess, ring_width_arcsec=None,
                       x_center_pix=np.nan, y_center_pix=np.nan)
     if keep_log:
         result["log"] = log
+    result["wall_time_s"] = time.perf_counter() - t0
+    return result
+
+
+def _write_cube(path, cube, velocities, pixel_scale_arcsec, beam):
+    """A ``(nv, ny, nx)`` cube as FITS: RA/Dec (East = -column), VRAD in m/s, the beam."""
+    from astropy.io import fits
+
+    nv, ny, nx = cube.shape
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"], h["CTYPE3"] = "RA---SIN", "DEC--SIN", "VRAD"
+    h["CUNIT1"], h["CUNIT2"], h["CUNIT3"] = "deg", "deg", "m/s"
+    h["CDELT1"] = -pixel_scale_arcsec / 3600.0
+    h["CDELT2"] = pixel_scale_arcsec / 3600.0
+    h["CDELT3"] = float(velocities[1] - velocities[0]) * 1e3
+    h["CRPIX1"], h["CRPIX2"], h["CRPIX3"] = (nx - 1) / 2.0 + 1.0, (ny - 1) / 2.0 + 1.0, 1.0
+    h["CRVAL1"], h["CRVAL2"], h["CRVAL3"] = 180.0, 0.0, float(velocities[0]) * 1e3
+    h["EQUINOX"] = 2000.0
+    h["BUNIT"] = "JY/BEAM"
+    h["RESTFREQ"] = 1.4204058e9
+    h["BMAJ"], h["BMIN"], h["BPA"] = beam[0] / 3600.0, beam[1] / 3600.0, float(beam[2])
+    fits.writeto(path, np.asarray(cube, dtype=np.float32), h, overwrite=True)
+
+
+def fit_3dfit(cube, velocities, pixel_scale_arcsec, guess, beam, *, ring_width_arcsec=None,
+              free="VROT VDISP INC PA VSYS", r_max_arcsec=None, threads=1, workdir=None):
+    """Fit a data cube with 3D-Barolo's 3DFIT, from a user's first guesses.
+
+    Parameters
+    ----------
+    cube : (nv, ny, nx) array
+        Intensities; North = +row, East = -column.
+    velocities : (nv,) array
+        Channel velocities (km/s), equally spaced.
+    pixel_scale_arcsec : float
+    guess : dict
+        As for `fit_2dfit` (``x_center_pix``, ``y_center_pix``, ``v_sys``,
+        ``inclination``, ``pa``, ``v_rot``); the centre stays fixed.
+    beam : tuple
+        ``(bmaj, bmin, bpa)``: arcsec, arcsec, deg (North through East).
+    ring_width_arcsec : float, optional
+        Default: the beam's major axis.
+    free : str
+        BBarolo's FREE string.
+    r_max_arcsec : float, optional
+        Outer edge of the rings; default the farthest pixel with emission in
+        the cube's moment-0 above 3 per cent of its peak.
+    threads : int
+    workdir : str, optional
+        Kept when given; else a temporary directory, removed.
+
+    Returns
+    -------
+    dict with ``radii``, ``vrot``, ``vdisp``, ``ring_inclination``, ``ring_pa``
+    (astrokin conventions), the ring medians ``inclination``, ``pa``, ``v_sys``,
+    and ``wall_time_s``. 3DFIT's defaults otherwise: its own source-finding
+    mask (SEARCH), azimuthal normalisation, two stages (regularised geometry).
+    """
+    t0 = time.perf_counter()
+    from pyBBarolo import FitMod3D
+
+    cube = np.asarray(cube, dtype=float)
+    scale = float(pixel_scale_arcsec)
+    x0, y0 = _value(guess["x_center_pix"]), _value(guess["y_center_pix"])
+    width = float(ring_width_arcsec or beam[0])
+    if r_max_arcsec is None:
+        mom0 = np.nansum(cube, axis=0)
+        yy, xx = np.nonzero(mom0 > 0.03 * np.nanmax(mom0))
+        r_max_arcsec = float(np.hypot(xx - x0, yy - y0).max()) * scale
+    n_rings = max(int(np.floor(r_max_arcsec / width)), 2)
+    radii = (np.arange(n_rings) + 0.5) * width
+    own_dir = workdir is None
+    wdir = tempfile.mkdtemp(prefix="barolo3d_") if own_dir else os.path.abspath(workdir)
+    os.makedirs(wdir, exist_ok=True)
+    fitsname = os.path.join(wdir, "cube.fits")
+    cwd = os.getcwd()
+    try:
+        _write_cube(fitsname, cube, velocities, scale, beam)
+        os.chdir(wdir)
+        with _silenced(os.path.join(wdir, "bbarolo.log")):
+            f = FitMod3D(fitsname)
+            f.init(radii=radii, xpos=x0, ypos=y0, vsys=_value(guess["v_sys"]),
+                   vrot=_value(guess["v_rot"]), vdisp=10.0, vrad=0.0, z0=0.0,
+                   inc=_value(guess["inclination"]), phi=_value(guess["pa"]))
+            f.set_options(mask="SEARCH", free=free, wfunc=2, outfolder=wdir, distance=10.0)
+            rings, _ = f.compute(threads=int(threads))
+            del f
+    finally:
+        os.chdir(cwd)
+        if own_dir:
+            shutil.rmtree(wdir, ignore_errors=True)
+    rings = np.atleast_2d(rings)
+    # rings_final*.txt: RAD(Kpc) RAD(arcs) VROT DISP INC P.A. Z0(pc) Z0(arcs) DENS XPOS
+    # YPOS VSYS VRAD
+    rad, vrot, vdisp, inc, pa, vsys = (rings[:, k] for k in (1, 2, 3, 4, 5, 11))
+    ok = np.isfinite(vrot) & np.isfinite(inc) & np.isfinite(pa)
+    r_inc, r_pa, r_vrot = _fold(inc[ok], pa[ok], vrot[ok])
+    result = {"radii": rad[ok], "vrot": r_vrot, "vdisp": vdisp[ok], "ring_inclination": r_inc,
+              "ring_pa": r_pa, "n_rings": int(n_rings)}
+    if ok.any():
+        result.update(inclination=float(np.median(r_inc)), pa=_angle_median(r_pa, guess["pa"]),
+                      v_sys=float(np.median(vsys[ok])))
+    else:
+        result.update(inclination=np.nan, pa=np.nan, v_sys=np.nan)
     result["wall_time_s"] = time.perf_counter() - t0
     return result
