@@ -65,8 +65,8 @@ class MapProblem:
         A Gaussian prior on the fitted parameters (in the fitter's variables:
         logarithms for positive scales): its centre ``(B, P)`` and precision
         (inverse covariance) ``(B, P, P)``, zero for parameters without one;
-        None for none. It adds :math:`\frac12 \delta^T \Lambda \delta`,
-        :math:`\delta = \theta - {\rm centre}`, to the cost.
+        None for none. It adds ``0.5 * delta @ precision @ delta``,
+        ``delta = theta - centre``, to the cost.
     """
 
     index: np.ndarray

@@ -84,7 +84,7 @@ def node_prior(model, r_outer, resolution):
     k = np.arange(1, n + 1)
     groups = [(model.velocity_names(), VELOCITY_PRIOR), (model.brightness_names(),
                                                          BRIGHTNESS_PRIOR)]
-    names, blocks = [], []
+    names = []
     free = [[i for i, nm in enumerate(g) if not model.fixed[nm] and not model.tied[nm]]
             for g, _ in groups]
     for (group, _), use in zip(groups, free, strict=True):
@@ -128,7 +128,7 @@ def start_model(model, model_class=None):
     >>> from astrokin.fitting.ring_fits import start_model
     >>> rings = TiltedRingDisk(pa=30 * u.deg, fixed={"pa": True})
     >>> start = start_model(rings)
-    >>> type(start).__name__, start.pa.value, start.fixed["pa"]
+    >>> type(start).__name__, float(start.pa.value), start.fixed["pa"]
     ('ExponentialArctanDisk', 30.0, True)
     """
     model_class = ExponentialArctanDisk if model_class is None else model_class
