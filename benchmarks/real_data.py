@@ -19,11 +19,15 @@ each fitted five ways:
 ``solo-scratch``
     The paper's solo mode: a fresh network, ``--scratch-epochs`` epochs at a
     learning rate of 1e-3, on the galaxy alone.
+``rings+refine``
+    A `~astrokin.models.TiltedRingDisk` of ``--rings`` rings, started from
+    ``blind+refine`` (`astrokin.fitting.ring_fits`); ``best`` is the model
+    with the lower BIC of the two, ``v_max`` the outermost ring's speed.
 
 The reference PA is the independent point-symmetry kinematic PA given in the
 data README (mod 180). Usage::
 
-    python benchmarks/real_data.py [--data ../shared/data] [--threads 2]
+    python benchmarks/real_data.py [--data ../shared/data] [--threads 2] [--modes a,b]
 """
 
 import argparse
@@ -53,7 +57,7 @@ def main(argv=None):
     import torch
 
     from astrokin.fitting import NeuralKinematicFitter
-    from astrokin.models import ExponentialArctanDisk
+    from astrokin.models import ExponentialArctanDisk, TiltedRingDisk
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = pathlib.Path(__file__).resolve().parents[1]
@@ -61,6 +65,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tune-epochs", type=int, default=100)
     parser.add_argument("--scratch-epochs", type=int, default=300)
+    parser.add_argument("--rings", type=int, default=8)
+    parser.add_argument("--modes", default=None,
+                        help="comma-separated modes to run (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = pathlib.Path(args.data)
@@ -78,14 +85,19 @@ def main(argv=None):
         "solo-scratch": lambda: NeuralKinematicFitter(
             mode="solo", epochs=args.scratch_epochs, learning_rate=1e-3, mc_samples=1000,
             seed=0, progress=False, refine=False),
+        "rings+refine": lambda: NeuralKinematicFitter.pretrained(mc_samples=1000, seed=0,
+                                                                 progress=False),
     }
+    if args.modes:
+        fitters = {k: fitters[k] for k in args.modes.split(",")}
     print(f"# astrokin on real observations ({cpu_name()}, "
           f"{args.threads} torch threads, torch {torch.__version__})")
     print(f"# solo-tuned: {args.tune_epochs} epochs from the bundled weights; solo-scratch: "
           f"{args.scratch_epochs} epochs, lr 1e-3; 1000 MC samples; PA ref.: data README (mod 180)")
     header = (f"{'galaxy':8s} {'mode':12s} {'inc (deg)':>12s} {'PA (deg)':>13s} {'PA ref':>6s} "
               f"{'dPA':>5s} {'v_max (km/s)':>13s} {'v_sys (km/s)':>13s} {'r_scale (as)':>12s} "
-              f"{'rejected':>8s} {'at bound':>9s} {'structure':>9s} {'time (s)':>8s}")
+              f"{'rejected':>8s} {'at bound':>9s} {'structure':>9s} {'best (BIC)':>21s} "
+              f"{'time (s)':>8s}")
     print(header)
     print("-" * len(header))
     for name in GALAXIES:
@@ -95,11 +107,18 @@ def main(argv=None):
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fitter(ExponentialArctanDisk(), *maps, **(noise if fitter.refine else {}))
+                model = TiltedRingDisk(n_rings=args.rings) if mode == "rings+refine" \
+                    else ExponentialArctanDisk()
+                fitter(model, *maps, **(noise if fitter.refine else {}))
             dt = time.perf_counter() - t0
             t = fitter.fit_info["table"]
 
+            if mode == "rings+refine":
+                t["v_max"], t["v_max_std"] = t[f"v_{args.rings}"], t[f"v_{args.rings}_std"]
+
             def fmt(col, t=t):
+                if col not in t.colnames:
+                    return "-"
                 return f"{t[col][0].value:6.1f}±{t[col + '_std'][0].value:<5.1f}"
 
             pa = t["pa"][0].to_value(u.deg)
@@ -110,7 +129,9 @@ def main(argv=None):
             print(f"{name:8s} {mode:12s} {fmt('inclination'):>12s} {fmt('pa'):>13s} "
                   f"{'' if ref is None else f'{ref:.0f}':>6s} {dpa:>5s} {fmt('v_max'):>13s} "
                   f"{fmt('v_sys'):>13s} {fmt('r_scale'):>12s} {t['n_rejected'][0]:8d} "
-                  f"{t['at_bound'][0] or '-':>9s} {structure:>9s} {dt:8.2f}", flush=True)
+                  f"{t['at_bound'][0] or '-':>9s} {structure:>9s} "
+                  f"{str(t['best_model'][0]) if 'best_model' in t.colnames else '-':>21s} "
+                  f"{dt:8.2f}", flush=True)
     return 0
 
 

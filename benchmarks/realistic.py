@@ -51,6 +51,16 @@ QUANTITIES = ("inclination", "pa", "centre", "v_sys", "rc")
 N_RADII = 20
 
 
+#: A galaxy counts as detected (and is fitted) with at least this many mom1 pixels.
+MIN_PIXELS = 20
+
+
+def detected(mom0, mom1):
+    """Whether the source finder found the galaxy (maps to fit)."""
+    return [bool(np.isfinite(b).sum() >= MIN_PIXELS and np.any(a > 0))
+            for a, b in zip(mom0, mom1, strict=True)]
+
+
 def eval_radii(design):
     """The radii (arcsec) where rotation curves are compared."""
     return np.linspace(design["beam"][0], 0.7 * design["extent"], N_RADII)
@@ -85,8 +95,9 @@ def run_astrokin(designs, mom0, mom1, args):
     model = ExponentialArctanDisk(bounds={"v_max": (20, 3000)})
     rings = TiltedRingDisk(n_rings=args.rings)
     step = args.batch
-    for start in range(0, n, step):
-        idx = list(range(start, min(start + step, n)))
+    found = np.flatnonzero(detected(mom0, mom1))
+    for start in range(0, len(found), step):
+        idx = [int(i) for i in found[start:start + step]]
         beams = [(b[0] * u.arcsec, b[1] * u.arcsec, b[2] * u.deg)
                  for b in (designs[i]["beam"] for i in idx)]
         kw = dict(pixel_scale=1 * u.arcsec, beam=beams)
@@ -163,7 +174,8 @@ def run_peer(kind, designs, mom0, mom1, cubes, args):
     import pyBBarolo  # noqa: F401 - load once, before forking
     from peer_2dfit import user_guess
 
-    index = range(len(designs)) if kind == "2dfit" else sorted(cubes)
+    found = detected(mom0, mom1)
+    index = [i for i in (range(len(designs)) if kind == "2dfit" else sorted(cubes)) if found[i]]
     out = {"values": {}, "rc": {}, "failed": {}, "seconds": 0.0, "n": 0}
     for i in index:
         d = designs[i]
@@ -246,20 +258,22 @@ def report(args):
             p = parts[part]
             methods[label] = errors(designs, curves, {int(k): v for k, v in p["values"].items()},
                                     {int(k): v for k, v in p["rc"].items()})
-    print(f"Realistic KinMS mocks: {n} galaxies ({meta['machine']}); 3DFIT on the first "
-          f"{meta['cubes']} cubes")
+    found = np.array(detected(mom0, mom1))
+    print(f"Realistic KinMS mocks: {n} galaxies ({meta['machine']}); {int((~found).sum())} not "
+          f"detected by the smooth-and-clip mask (fewer than {MIN_PIXELS} mom1 pixels) are "
+          f"left out of every method; 3DFIT on the detected of the first {meta['cubes']} cubes")
     head = (f"{'method / sample':24s} " + " ".join(f"{q:>15s}" for q in QUANTITIES)
             + "  fitted")
     sub = f"{'':24s} " + " ".join(f"{'median':>7s} {'mean':>7s}" for _ in QUANTITIES)
     units = "errors: inclination, PA (deg); centre (arcsec = px); v_sys, rotation curve RMS (km/s)"
-    samples = {"all galaxies": np.ones(n, bool), f"the {meta['cubes']} with cubes":
-               np.arange(n) < meta["cubes"]}
+    samples = {"all detected galaxies": found, f"the detected of the {meta['cubes']} with "
+               "cubes": found & (np.arange(n) < meta["cubes"])}
     for sample, sel in samples.items():
         print(f"\n{sample}; {units}")
         print(head)
         print(sub)
         for m, e in methods.items():
-            if m != "3DFIT" or sample != "all galaxies":
+            if m != "3DFIT" or sample != "all detected galaxies":
                 print(_fmt_row(m, e, sel, None))
     families = [("sb_family", realistic_mocks.SB_FAMILIES),
                 ("rc_family", realistic_mocks.RC_FAMILIES),
@@ -274,12 +288,13 @@ def report(args):
         print(f"\nper {key} (median errors); {units}")
         print(head)
         for name in names:
-            sel = np.array([d[key] == name for d in designs])
+            sel = np.array([d[key] == name for d in designs]) & found
             for m in show:
                 print(_fmt_row(f"{name}: {m}", methods[m], sel, None))
     print(f"\nper nuisance (median errors); {units}")
     print(head)
     for name, sel in flags.items():
+        sel = sel & found
         for m in show:
             print(_fmt_row(f"{name}: {m}", methods[m], sel, None))
     if "astrokin" in parts:
@@ -289,7 +304,7 @@ def report(args):
             cells = []
             for q in ("inclination", "pa", "v_sys", "x_0"):
                 err, std = [], []
-                for i in range(n):
+                for i in np.flatnonzero(found):
                     v, s = a[m]["values"][i], a[m]["stds"][i]
                     if q == "pa":
                         err.append(abs((v[q] - designs[i][q] + 180) % 360 - 180))
@@ -299,8 +314,9 @@ def report(args):
                 cells.append(f"{q} {np.mean(np.array(err) < np.array(std)):.2f}")
             print(f"  {m:12s} " + "  ".join(cells))
         s = a["seconds"]
-        print(f"\ntime per galaxy: network {1e3 * s['network'] / n:.0f} ms; exponential+rings "
-              f"(both refined, one call) {1e3 * s['exponential+rings'] / n:.0f} ms; 1 thread")
+        k = int(found.sum())
+        print(f"\ntime per galaxy: network {1e3 * s['network'] / k:.0f} ms; exponential+rings "
+              f"(both refined, one call) {1e3 * s['exponential+rings'] / k:.0f} ms; 1 thread")
     for part, label in (("2dfit", "2DFIT"), ("3dfit", "3DFIT")):
         if part in parts:
             p = parts[part]

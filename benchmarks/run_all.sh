@@ -43,3 +43,11 @@ run paper_solo_refine python benchmarks/accuracy.py --set paper --mode solo --n 
 run refinement_speed python benchmarks/refinement_speed.py --n 256 --threads 2
 run paper_2dfit python benchmarks/peer_2dfit.py --set paper --timeout 5
 run hard_2dfit python benchmarks/peer_2dfit.py --set hard --timeout 5
+# Realistic mocks (rings, holes, clumps, arms, bars, warps, low S/N) against 2DFIT and
+# 3DFIT, and the real galaxies with the ring model (about 1.5 hours on 2 cores).
+python benchmarks/realistic_mocks.py --n 500 --cubes 50
+python benchmarks/realistic.py 3dfit
+python benchmarks/realistic.py 2dfit
+python benchmarks/realistic.py astrokin
+run realistic python benchmarks/realistic.py report
+run real_data_rings python benchmarks/real_data.py --threads 1 --modes blind+refine,rings+refine
