@@ -45,7 +45,7 @@ VELOCITY_PRIOR = 0.3
 #: Width of the prior on the rings' surface brightness, in its logarithm (a factor e).
 BRIGHTNESS_PRIOR = 1.0
 #: Correlation length of the prior between rings, in beam FWHM.
-CORRELATION_BEAMS = 0.5
+CORRELATION_BEAMS = 1.0
 #: Relative jitter added to the prior's covariance (its precision is at most 1/JITTER).
 JITTER = 1e-3
 
