@@ -325,7 +325,6 @@ class NeuralKinematicFitter(Fitter):
             For a blind fit without a network, a combined one without
             ``training_data``, or ``inplace=True`` with several galaxies.
         """
-        import numpy as np
         import torch
 
         from astrokin.fitting import results
@@ -386,28 +385,15 @@ class NeuralKinematicFitter(Fitter):
             scale = self.refined_std_scale
             if rings is not None:
                 from astrokin.fitting.parameters import ParameterLayout
-                from astrokin.fitting.ring_fits import node_prior, outer_radii, ring_starts
+                from astrokin.fitting.ring_fits import fit_rings
 
-                r_outer = outer_radii(model, obs, frames, summary.mean, names)
-                ring_names = list(model.param_names)
-                framed = _framed(model, frames)
-                framed["r_outer"] = r_outer[:, None]
-                starts = ring_starts(model, fit_model, [summary.mean], names, ring_names,
-                                     r_outer)
-                resolution = np.array([o.pixel_scale if o.beam is None else o.beam[0]
-                                       for o in obs])
-                refined = refine(model, obs, frames, starts, ring_names, framed,
-                                 prior=node_prior(model, r_outer, resolution), **options)
                 start_fit = results.assemble_results(
                     fit_model, self.layout, obs, frames, summary, names, std_scale=scale,
                     amplitude=amplitude, columns=columns)
-                columns = dict(refined.columns, start_bic=columns["bic"],
-                               best_model=np.where(columns["bic"] < refined.columns["bic"],
-                                                   type(fit_model).__name__,
-                                                   type(model).__name__))
-                summary, amplitude = refined.summary, refined.amplitude
-                names, scale, layout = ring_names, None, ParameterLayout(model)
-                fixed = {"r_outer": r_outer}
+                refined, names, r_outer = fit_rings(model, fit_model, obs, frames, refined,
+                                                    names, **options)
+                summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
+                scale, layout, fixed = None, ParameterLayout(model), {"r_outer": r_outer}
         t4 = time.perf_counter()
         fitted, self.fit_info = results.assemble_results(
             model, layout, obs, frames, summary, names, std_scale=scale,

@@ -27,12 +27,15 @@ The outermost ring follows the map unless given: ``r_outer`` (fixed) set to
 detected velocity map along the start's major axis.
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 from astrokin.models import ExponentialArctanDisk, KinematicDiskModel, TiltedRingDisk
 
 __all__ = ["BRIGHTNESS_PRIOR", "CORRELATION_BEAMS", "EXTENT_QUANTILE", "GEOMETRY", "JITTER",
-           "VELOCITY_PRIOR", "node_prior", "outer_radii", "ring_starts", "start_model"]
+           "VELOCITY_PRIOR", "fit_rings", "node_prior", "outer_radii", "ring_starts",
+           "start_model"]
 
 #: Parameters a start model takes over from the ring model (values, fixed, bounds, ties).
 GEOMETRY = ("inclination", "pa", "x_0", "y_0", "v_sys", "z_scale")
@@ -235,3 +238,52 @@ def ring_starts(model, start, starts, start_names, names, r_outer):
             ring[:, names.index("r_outer")] = r_outer
         out.append(ring)
     return out
+
+
+def fit_rings(model, start, observations, frames, start_fit, start_names, **options):
+    """Refine a ring disc to each galaxy's maps, from the refined fit of its start model.
+
+    Parameters
+    ----------
+    model : `~astrokin.models.TiltedRingDisk`
+    start : `~astrokin.models.KinematicDiskModel`
+        The start model (`start_model`).
+    observations : list of `~astrokin.fitting.preprocessing.Observation`
+    frames : list of `~astrokin.fitting.frames.FittingFrame`
+    start_fit : `~astrokin.fitting.refinement.Refinement`
+        The start model's refined fit.
+    start_names : list of str
+        The quantities of ``start_fit``.
+    **options
+        Passed to `~astrokin.fitting.refinement.refine` (noise maps, device,
+        samples, seed).
+
+    Returns
+    -------
+    refined : `~astrokin.fitting.refinement.Refinement`
+        The ring fit, its table columns with ``start_bic`` (the start model's
+        BIC) and ``best_model`` (the class name with the lower BIC).
+    names : list of str
+        The ring model's parameters (the quantities of ``refined``).
+    r_outer : numpy.ndarray
+        ``(N,)`` each galaxy's outermost ring (arcsec).
+    """
+    from astrokin.fitting.frames import framed_fixed
+    from astrokin.fitting.parameters import fixed_values
+    from astrokin.fitting.refinement import refine
+
+    mean = start_fit.summary.mean
+    r_outer = outer_radii(model, observations, frames, mean, start_names)
+    names = list(model.param_names)
+    framed = framed_fixed(fixed_values(model), model, frames)
+    framed["r_outer"] = r_outer[:, None]
+    starts = ring_starts(model, start, [mean], start_names, names, r_outer)
+    resolution = np.array([o.pixel_scale if o.beam is None else o.beam[0]
+                           for o in observations])
+    refined = refine(model, observations, frames, starts, names, framed,
+                     prior=node_prior(model, r_outer, resolution), **options)
+    start_bic = start_fit.columns["bic"]
+    best = np.where(start_bic < refined.columns["bic"], type(start).__name__,
+                    type(model).__name__)
+    return replace(refined, columns=dict(refined.columns, start_bic=start_bic,
+                                         best_model=best)), names, r_outer
