@@ -206,7 +206,9 @@ def run(args):
     fitter = make_fitter(args)
     default_class = fitter.layout.model_class if fitter.layout is not None else None
     model = make_fitter_model(args.model, args.fix, default_class, args.rings)
-    rings_path = _rings_path(args.output) if "rings" in _fit_products(model) else None
+    from astrokin.models import TiltedRingDisk
+
+    rings_path = _rings_path(args.output) if isinstance(model, TiltedRingDisk) else None
     if rings_path is not None:
         _check_new([rings_path], args.overwrite)
 
@@ -290,13 +292,6 @@ def run(args):
         if rings_path is not None:
             print(f"wrote {rings_path} (the rotation curve, ring by ring)")
     return 0
-
-
-def _fit_products(model):
-    """What a fit of ``model`` writes besides its table."""
-    from astrokin.models import TiltedRingDisk
-
-    return ("rings",) if isinstance(model, TiltedRingDisk) else ()
 
 
 def _rings_path(output):

@@ -90,7 +90,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
     theta : torch.Tensor
         ``(M, P)`` starting points; row ``i`` is a start of problem ``i``.
     problem : `MapProblem`
-        With its prior, if any (`MapProblem.prior_cost`), part of the cost.
+        With its prior, if any, part of the cost (`MapProblem.cost`).
     lower, upper : torch.Tensor
         ``(M, P)`` bounds (``-inf``/``inf`` for none).
     periodic : torch.Tensor
@@ -124,8 +124,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
                           scales)
     else:
         jac, r = start.jacobian.clone(), start.residuals.clone()
-    cost = 0.5 * (r * r).sum(dim=1) + problem.prior_cost(theta)
-    precision = problem.prior_precision()  # a Gaussian prior: curvature and pull
+    cost = problem.cost(theta, r)
     lam = torch.full((m,), 1e-3, dtype=theta.dtype, device=theta.device)
     nu = torch.full_like(lam, 2.0)
     iterations = torch.zeros(m, dtype=torch.long, device=theta.device)
@@ -140,7 +139,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         j, ra = jac[active], r[active]
         a = j.transpose(1, 2) @ j
         g = (j.transpose(1, 2) @ ra[:, :, None])[:, :, 0]
-        if precision is not None:
+        if problem.prior_matrix is not None:  # a Gaussian prior: curvature and pull
             delta, prec = problem.prior_pull(theta[active], active)
             a = a + prec
             g = g + (prec @ delta[:, :, None])[:, :, 0]
@@ -158,7 +157,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         step = -torch.linalg.solve(damped, g[:, :, None])[:, :, 0] * keep
         trial = project(theta[active] + step, lower[active], upper[active], periodic)
         r_try = residual(trial, active, problem)
-        c_try = 0.5 * (r_try * r_try).sum(dim=1) + problem.prior_cost(trial, active)
+        c_try = problem.cost(trial, r_try, active)
         moved = unwrapped(trial - theta[active], periodic)
         predicted = -(g * moved).sum(dim=1) - 0.5 * (moved[:, None, :] @ a
                                                      @ moved[:, :, None])[:, 0, 0]

@@ -110,12 +110,17 @@ class MapProblem:
                           None if self.prior_centre is None else self.prior_centre[rows],
                           None if self.prior_matrix is None else self.prior_matrix[rows])
 
-    def prior_cost(self, theta, rows=None):
-        """``(M,)`` the prior's part of the cost at ``theta`` (of the problems ``rows``)."""
+    def cost(self, theta, residuals, rows=None):
+        """``(M,)`` the cost at ``theta``: half the squared residuals, plus the prior's part.
+
+        ``rows`` (an index tensor) says which of the problems ``theta`` and
+        ``residuals`` belong to; default all, in order.
+        """
+        cost = 0.5 * (residuals * residuals).sum(dim=1)
         if self.prior_matrix is None:
-            return torch.zeros(theta.shape[0], dtype=theta.dtype, device=theta.device)
+            return cost
         delta, lam = self.prior_pull(theta, rows)
-        return 0.5 * (delta * (lam @ delta[:, :, None])[:, :, 0]).sum(dim=1)
+        return cost + 0.5 * (delta * (lam @ delta[:, :, None])[:, :, 0]).sum(dim=1)
 
     def prior_pull(self, theta, rows=None):
         """``(delta, precision)``: ``theta`` less the prior's centre, and its precision."""
@@ -123,10 +128,6 @@ class MapProblem:
         if rows is not None:
             c, lam = c[rows], lam[rows]
         return theta - c, lam
-
-    def prior_precision(self):
-        """``(B, P, P)`` the prior's precision (its curvature of the cost), or None."""
-        return self.prior_matrix
 
 
 #: Map sides are padded up to a multiple of this, so that galaxies whose cut-outs

@@ -179,10 +179,10 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
             best = replace(polished, iterations=polished.iterations + best.iterations)
             if not problem.noise_given:
                 _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
-                                                prior_precision=problem.prior_precision())
+                                                prior_precision=problem.prior_matrix)
                 best, problem = _reweighted(residual, best, problem, trace, n0, n1)
         cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
-                                            prior_precision=problem.prior_precision())
+                                            prior_precision=problem.prior_matrix)
         all_rows = torch.arange(m, device=device)
         m0, m1, amp = residual.render(best.theta, all_rows, problem)
         res0 = torch.where(problem.fit0, problem.data0 - m0, torch.zeros_like(m0))
@@ -199,7 +199,7 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         cov_t, _ = parameter_covariance(
             best.jacobian, problem.shape,
             residual_correlation(r, fitted, problem.beam, problem.pixel_scale),
-            prior_precision=problem.prior_precision())
+            prior_precision=problem.prior_matrix)
         if given:
             # Known noise: a misfit beyond it (chi2 > 1) widens the errors.
             cov_t = cov_t * torch.clamp(0.5 * (chi0 + chi1), min=1.0)[:, None, None]
@@ -536,7 +536,7 @@ def _reweighted(residual, best, problem, trace, n0, n1):
     # The residuals anew (upper limits do not scale with the noise); the
     # Jacobian rescaled, which is exact for the measured pixels.
     res = residual(best.theta, torch.arange(m, device=best.theta.device), problem)
-    cost = 0.5 * (res ** 2).sum(dim=1) + problem.prior_cost(best.theta)
+    cost = problem.cost(best.theta, res)
     out = LMResult(best.theta, cost, jac.reshape(best.jacobian.shape),
                    res, best.iterations, best.converged)
     return out, problem
@@ -582,7 +582,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
     if not problem.noise_given:
         lead = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
         _, trace = parameter_covariance(res.jacobian[lead], problem.shape, kernels,
-                                        prior_precision=problem.prior_precision())
+                                        prior_precision=problem.prior_matrix)
         f0, f1 = _noise_factors(select(res, lead), problem, trace, n0, n1)
         problem = problem.with_noise(problem.sigma0 * f0[:, None, None],
                                      problem.sigma1 * f1[:, None, None])
@@ -590,7 +590,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
         scale = 1.0 / torch.stack([f0, f1], dim=1)[galaxy][:, :, None, None]
         jac = res.jacobian.reshape(s * m, 2, -1, theta.shape[1]) * scale
         r0 = residual(res.theta, torch.arange(s * m, device=dev), stacked)
-        res = LMResult(res.theta, 0.5 * (r0 ** 2).sum(dim=1) + stacked.prior_cost(res.theta),
+        res = LMResult(res.theta, stacked.cost(res.theta, r0),
                        jac.reshape(s * m, -1, theta.shape[1]), r0, res.iterations,
                        res.converged)
         # A tournament: the starts go on in rounds of a few steps, and those that
@@ -624,12 +624,11 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
     rows = torch.arange(m, device=dev)
     # The errors need the Jacobian at the optimum itself, rendered.
     jac, r = jacobian(residual, best.theta, rows, problem, scales)
-    best = LMResult(best.theta, 0.5 * (r * r).sum(dim=1) + problem.prior_cost(best.theta), jac,
-                    r, best.iterations,
+    best = LMResult(best.theta, problem.cost(best.theta, r), jac, r, best.iterations,
                     best.converged)
     if not problem.noise_given:
         _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
-                                        prior_precision=problem.prior_precision())
+                                        prior_precision=problem.prior_matrix)
         best, problem = _reweighted(residual, best, problem, trace, n0, n1)
     return best, problem
 
