@@ -13,6 +13,12 @@ curves, S/N 3-20 per channel, source-finder masks):
 ``best``
     per galaxy, the lower BIC of ``exponential`` and ``rings``
     (``best_model`` of the ring fit: what a user gets without choosing);
+``ring network``
+    the bundled ring network alone (``refine=False``), TiltedRingDisk of 10
+    rings, trained on `astrokin.synthetic.RealisticGenerator` galaxies;
+``rings from ring net``
+    the ring network, then ring refinement from its prediction alone (no
+    parametric fit, so no ``best_model``);
 ``2DFIT``
     3D-Barolo's 2DFIT on the mom1 map (``peers/barolo.py``; free VROT INC PA
     VSYS, centre fixed at the mom0 centroid, rings one beam wide), with the
@@ -48,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realistic_mocks  # noqa: E402
 
 QUANTITIES = ("inclination", "pa", "centre", "v_sys", "rc")
+ASTROKIN_METHODS = ("network", "exponential", "rings", "best", "ring network",
+                    "rings from ring net")
 N_RADII = 20
 
 
@@ -85,9 +93,14 @@ def run_astrokin(designs, mom0, mom1, args):
 
     torch.set_num_threads(1)
     n = len(designs)
-    out = {m: {k: [None] * n for k in ("values", "stds", "rc")} for m in
-           ("network", "exponential", "rings", "best")}
-    out["seconds"] = {"network": 0.0, "exponential+rings": 0.0}
+    out = {m: {k: [None] * n for k in ("values", "stds", "rc")} for m in ASTROKIN_METHODS}
+    out["seconds"] = {"network": 0.0, "exponential+rings": 0.0, "ring network": 0.0,
+                      "rings from ring net": 0.0}
+    ring_plain = NeuralKinematicFitter.pretrained(model=TiltedRingDisk(), refine=False,
+                                                  mc_samples=200, progress=False, seed=0)
+    ring_refining = NeuralKinematicFitter.pretrained(model=TiltedRingDisk(), mc_samples=200,
+                                                     progress=False, seed=0,
+                                                     keep_samples=False)
     plain = NeuralKinematicFitter.pretrained(refine=False, mc_samples=200, progress=False,
                                              seed=0)
     refining = NeuralKinematicFitter.pretrained(mc_samples=200, progress=False, seed=0,
@@ -118,6 +131,12 @@ def run_astrokin(designs, mom0, mom1, args):
             pick = "rings" if best[j] != "ExponentialArctanDisk" else "exponential"
             for k in ("values", "stds", "rc"):
                 out["best"][k][i] = out[pick][k][i]
+        for label, fitter, ring_model in (("ring network", ring_plain, TiltedRingDisk()),
+                                          ("rings from ring net", ring_refining, rings)):
+            t = time.perf_counter()
+            fitted = fitter(ring_model, maps0, maps1, **kw)
+            out["seconds"][label] += time.perf_counter() - t
+            _store(out[label], idx, fitted, fitter.fit_info, designs)
         print(f"  astrokin: {idx[-1] + 1}/{n} galaxies", file=sys.stderr, flush=True)
     return out
 
@@ -230,7 +249,7 @@ def errors(designs, curves, values, rc):
 
 
 def _fmt_row(label, errs, sel, n_total):
-    cells = [f"{label:24s}"]
+    cells = [f"{label:38s}"]
     for q in QUANTITIES:
         x = errs[q][sel]
         x = x[np.isfinite(x)]
@@ -251,8 +270,9 @@ def report(args):
     methods = {}
     if "astrokin" in parts:
         a = parts["astrokin"]
-        for m in ("network", "exponential", "rings", "best"):
-            methods[m] = errors(designs, curves, a[m]["values"], a[m]["rc"])
+        for m in ASTROKIN_METHODS:
+            if m in a:
+                methods[m] = errors(designs, curves, a[m]["values"], a[m]["rc"])
     for part, label in (("2dfit", "2DFIT"), ("3dfit", "3DFIT")):
         if part in parts:
             p = parts[part]
@@ -262,9 +282,9 @@ def report(args):
     print(f"Realistic KinMS mocks: {n} galaxies ({meta['machine']}); {int((~found).sum())} not "
           f"detected by the smooth-and-clip mask (fewer than {MIN_PIXELS} mom1 pixels) are "
           f"left out of every method; 3DFIT on the detected of the first {meta['cubes']} cubes")
-    head = (f"{'method / sample':24s} " + " ".join(f"{q:>15s}" for q in QUANTITIES)
+    head = (f"{'method / sample':38s} " + " ".join(f"{q:>15s}" for q in QUANTITIES)
             + "  fitted")
-    sub = f"{'':24s} " + " ".join(f"{'median':>7s} {'mean':>7s}" for _ in QUANTITIES)
+    sub = f"{'':38s} " + " ".join(f"{'median':>7s} {'mean':>7s}" for _ in QUANTITIES)
     units = "errors: inclination, PA (deg); centre (arcsec = px); v_sys, rotation curve RMS (km/s)"
     samples = {"all detected galaxies": found, f"the detected of the {meta['cubes']} with "
                "cubes": found & (np.arange(n) < meta["cubes"])}
@@ -283,7 +303,8 @@ def report(args):
              "bulge peak": np.array([d["rc"]["bulge"] for d in designs]),
              "S/N < 6": np.array([d["snr"] < 6 for d in designs]),
              "< 8 beams across": np.array([2 * d["extent"] / d["beam"][0] < 8 for d in designs])}
-    show = [m for m in ("exponential", "rings", "best", "2DFIT") if m in methods]
+    show = [m for m in ("exponential", "rings", "best", "ring network", "rings from ring net",
+                        "2DFIT") if m in methods]
     for key, names in families:
         print(f"\nper {key} (median errors); {units}")
         print(head)
@@ -300,7 +321,7 @@ def report(args):
     if "astrokin" in parts:
         a = parts["astrokin"]
         print("\n1-sigma coverage of astrokin's errors (fraction of |error| < std; 68% ideal)")
-        for m in ("network", "exponential", "rings", "best"):
+        for m in (m for m in ASTROKIN_METHODS if m in a):
             cells = []
             for q in ("inclination", "pa", "v_sys", "x_0"):
                 err, std = [], []
@@ -312,11 +333,14 @@ def report(args):
                         err.append(abs(v[q] - designs[i][q]))
                     std.append(s[q])
                 cells.append(f"{q} {np.mean(np.array(err) < np.array(std)):.2f}")
-            print(f"  {m:12s} " + "  ".join(cells))
+            print(f"  {m:20s} " + "  ".join(cells))
         s = a["seconds"]
         k = int(found.sum())
         print(f"\ntime per galaxy: network {1e3 * s['network'] / k:.0f} ms; exponential+rings "
               f"(both refined, one call) {1e3 * s['exponential+rings'] / k:.0f} ms; 1 thread")
+        if "ring network" in s:
+            print(f"  ring network {1e3 * s['ring network'] / k:.0f} ms; rings from ring net "
+                  f"{1e3 * s['rings from ring net'] / k:.0f} ms; 1 thread")
     for part, label in (("2dfit", "2DFIT"), ("3dfit", "3DFIT")):
         if part in parts:
             p = parts[part]

@@ -26,6 +26,7 @@ examples:
   astrokin pretrain -o survey.pt --init pretrained --set 'beam_major_px=[3, 3]' \\
       'beam_axis_ratio=[1, 1]' supervised_steps=5000 supervised_lr=2e-4
   astrokin pretrain -o paper_setup.pt --recipe benchmarks/recipes/paper_setup.json
+  astrokin pretrain -o rings.pt --rings --set supervised_steps=6500
   astrokin fit 'survey/*_mom0.fits' --network survey.pt -o survey.ecsv
 """
 
@@ -40,6 +41,9 @@ def add_parser(sub):
     p.add_argument("--recipe", metavar="JSON", help="JSON file of recipe overrides")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="recipe overrides after the file's, values as JSON")
+    p.add_argument("--rings", action="store_true",
+                   help="the recipe of the bundled ring network (RING_RECIPE: a 10-ring "
+                        "TiltedRingDisk on the realistic prior) under the overrides")
     p.add_argument("--init", metavar="NETWORK",
                    help="start from this saved network, or 'pretrained' for the bundled one "
                         "(default: the recipe's, else random weights)")
@@ -60,6 +64,8 @@ def run(args):
     from astrokin.fitting import pretraining
 
     recipe = pretraining.read_recipe(args.recipe, args.set)
+    if args.rings:
+        recipe = {**pretraining.RING_RECIPE, **recipe}
     if args.init:
         recipe["init"] = args.init
     if args.threads:

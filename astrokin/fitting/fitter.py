@@ -74,6 +74,11 @@ class NeuralKinematicFitter(Fitter):
         values are then the best fit of each galaxy's maps, and the errors
         come from its likelihood (see :doc:`/fitting`). Default True; False
         gives the network's prediction alone, 10-50 times faster.
+    data_weighted : bool, optional
+        In refinement, weight the model's beam smearing by the observed
+        intensity (`~astrokin.fitting.map_problems.smearing_weights`): the
+        velocity map of a clumpy disc, or one with arms, is weighted by its
+        clumpy intensity, which the axisymmetric model's is not. Default False.
 
     Attributes
     ----------
@@ -142,7 +147,7 @@ class NeuralKinematicFitter(Fitter):
     def __init__(self, mode="solo", *, epochs=300, batch_size=64, learning_rate=1e-4,
                  lr_decay=0.975, lr_decay_every=2, mc_samples=1000, dropout=0.1,
                  device="auto", seed=None, progress=True, keep_samples=True,
-                 encoder_assignment=None, trained=None, refine=True):
+                 encoder_assignment=None, trained=None, refine=True, data_weighted=False):
         # Fitter.__init__ wants an optimizer and a statistic; this fitter has
         # neither in astropy's sense, so it is deliberately not called.
         if mode not in _MODES:
@@ -169,6 +174,7 @@ class NeuralKinematicFitter(Fitter):
         self.progress, self.keep_samples = progress, keep_samples
         self.encoder_assignment = encoder_assignment
         self.refine = bool(refine)
+        self.data_weighted = bool(data_weighted)
         self.trained, self.std_scale, self.warm_start = None, None, False
         self.refined_std_scale = None
         self.metadata_extra, self.training_info, self.fit_info = {}, {}, {}
@@ -371,27 +377,42 @@ class NeuralKinematicFitter(Fitter):
             first_index=int(first_index), keep_samples=self.keep_samples)
         t3 = time.perf_counter()
         scale, amplitude, columns, layout, fixed = self.std_scale, None, None, self.layout, None
+        start_fit = None
+        if rings is not None and not self.refine:  # a ring network's prediction as it is
+            fixed = {"r_outer": summary.mean[:, names.index("r_outer")]}
         if self.refine:
             from astrokin.fitting.refinement import bundled_guesses, refine
 
-            starts = [summary.mean]
-            if self.mode != "blind":  # from scratch: never worse than the blind guess
-                starts += bundled_guesses(fit_model, batch, framed)
             options = dict(noise_maps=[o.noise_maps for o in obs], device=self.trained.device,
                            n_samples=n_samples if self.keep_samples else 0,
-                           seed=self._dropout_seed(), first_index=int(first_index))
-            refined = refine(fit_model, obs, frames, starts, names, framed, **options)
-            summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
-            scale = self.refined_std_scale
+                           seed=self._dropout_seed(), first_index=int(first_index),
+                           data_weighted=self.data_weighted)
+            ring_network = rings is not None and _is_ring_disc(rings)
+            if not ring_network:
+                starts = [summary.mean]
+                if self.mode != "blind":  # from scratch: never worse than the blind guess
+                    starts += bundled_guesses(fit_model, batch, framed)
+                refined = refine(fit_model, obs, frames, starts, names, framed, **options)
+                summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
+                scale = self.refined_std_scale
             if rings is not None:
                 from astrokin.fitting.parameters import ParameterLayout
-                from astrokin.fitting.ring_fits import fit_rings
+                from astrokin.fitting.ring_fits import fit_rings, network_model
+                from astrokin.models.rings import DEFAULT_RINGS, ring_class
 
-                start_fit = results.assemble_results(
-                    fit_model, self.layout, obs, frames, summary, names, std_scale=scale,
-                    amplitude=amplitude, columns=columns)
-                refined, names, r_outer = fit_rings(model, fit_model, obs, frames, refined,
-                                                    names, **options)
+                if ring_network:  # the rings start from the network's own
+                    start_values, start_bic, guesses = summary.mean, None, ()
+                else:  # from the refined parametric fit, and a bundled ring network's
+                    start_fit = results.assemble_results(
+                        fit_model, self.layout, obs, frames, summary, names, std_scale=scale,
+                        amplitude=amplitude, columns=columns)
+                    start_values, start_bic = summary.mean, columns["bic"]
+                    guess_model = network_model(model, ring_class(DEFAULT_RINGS))
+                    guesses = [(guess_model, g) for g in bundled_guesses(
+                        guess_model, batch, _framed(guess_model, frames))]
+                refined, names, r_outer = fit_rings(
+                    model, fit_model, obs, frames, start_values, names, start_bic=start_bic,
+                    guesses=guesses, **options)
                 summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
                 scale, layout, fixed = None, ParameterLayout(model), {"r_outer": r_outer}
         t4 = time.perf_counter()
@@ -401,7 +422,8 @@ class NeuralKinematicFitter(Fitter):
             columns=columns, fixed=fixed)
         results.add_observation_columns(fitted, self.fit_info, obs, distances, layout, scale)
         if rings is not None:
-            self.fit_info["start_fit"] = start_fit
+            if start_fit is not None:
+                self.fit_info["start_fit"] = start_fit
             self.fit_info["rings"] = fitted.ring_table()
         self.fit_info.update(
             loss_history=self.loss_history, mode=self.mode, mc_samples=n_samples,
@@ -628,18 +650,32 @@ class NeuralKinematicFitter(Fitter):
         return fitter
 
     @classmethod
-    def pretrained(cls, name="exponential_arctan", **kwargs):
-        """The network bundled with astrokin, ready for blind fits.
+    def pretrained(cls, name=None, *, model=None, **kwargs):
+        """A network bundled with astrokin, ready for blind fits.
 
         Parameters
         ----------
         name : str, optional
-            Which bundled network; ``'exponential_arctan'`` fits
-            `~astrokin.models.ExponentialArctanDisk` with every geometric
-            parameter free, trained on synthetic galaxies over the paper's
-            Table 2 ranges, every PA, centre offsets, systemic velocities,
-            beams of 1-4 pixels, noise and masks (see :doc:`/pretrained`),
-            with spreads calibrated to 68% coverage on held-out galaxies.
+            Which bundled network (see :doc:`/pretrained`):
+
+            - ``'exponential_arctan'`` fits
+              `~astrokin.models.ExponentialArctanDisk` with every geometric
+              parameter free, trained on synthetic galaxies over the paper's
+              Table 2 ranges, every PA, centre offsets, systemic velocities,
+              beams of 1-4 pixels, noise and masks, with spreads calibrated
+              to 68% coverage on held-out galaxies;
+            - ``'tilted_ring'`` fits a 10-ring `~astrokin.models.TiltedRingDisk`
+              (its outermost radius too), trained on the realistic prior of
+              `~astrokin.synthetic.RealisticGenerator`: holes, rings,
+              truncations, clumps and arms, bulge peaks and declining curves.
+
+            By default, the one for ``model``.
+        model : `~astrokin.models.KinematicDiskModel`, optional
+            The model to be fitted: a `~astrokin.models.TiltedRingDisk` (of
+            any number of rings) picks ``'tilted_ring'``, anything else
+            ``'exponential_arctan'``. The exponential network also fits ring
+            discs: by refinement from its refined fit (and from the ring
+            network's prediction), which gives the table's ``best_model``.
         **kwargs
             Options of `load` (``device``, ``mc_samples``, ``seed``, ...);
             ``mode='solo'`` or ``'combined'`` fine-tunes the bundled weights
@@ -667,6 +703,8 @@ class NeuralKinematicFitter(Fitter):
         from astrokin.fitting.persistence import bundled_network
 
         mode = kwargs.pop("mode", "blind")
+        if name is None:
+            name = "tilted_ring" if _is_ring_disc(model) else "exponential_arctan"
         with bundled_network(name) as path:
             fitter = cls.load(path, **kwargs)
         if mode != "blind":
@@ -674,15 +712,32 @@ class NeuralKinematicFitter(Fitter):
         return fitter
 
 
+def _is_ring_disc(model):
+    from astrokin.models import TiltedRingDisk
+
+    return isinstance(model, TiltedRingDisk)
+
+
 def _ring_start(model, fitter):
-    """The parametric model a ring disc's fit starts from, or None for other models."""
+    """The model a ring disc's network pass predicts (parametric, or a ring network's), or None."""
     from astrokin.models import TiltedRingDisk
 
     if not isinstance(model, TiltedRingDisk):
         return None
     network_class = None if fitter.trained is None else fitter.layout.model_class
     if network_class is not None and issubclass(network_class, TiltedRingDisk):
-        return None  # a network of its own
+        from astrokin.fitting.ring_fits import network_model
+
+        if not fitter.refine and type(model) is not network_class:
+            raise ValueError(
+                f"This network predicts a {network_class.__name__} ({network_class.n_rings} "
+                f"rings); without refinement (refine=False) it fits only that model, not a "
+                f"{type(model).__name__}. Use TiltedRingDisk(n_rings="
+                f"{network_class.n_rings}) or refine=True.")
+
+        # A ring network: it predicts the rings' extent too (and the rings of
+        # ``model`` are read off its curves).
+        return network_model(model, network_class)
     if not fitter.refine:
         raise ValueError(
             f"A {type(model).__name__} is fitted by refinement from a fit of a parametric "

@@ -56,8 +56,8 @@ by a linear least-squares scaling of the rendered map to the input map.
 import numpy as np
 from astropy import units as u
 
-__all__ = ["LENGTH_FRACTIONS", "ParameterLayout", "check_model", "fixed_values", "select_fixed",
-           "tie_values"]
+__all__ = ["LENGTH_FRACTIONS", "NODE_FRACTION", "ParameterLayout", "check_model", "fixed_values",
+           "select_fixed", "tie_values"]
 
 #: Default ranges of sky lengths, as fractions of the map half-width.
 LENGTH_FRACTIONS = {
@@ -65,6 +65,7 @@ LENGTH_FRACTIONS = {
     "r_turn": (0.01, 0.8),
     "r_ring": (0.0, 0.8),
     "ring_width": (0.02, 0.5),
+    "r_outer": (0.05, 0.85),
 }
 #: Fractions used for a length parameter not in `LENGTH_FRACTIONS`.
 DEFAULT_LENGTH_FRACTION = (0.01, 1.0)
@@ -75,6 +76,9 @@ VSYS_FRACTION = 0.25
 #: Range of the projected speed ``v sin i`` of the velocity-scale parameter, as a
 #: fraction of the map's velocity half-range ``v_half``.
 PROJECTED_FRACTION = (0.3, 4.0)
+#: Upper end of the projected speed at one radius (``v_k sin i`` of a ring disc's
+#: ``node_speeds``), as a fraction of ``v_half``: linear from 0.
+NODE_FRACTION = 2.0
 
 _DEFAULT_ENCODER = {
     "inclination": "intensity",
@@ -168,6 +172,12 @@ class ParameterLayout:
                 # clip to the parameter's bounds.
                 slot.update(kind="log", rule="projected", lo=PROJECTED_FRACTION[0],
                             hi=PROJECTED_FRACTION[1], bounds=[lo, hi])
+            elif name in getattr(self.model_class, "node_speeds", ()) \
+                    and "inclination" in self.param_names:
+                # A rotation speed at one radius (a ring's): the same, on a linear
+                # scale that includes 0 (the inner rings of a slowly rising curve).
+                slot.update(kind="linear", rule="projected", lo=0.0, hi=NODE_FRACTION,
+                            bounds=[lo, hi])
             else:
                 slot.update(_range_rule(name, lo, hi, canonical))
             self.slots.append(slot)

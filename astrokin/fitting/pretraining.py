@@ -53,7 +53,8 @@ import time
 import numpy as np
 from astropy import units as u
 
-__all__ = ["DEFAULT_RECIPE", "calibrate", "calibrate_network", "pretrain", "read_recipe", "run"]
+__all__ = ["DEFAULT_RECIPE", "RING_RECIPE", "calibrate", "calibrate_network", "pretrain",
+           "read_recipe", "run"]
 
 #: The recipe of the bundled network. Lengths are fractions of the map
 #: half-width (the model's defaults), beams in pixels of the rendered maps.
@@ -71,6 +72,11 @@ DEFAULT_RECIPE = {
     "snr_range": [8.0, 100.0],
     "mask_snr": 3.0,
     "priors": {},
+    "prior": "paper",
+    "free": [],
+    "bounds": {},
+    "texture_fraction": 0.5,
+    "diameter_beams": [4.0, 30.0],
     "batch_size": 64,
     "supervised_steps": 4000,
     "supervised_lr": 1e-3,
@@ -88,7 +94,27 @@ DEFAULT_RECIPE = {
 }
 
 
+#: The recipe of the bundled ring network: `TiltedRingDisk` with 10 rings, its
+#: outermost radius predicted with the rest (the fitter then puts the rings at
+#: each map's own extent), on galaxies of the realistic prior
+#: (`astrokin.synthetic.RealisticGenerator`).
+RING_RECIPE = {
+    "model": "astrokin.models.rings:TiltedRingDisk10",
+    "prior": "realistic",
+    "free": ["r_outer"],
+    "bounds": {"sb_*": [0.0, 12.0]},
+    "shapes": [64, 64, 96, 128],
+    "beam_major_px": [2.0, 6.0],
+    "beam_major_px_large_maps": [2.0, 6.0],
+    "snr_range": [5.0, 60.0],
+    "noise_fraction": 0.85,
+    "supervised_steps": 6000,
+    "selfsupervised_steps": 0,
+}
+
+
 def _model_from_recipe(recipe):
+    import fnmatch
     import importlib
 
     module, _, name = recipe["model"].partition(":")
@@ -97,6 +123,18 @@ def _model_from_recipe(recipe):
     scale = model_class.velocity_scale_parameter
     if scale is not None:
         getattr(model, scale).bounds = tuple(recipe["v_max_bounds"])
+    for name in recipe.get("free") or ():
+        if name not in model.param_names:
+            raise ValueError(f"The recipe frees {name!r}, not a parameter of "
+                             f"{model_class.__name__}.")
+        model.fixed[name] = False
+    for pattern, (lo, hi) in (recipe.get("bounds") or {}).items():
+        names = fnmatch.filter(model.param_names, pattern)
+        if not names:
+            raise ValueError(f"The recipe's bounds name {pattern!r}, which matches no "
+                             f"parameter of {model_class.__name__}.")
+        for name in names:
+            model.bounds[name] = (lo, hi)
     return model
 
 
@@ -116,7 +154,26 @@ def _recipe_prior(model, name, value):
 
 
 def _generators(model, recipe, seed):
-    from astrokin.synthetic import BeamPrior, SyntheticGenerator
+    from astrokin.synthetic import BeamPrior, RealisticGenerator, SyntheticGenerator
+
+    if recipe["prior"] == "realistic":
+        gens = {}
+        for i, size in enumerate(sorted(set(recipe["shapes"]))):
+            major = recipe["beam_major_px"] if size <= 64 else recipe["beam_major_px_large_maps"]
+            common = dict(n_rings=type(model).n_rings, shape=(size, size),
+                          snr_range=tuple(recipe["snr_range"]), beam_major_px=tuple(major),
+                          beam_axis_ratio=tuple(recipe["beam_axis_ratio"]),
+                          diameter_beams=tuple(recipe["diameter_beams"]),
+                          texture_fraction=recipe["texture_fraction"],
+                          mask_snr=recipe["mask_snr"])
+            gens[size] = {kind: RealisticGenerator(
+                noise_fraction=float(kind == "noisy"),
+                seed=None if seed is None else seed + 1000 * i + j, **common)
+                for j, kind in enumerate(("clean", "noisy"))}
+        return gens
+    if recipe["prior"] != "paper":
+        raise ValueError(f"The recipe's prior must be 'paper' or 'realistic', not "
+                         f"{recipe['prior']!r}.")
 
     vlo, vhi = recipe["vsini_range"]
     scale = type(model).velocity_scale_parameter
@@ -281,7 +338,8 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     network = KinematicAutoencoder(layout, rec["dropout"], device=dev)
     if rec["init"]:
         # Continue from a saved network (e.g. a longer schedule in stages).
-        start = (NeuralKinematicFitter.pretrained(device=device) if rec["init"] == "pretrained"
+        start = (NeuralKinematicFitter.pretrained(model=model, device=device)
+                 if rec["init"] == "pretrained"
                  else NeuralKinematicFitter.load(rec["init"], device=device))
         start.layout.check_compatible(model)
         network.load_state_dict(start.network.state_dict())
@@ -450,6 +508,8 @@ def main(argv=None):
         description="Pre-train a NeuralKinematicFitter network on synthetic galaxies.")
     parser.add_argument("--out", required=True, help="where to save the network (.pt)")
     parser.add_argument("--recipe", help="JSON file of DEFAULT_RECIPE overrides")
+    parser.add_argument("--rings", action="store_true",
+                        help="start from RING_RECIPE (the bundled ring network's)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe overrides, values as JSON (e.g. supervised_steps=8000)")
     parser.add_argument("--device", default="auto")
@@ -465,6 +525,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = read_recipe(args.recipe, args.set)
+    if args.rings:
+        recipe = {**RING_RECIPE, **recipe}
     run(recipe, args.out, device=args.device, progress=not args.no_progress,
         calibrate_only=args.calibrate_only, overwrite=args.overwrite)
     return 0

@@ -28,7 +28,7 @@ from astrokin.fitting.least_squares import (
     select,
     unwrapped,
 )
-from astrokin.fitting.map_problems import MapResiduals, prepare_problems
+from astrokin.fitting.map_problems import MapResiduals, prepare_problems, smearing_weights
 from astrokin.fitting.noise import (
     correlation_kernels,
     effective_dof,
@@ -73,7 +73,7 @@ TABLE_COLUMNS = ("refined", "converged", "n_iterations", "n_starts", "noise", "c
 
 def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None,
            device="cpu", n_samples=0, seed=None, first_index=0, max_iter=40,
-           moment_start=True, prior=None):
+           moment_start=True, prior=None, data_weighted=False):
     """Refine the fits of galaxies to their own maps (see the module notes).
 
     Parameters
@@ -116,6 +116,10 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         scales). It keeps what the maps hardly constrain (the rings of a
         ring disc without emission, or closer than the beam) near the start,
         and enters the errors (`astrokin.fitting.ring_fits.node_prior`).
+    data_weighted : bool, optional
+        Then weight the model's beam smearing by the observed intensity
+        (`~astrokin.fitting.map_problems.smearing_weights`, made at the
+        optimum) and polish the fit with it: for clumpy discs, arms, bars.
 
     Returns
     -------
@@ -181,6 +185,12 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
                 _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
                                                 prior_precision=problem.prior_matrix)
                 best, problem = _reweighted(residual, best, problem, trace, n0, n1)
+        if data_weighted and problem.beam is not None:
+            problem = replace(problem, weights=smearing_weights(residual, best.theta, problem))
+            polished = levenberg_marquardt(residual, best.theta, problem, lower=lower,
+                                           upper=upper, periodic=periodic, scales=scales,
+                                           max_iter=max_iter)
+            best = replace(polished, iterations=polished.iterations + best.iterations)
         cov_t, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
                                             prior_precision=problem.prior_matrix)
         all_rows = torch.arange(m, device=device)

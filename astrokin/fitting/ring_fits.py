@@ -34,8 +34,8 @@ import numpy as np
 from astrokin.models import ExponentialArctanDisk, KinematicDiskModel, TiltedRingDisk
 
 __all__ = ["BRIGHTNESS_PRIOR", "CORRELATION_BEAMS", "EXTENT_QUANTILE", "GEOMETRY", "JITTER",
-           "VELOCITY_PRIOR", "fit_rings", "node_prior", "outer_radii", "ring_starts",
-           "start_model"]
+           "VELOCITY_PRIOR", "fit_rings", "network_model", "node_prior", "outer_radii",
+           "ring_starts", "start_model"]
 
 #: Parameters a start model takes over from the ring model (values, fixed, bounds, ties).
 GEOMETRY = ("inclination", "pa", "x_0", "y_0", "v_sys", "z_scale")
@@ -139,14 +139,19 @@ def start_model(model, model_class=None):
             or issubclass(model_class, TiltedRingDisk):
         raise TypeError(f"A ring fit starts from a parametric disc model, not {model_class!r}.")
     start = model_class()
+    _copy_geometry(model, start)
+    return start
+
+
+def _copy_geometry(model, other):
+    """Give ``other`` the values, fixed flags, bounds and ties of ``model``'s geometry."""
     for name in GEOMETRY:
         par = getattr(model, name)
-        setattr(start, name, par.quantity if par.unit is not None else par.value)
-        start.fixed[name] = model.fixed[name]
-        start.bounds[name] = model.bounds[name]
+        setattr(other, name, par.quantity if par.unit is not None else par.value)
+        other.fixed[name] = model.fixed[name]
+        other.bounds[name] = model.bounds[name]
         if model.tied[name]:
-            start.tied[name] = model.tied[name]
-    return start
+            other.tied[name] = model.tied[name]
 
 
 def outer_radii(model, observations, frames, start, names):
@@ -240,20 +245,61 @@ def ring_starts(model, start, starts, start_names, names, r_outer):
     return out
 
 
-def fit_rings(model, start, observations, frames, start_fit, start_names, **options):
-    """Refine a ring disc to each galaxy's maps, from the refined fit of its start model.
+def network_model(model, model_class=None):
+    """The ring disc a ring network predicts, with ``model``'s geometry and ``r_outer`` free.
+
+    A ring network predicts the outermost radius with the rest;
+    `ring_starts` then moves the rings to each map's own extent, and to the
+    number of rings of ``model``.
+
+    Parameters
+    ----------
+    model : `~astrokin.models.TiltedRingDisk`
+    model_class : type, optional
+        The network's ring class (default ``model``'s): the values, ``fixed``
+        flags, bounds and ties of the geometry (`GEOMETRY`) are ``model``'s.
+
+    Examples
+    --------
+    >>> from astrokin.models import TiltedRingDisk
+    >>> from astrokin.fitting.ring_fits import network_model
+    >>> net = network_model(TiltedRingDisk(n_rings=12), type(TiltedRingDisk()))
+    >>> type(net).__name__, net.fixed["r_outer"]
+    ('TiltedRingDisk10', False)
+    """
+    if model_class is None or model_class is type(model):
+        out = model.copy()
+    else:
+        out = model_class()
+        _copy_geometry(model, out)
+    out.fixed["r_outer"] = False
+    return out
+
+
+def fit_rings(model, start, observations, frames, start_values, start_names, *,
+              start_bic=None, guesses=(), **options):
+    """Refine a ring disc to each galaxy's maps, from a fit of its start model.
 
     Parameters
     ----------
     model : `~astrokin.models.TiltedRingDisk`
     start : `~astrokin.models.KinematicDiskModel`
-        The start model (`start_model`).
+        The start model: a parametric one (`start_model`), refined, or the
+        ring disc a ring network predicts (`network_model`).
     observations : list of `~astrokin.fitting.preprocessing.Observation`
     frames : list of `~astrokin.fitting.frames.FittingFrame`
-    start_fit : `~astrokin.fitting.refinement.Refinement`
-        The start model's refined fit.
+    start_values : numpy.ndarray
+        ``(N, len(start_names))``, the start's fit in the grid frame: its
+        geometry sets the rings' extent, and the prior is centred on it.
     start_names : list of str
-        The quantities of ``start_fit``.
+        The quantities of ``start_values``.
+    start_bic : numpy.ndarray, optional
+        ``(N,)`` the start model's BIC, when it was refined: the table then
+        says which model fits best.
+    guesses : sequence of tuple, optional
+        More starts, ``(model, values)`` with ``values`` ``(N, P)`` over the
+        parameters of ``model`` (e.g. a ring network's prediction): the
+        refinement keeps the best optimum over all starts.
     **options
         Passed to `~astrokin.fitting.refinement.refine` (noise maps, device,
         samples, seed).
@@ -261,8 +307,8 @@ def fit_rings(model, start, observations, frames, start_fit, start_names, **opti
     Returns
     -------
     refined : `~astrokin.fitting.refinement.Refinement`
-        The ring fit, its table columns with ``start_bic`` (the start model's
-        BIC) and ``best_model`` (the class name with the lower BIC).
+        The ring fit; with ``start_bic``, its table columns gain ``start_bic``
+        and ``best_model`` (the class name with the lower BIC).
     names : list of str
         The ring model's parameters (the quantities of ``refined``).
     r_outer : numpy.ndarray
@@ -272,17 +318,20 @@ def fit_rings(model, start, observations, frames, start_fit, start_names, **opti
     from astrokin.fitting.parameters import fixed_values
     from astrokin.fitting.refinement import refine
 
-    mean = start_fit.summary.mean
-    r_outer = outer_radii(model, observations, frames, mean, start_names)
+    r_outer = outer_radii(model, observations, frames, start_values, start_names)
     names = list(model.param_names)
     framed = framed_fixed(fixed_values(model), model, frames)
     framed["r_outer"] = r_outer[:, None]
-    starts = ring_starts(model, start, [mean], start_names, names, r_outer)
+    starts = ring_starts(model, start, [start_values], start_names, names, r_outer)
+    for guess_model, values in guesses:
+        starts += ring_starts(model, guess_model, [values], list(guess_model.param_names),
+                              names, r_outer)
     resolution = np.array([o.pixel_scale if o.beam is None else o.beam[0]
                            for o in observations])
     refined = refine(model, observations, frames, starts, names, framed,
                      prior=node_prior(model, r_outer, resolution), **options)
-    start_bic = start_fit.columns["bic"]
+    if start_bic is None:
+        return refined, names, r_outer
     best = np.where(start_bic < refined.columns["bic"], type(start).__name__,
                     type(model).__name__)
     return replace(refined, columns=dict(refined.columns, start_bic=start_bic,

@@ -140,6 +140,8 @@ class TiltedRingDisk(KinematicDiskModel):
     velocity_scale_parameter = None
     #: Number of rings of this class (set on the generated subclasses).
     n_rings = 0
+    #: The rotation speeds at single radii (a network predicts them as ``V sin i``).
+    node_speeds = ()
 
     r_outer = Parameter(default=0.0, unit=u.arcsec, fixed=True, bounds=(0.0, None),
                         description="Radius of the outermost ring (0: set by the fitter)")
@@ -338,6 +340,7 @@ def ring_class(n_rings):
         "__qualname__": name,
         "__doc__": f"`TiltedRingDisk` with {n_rings} rings (see its documentation).",
         "n_rings": n_rings,
+        "node_speeds": tuple(f"v_{k}" for k in range(1, n_rings + 1)),
     }
     for k in range(1, n_rings + 1):
         members[f"v_{k}"] = Parameter(default=150.0, unit=u.km / u.s, bounds=(0.0, 1000.0),

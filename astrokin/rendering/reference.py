@@ -9,7 +9,7 @@ from astrokin.beams import FWHM_TO_SIGMA, beam_parameters
 __all__ = ["render_reference"]
 
 
-def render_reference(model, shape, pixel_scale, beam=None, oversample=16):
+def render_reference(model, shape, pixel_scale, beam=None, oversample=16, texture=None):
     """Moment maps by brute force: oversampled point evaluation, then beam and binning.
 
     The model is evaluated at ``oversample x oversample`` points in every
@@ -33,6 +33,12 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16):
         See `astrokin.beams.to_beam`.
     oversample : int
         Sub-pixels per pixel along each axis.
+    texture : callable, optional
+        ``texture(x, y)``: a positive factor on the intensity (not the
+        velocity) at sky offsets ``(x, y)`` in arcsec (as
+        `~astrokin.models.KinematicDiskModel.evaluate` takes them), e.g.
+        clumps or arms (`astrokin.synthetic.texture_field`). The mom1 map is
+        then weighted by the textured intensity, as a real disc's is.
 
     Returns
     -------
@@ -62,6 +68,8 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16):
     xx, yy = np.meshgrid((fx - (nx - 1) / 2.0) * ps, (fy - (ny - 1) / 2.0) * ps)
     values = model.canonical_values()
     intensity, velocity = model.evaluate(xx, yy, *(values[n] for n in model.param_names))
+    if texture is not None:
+        intensity = intensity * np.asarray(texture(xx, yy), dtype=float)
     weighted = np.where(intensity > 0, intensity * velocity, 0.0)
     if bp is not None:
         kernel = _gaussian_kernel(bp, ps / s)

@@ -142,7 +142,7 @@ class DiskRenderer(torch.nn.Module):
         bmin_px = torch.min(beam[:, 1] / pixel_scale).item()
         return 0 if bmin_px >= 2.0 else 1
 
-    def forward(self, params, pixel_scale, beam=None):
+    def forward(self, params, pixel_scale, beam=None, weights=None, weighted_mom0=False):
         """Render moment maps.
 
         Parameters
@@ -156,6 +156,16 @@ class DiskRenderer(torch.nn.Module):
         beam : `torch.Tensor` or None
             ``(B, 3)``: FWHM major and minor axes (arcsec) and position angle
             (deg, North through East) of each galaxy's beam; None for none.
+        weights : `torch.Tensor`, optional
+            ``(B, ny, nx)`` positive factors on the intensity of each pixel
+            *for the velocity map only* (data-weighted beam smearing): mom1 is
+            then :math:`B * (w I v) / B * (w I)`, with :math:`I` the model's
+            pixel-averaged intensity before the beam, as a clumpy disc whose
+            intensity is :math:`w I` would give it. mom0 stays the model's
+            own. Needs a beam; ignored without one (there is no smearing).
+        weighted_mom0 : bool, optional
+            With ``weights``, return :math:`B * (w I)` as mom0 (e.g. to
+            iterate the weights until it matches an observed map).
 
         Returns
         -------
@@ -232,6 +242,7 @@ class DiskRenderer(torch.nn.Module):
         h = col(p["z_scale"] / ps)
         common = g["box"][None] * col(p["amplitude"])
         common = common / (1.0 + (2.0 * math.pi * h * sin_i * k_min) ** 2)
+        intrinsic = common
         if beam is not None:
             s_maj = col(beam[:, 0] / ps) * FWHM_TO_SIGMA
             s_min = col(beam[:, 1] / ps) * FWHM_TO_SIGMA
@@ -239,8 +250,9 @@ class DiskRenderer(torch.nn.Module):
             sb_pa, cb_pa = col(torch.sin(bpa)), col(torch.cos(bpa))
             kb_maj = -kx * sb_pa + ky * cb_pa
             kb_min = kx * cb_pa + ky * sb_pa
-            common = common * torch.exp(-2.0 * math.pi ** 2
-                                        * ((s_maj * kb_maj) ** 2 + (s_min * kb_min) ** 2))
+            beam_factor = torch.exp(-2.0 * math.pi ** 2
+                                    * ((s_maj * kb_maj) ** 2 + (s_min * kb_min) ** 2))
+            common = common * beam_factor
 
         # Centre: phase ramp exp(-2 pi i k.c), c in pixels from pixel (0, 0).
         ny, nx = self.shape
@@ -257,12 +269,26 @@ class DiskRenderer(torch.nn.Module):
         # 5. Back to the sky.
         py, px = self.fft_shape
         mom0 = torch.fft.irfft2(f0, s=(py, px))[:, :ny, :nx]
-        num = torch.fft.irfft2(f1, s=(py, px))[:, :ny, :nx]
-        peak = mom0.detach().abs().amax(dim=(-2, -1), keepdim=True)
-        valid = mom0 > self.emission_threshold * peak
-        safe = torch.where(valid, mom0, torch.ones_like(mom0))
+        if weights is not None and beam is not None:
+            # The intensity and its velocity moment before the beam, weighted in
+            # the sky, then smeared by the beam (its transfer on the FFT grid).
+            a0 = intrinsic * h0
+            a1 = (-2.0 * math.pi) * intrinsic * sin_i * k_maj * h1
+            i0 = torch.fft.irfft2(torch.complex(a0 * cos_t, -a0 * sin_t).sum(dim=1), s=(py, px))
+            i1 = torch.fft.irfft2(torch.complex(a1 * sin_t, a1 * cos_t).sum(dim=1), s=(py, px))
+            w = torch.ones((n_gal, py, px), dtype=self.dtype, device=self.device)
+            w[:, :ny, :nx] = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
+            transfer = beam_factor[:, beam_factor.shape[1] // 2]  # the unfolded frequencies
+            num = torch.fft.irfft2(torch.fft.rfft2(i1 * w) * transfer, s=(py, px))[:, :ny, :nx]
+            den = torch.fft.irfft2(torch.fft.rfft2(i0 * w) * transfer, s=(py, px))[:, :ny, :nx]
+        else:
+            num = torch.fft.irfft2(f1, s=(py, px))[:, :ny, :nx]
+            den = mom0
+        peak = den.detach().abs().amax(dim=(-2, -1), keepdim=True)
+        valid = den > self.emission_threshold * peak
+        safe = torch.where(valid, den, torch.ones_like(den))
         mom1 = p["v_sys"][:, None, None] + torch.where(valid, num / safe, torch.zeros_like(num))
-        return mom0, mom1
+        return (den if weighted_mom0 else mom0), mom1
 
 
 def _interp(k, t0, t1, dk, n_k):

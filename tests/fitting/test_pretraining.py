@@ -210,3 +210,51 @@ def test_specialising_to_one_setup_makes_it_more_accurate_there():
     for name in ("inclination", "vsini"):
         assert after[name] < 0.8 * before[name], (name, before[name], after[name])
     assert after["r_turn"] < before["r_turn"]
+
+
+def test_the_ring_recipe_frees_the_outer_radius_and_narrows_the_brightness():
+    from astrokin.fitting.pretraining import RING_RECIPE, _batch, _generators, _model_from_recipe
+
+    rec = {**DEFAULT_RECIPE, **RING_RECIPE, "shapes": [64]}
+    model = _model_from_recipe(rec)
+    layout = ParameterLayout(model)
+    slots = {s["name"]: s for s in layout.slots}
+    assert type(model).__name__ == "TiltedRingDisk10" and "r_outer" in slots
+    assert slots["r_outer"]["rule"] == "half_width"
+    assert (slots["sb_4"]["lo"], slots["sb_4"]["hi"]) == (0.0, 12.0)
+    # Ring speeds are predicted as V sin i, in units of the map's velocity half-range.
+    assert slots["v_7"]["rule"] == "projected" and slots["v_7"]["kind"] == "linear"
+    batch, truth = _batch(_generators(model, rec, 2), rec, np.random.default_rng(2), 32)
+    ctx = batch.to("cpu").context
+    truth_t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in truth.items()}
+    out = layout.to_outputs(truth_t, ctx)
+    # The realistic galaxies' labels lie inside the network's ranges (few clipped).
+    for enc, o in out.items():
+        assert float((o.abs() >= 1).float().mean()) < 0.02, enc
+    for bad, match in (({"free": ["colour"]}, "frees 'colour'"),
+                       ({"bounds": {"w_*": [0, 1]}}, "matches no parameter"),
+                       ({"prior": "kinms"}, "'paper' or 'realistic'")):
+        with pytest.raises(ValueError, match=match):
+            _generators(_model_from_recipe({**rec, **bad}), {**rec, **bad}, 1)
+
+
+def test_node_speeds_are_deprojected_with_the_inclination():
+    from astrokin.fitting.parameters import NODE_FRACTION
+    from astrokin.fitting.ring_fits import network_model
+    from astrokin.models import TiltedRingDisk
+
+    layout = ParameterLayout(network_model(TiltedRingDisk(n_rings=3)))
+    ctx = {"half_width": torch.tensor([30.0]), "v_ref": torch.tensor([0.0]),
+           "v_half": torch.tensor([200.0])}
+    out = {enc: torch.zeros(1, n) for enc, n in layout.n_outputs.items()}
+    slots = [s["name"] for s in layout.slots if s["encoder"] == "intensity"]
+    out["intensity"][0, slots.index("inclination")] = 1 / 3  # 10 + (4/3) 40 = 63.3 deg
+    out["velocity"][0, 0] = 1.0  # PA 0: (cos, sin) = (1, 0)
+    params = layout.to_parameters(out, ctx, {"amplitude": 1.0, "z_scale": 0.0})
+    sin_i = np.sin(np.radians(float(params["inclination"])))
+    # u = 0 is the middle of [0, NODE_FRACTION] v_half, projected.
+    assert float(params["v_2"]) * sin_i == pytest.approx(0.5 * NODE_FRACTION * 200.0, rel=1e-5)
+    assert float(params["r_outer"]) == pytest.approx(0.5 * (0.05 + 0.85) * 30.0, rel=1e-5)
+    back = layout.to_outputs(params, ctx)
+    for k in out:
+        torch.testing.assert_close(back[k], out[k], rtol=0, atol=1e-5)

@@ -130,3 +130,57 @@ def test_ring_fits_need_refinement():
         fitter(TiltedRingDisk(), mom0, mom1, pixel_scale=2 * u.arcsec, beam=6 * u.arcsec)
     with pytest.raises(ValueError, match="needs a fitter with refine=True"):
         compare_models(fitter, [ExponentialArctanDisk(), TiltedRingDisk()], mom0, mom1)
+
+
+@pytest.fixture(scope="module")
+def ring_network():
+    from importlib import resources
+
+    path = resources.files("astrokin") / "data" / "networks" / "tilted_ring_disk.pt"
+    if not path.is_file():
+        pytest.skip("the bundled ring network is not present in this tree")
+    return NeuralKinematicFitter.pretrained(model=TiltedRingDisk(), refine=False,
+                                            mc_samples=200, seed=0, progress=False)
+
+
+def test_pretrained_picks_the_network_of_the_model(ring_network):
+    assert ring_network.layout.model_class.__name__ == "TiltedRingDisk10"
+    assert "r_outer" in ring_network.layout.free_names  # it predicts the extent too
+    exp = NeuralKinematicFitter.pretrained(model=ExponentialArctanDisk())
+    assert exp.layout.model_class is ExponentialArctanDisk
+    assert ring_network.metadata["recipe_pretraining"]["prior"] == "realistic"
+
+
+def test_the_ring_network_alone_fits_a_ring_galaxy_blind(ring_network, ring_maps):
+    mom0, mom1 = ring_maps
+    fitted = ring_network(TiltedRingDisk(), mom0, mom1, pixel_scale=1 * u.arcsec,
+                          beam=3 * u.arcsec)
+    # A galaxy the exponential network's own prediction gets wrong (a ring
+    # around a depression): the ring network's first guess is close.
+    assert fitted.inclination.value == pytest.approx(58.0, abs=6.0)
+    assert abs((fitted.pa.value - 130.0 + 180) % 360 - 180) < 6.0
+    assert fitted.v_sys.value == pytest.approx(30.0, abs=8.0)
+    assert 14.0 < fitted.r_outer.value < 32.0  # the extent it predicts
+    rings = ring_network.fit_info["rings"]
+    v_proj = np.interp(12.0, rings["radius"].value, rings["v_proj"].value)
+    truth = ring_galaxy()
+    expected = truth.rotation_curve(12 * u.arcsec).to_value(KMS) * np.sin(np.radians(58.0))
+    assert v_proj == pytest.approx(expected, rel=0.15)
+    with pytest.raises(ValueError, match="fits only that model.*refine=True"):
+        ring_network(TiltedRingDisk(n_rings=8), mom0, mom1, pixel_scale=1 * u.arcsec,
+                     beam=3 * u.arcsec)
+
+
+def test_rings_refined_from_the_ring_network_alone(ring_network, ring_maps):
+    mom0, mom1 = ring_maps
+    fitter = NeuralKinematicFitter.pretrained(model=TiltedRingDisk(), mc_samples=100, seed=0,
+                                              progress=False)
+    model = TiltedRingDisk(n_rings=len(V), r_outer=24 * u.arcsec)
+    fitted = fitter(model, mom0, mom1, pixel_scale=1 * u.arcsec, beam=3 * u.arcsec)
+    table = fitter.fit_info["table"]
+    assert type(fitted) is type(model) and fitted.r_outer.value == 24.0
+    assert fitted.inclination.value == pytest.approx(58.0, abs=1.0)
+    assert fitted.pa.value == pytest.approx(130.0, abs=0.5)
+    assert table["rms_mom1"][0] == pytest.approx(3.0, rel=0.15)  # down to the noise
+    # No parametric fit was made, so no model choice.
+    assert "best_model" not in table.colnames and "start_fit" not in fitter.fit_info
