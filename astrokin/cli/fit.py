@@ -135,7 +135,10 @@ def make_fitter(args):
             raise FileNotFoundError(f"no such network file: {args.network}")
         fitter = NeuralKinematicFitter.load(args.network, **common)
     elif args.mode == "blind":
-        fitter = NeuralKinematicFitter.pretrained(**common)
+        # Without refinement a ring disc needs a network of its own, the ring one.
+        rings = str(getattr(args, "model", None) or "").startswith("TiltedRingDisk")
+        fitter = NeuralKinematicFitter.pretrained(
+            name="tilted_ring" if rings and not common["refine"] else None, **common)
     else:
         lr = 1e-3 if args.learning_rate is None else args.learning_rate
         return NeuralKinematicFitter(mode="solo", epochs=args.epochs, learning_rate=lr, **common)
