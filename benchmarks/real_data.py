@@ -22,7 +22,11 @@ each fitted five ways:
 ``rings+refine``
     A `~astrokin.models.TiltedRingDisk` of ``--rings`` rings, started from
     ``blind+refine`` (`astrokin.fitting.ring_fits`); ``best`` is the model
-    with the lower BIC of the two, ``v_max`` the outermost ring's speed.
+    with the lower BIC of the two, ``v_max`` the outermost ring's speed. The
+    rings also start from the bundled ring network's prediction.
+``ring-net``
+    The bundled ring network alone (``pretrained(model=TiltedRingDisk())``,
+    ``refine=False``): a 10-ring disc, blind.
 
 The reference PA is the independent point-symmetry kinematic PA given in the
 data README (mod 180). Usage::
@@ -87,6 +91,8 @@ def main(argv=None):
             seed=0, progress=False, refine=False),
         "rings+refine": lambda: NeuralKinematicFitter.pretrained(mc_samples=1000, seed=0,
                                                                  progress=False),
+        "ring-net": lambda: NeuralKinematicFitter.pretrained(
+            model=TiltedRingDisk(), mc_samples=1000, seed=0, progress=False, refine=False),
     }
     if args.modes:
         fitters = {k: fitters[k] for k in args.modes.split(",")}
@@ -107,14 +113,15 @@ def main(argv=None):
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = TiltedRingDisk(n_rings=args.rings) if mode == "rings+refine" \
-                    else ExponentialArctanDisk()
+                model = (TiltedRingDisk(n_rings=args.rings) if mode == "rings+refine"
+                         else TiltedRingDisk() if mode == "ring-net" else ExponentialArctanDisk())
                 fitter(model, *maps, **(noise if fitter.refine else {}))
             dt = time.perf_counter() - t0
             t = fitter.fit_info["table"]
 
-            if mode == "rings+refine":
-                t["v_max"], t["v_max_std"] = t[f"v_{args.rings}"], t[f"v_{args.rings}_std"]
+            if mode in ("rings+refine", "ring-net"):
+                last = args.rings if mode == "rings+refine" else type(model).n_rings
+                t["v_max"], t["v_max_std"] = t[f"v_{last}"], t[f"v_{last}_std"]
 
             def fmt(col, t=t):
                 if col not in t.colnames:

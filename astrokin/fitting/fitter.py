@@ -397,7 +397,7 @@ class NeuralKinematicFitter(Fitter):
                 scale = self.refined_std_scale
             if rings is not None:
                 from astrokin.fitting.parameters import ParameterLayout
-                from astrokin.fitting.ring_fits import fit_rings, network_model
+                from astrokin.fitting.ring_fits import error_scale, fit_rings, network_model
                 from astrokin.models.rings import DEFAULT_RINGS, ring_class
 
                 if ring_network:  # the rings start from the network's own
@@ -414,7 +414,8 @@ class NeuralKinematicFitter(Fitter):
                     model, fit_model, obs, frames, start_values, names, start_bic=start_bic,
                     guesses=guesses, **options)
                 summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
-                scale, layout, fixed = None, ParameterLayout(model), {"r_outer": r_outer}
+                scale, layout, fixed = (error_scale(model), ParameterLayout(model),
+                                        {"r_outer": r_outer})
         t4 = time.perf_counter()
         fitted, self.fit_info = results.assemble_results(
             model, layout, obs, frames, summary, names, std_scale=scale,

@@ -33,9 +33,9 @@ import numpy as np
 
 from astrokin.models import ExponentialArctanDisk, KinematicDiskModel, TiltedRingDisk
 
-__all__ = ["BRIGHTNESS_PRIOR", "CORRELATION_BEAMS", "EXTENT_QUANTILE", "GEOMETRY", "JITTER",
-           "VELOCITY_PRIOR", "fit_rings", "network_model", "node_prior", "outer_radii",
-           "ring_starts", "start_model"]
+__all__ = ["BRIGHTNESS_PRIOR", "CORRELATION_BEAMS", "ERROR_SCALE", "EXTENT_QUANTILE", "GEOMETRY",
+           "JITTER", "VELOCITY_PRIOR", "error_scale", "fit_rings", "network_model", "node_prior",
+           "outer_radii", "ring_starts", "start_model"]
 
 #: Parameters a start model takes over from the ring model (values, fixed, bounds, ties).
 GEOMETRY = ("inclination", "pa", "x_0", "y_0", "v_sys", "z_scale")
@@ -51,6 +51,15 @@ BRIGHTNESS_PRIOR = 1.0
 CORRELATION_BEAMS = 1.0
 #: Relative jitter added to the prior's covariance (its precision is at most 1/JITTER).
 JITTER = 1e-3
+
+#: Factors on the ring fits' errors (the likelihood's, with the prior's), per
+#: quantity, so that 68% of 1-sigma intervals cover the truth on galaxies the
+#: rings do not describe exactly (warps, bars, clumps, arms, KinMS's own
+#: smearing): measured by ``benchmarks/ring_calibration.py`` on 300 KinMS
+#: realistic mocks of another seed than the benchmark's
+#: (``benchmarks/results/ring_calibration.txt``). ``v`` is every ring's speed.
+#: 1 where not measured.
+ERROR_SCALE = {"inclination": 1.0, "pa": 1.0, "x_0": 1.0, "y_0": 1.0, "v_sys": 1.0, "v": 1.0}
 
 
 def node_prior(model, r_outer, resolution):
@@ -242,6 +251,26 @@ def ring_starts(model, start, starts, start_names, names, r_outer):
         if "r_outer" in names:
             ring[:, names.index("r_outer")] = r_outer
         out.append(ring)
+    return out
+
+
+def error_scale(model):
+    """`ERROR_SCALE` for the parameters of a ring disc, by name.
+
+    Examples
+    --------
+    >>> from astrokin.models import TiltedRingDisk
+    >>> from astrokin.fitting.ring_fits import ERROR_SCALE, error_scale
+    >>> scale = error_scale(TiltedRingDisk(n_rings=3))
+    >>> scale["v_2"] == ERROR_SCALE["v"], scale["sb_2"]
+    (True, 1.0)
+    """
+    out = {name: 1.0 for name in model.param_names}
+    for name, factor in ERROR_SCALE.items():
+        if name == "v":
+            out.update({nm: float(factor) for nm in model.velocity_names()})
+        elif name in out:
+            out[name] = float(factor)
     return out
 
 
