@@ -50,7 +50,8 @@ NORMALISATION = {
     "resampling": "pad to square, bilinear, align_corners=False, antialias when shrinking",
 }
 #: The networks bundled with astrokin: name to file in ``astrokin/data/networks``.
-BUNDLED = {"exponential_arctan": "exponential_arctan_disk.pt"}
+BUNDLED = {"exponential_arctan": "exponential_arctan_disk.pt",
+           "tilted_ring": "tilted_ring_disk.pt"}
 #: Metadata entries every file has; provenance entries never replace them.
 _STANDARD_KEYS = ("format", "format_version", "astrokin_version", "torch_version", "created",
                   "model", "layout", "fixed_values_at_training", "recipe", "seed",

@@ -58,8 +58,9 @@ JITTER = 1e-3
 #: smearing): measured by ``benchmarks/ring_calibration.py`` on 300 KinMS
 #: realistic mocks of another seed than the benchmark's
 #: (``benchmarks/results/ring_calibration.txt``). ``v`` is every ring's speed.
-#: 1 where not measured.
-ERROR_SCALE = {"inclination": 1.0, "pa": 1.0, "x_0": 1.0, "y_0": 1.0, "v_sys": 1.0, "v": 1.0}
+#: Brightness nodes: 1 (not measured).
+ERROR_SCALE = {"inclination": 1.53, "pa": 1.51, "x_0": 1.50, "y_0": 1.57, "v_sys": 1.14,
+               "v": 1.18}
 
 
 def node_prior(model, r_outer, resolution):

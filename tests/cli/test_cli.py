@@ -83,6 +83,27 @@ def test_ring_model_writes_the_rotation_curve_ring_by_ring(maps, capsys):
     assert status != 0 and "--rings is for --model TiltedRingDisk" in err
 
 
+def test_unrefined_ring_fits_use_the_ring_network(maps, capsys):
+    from importlib import resources
+
+    if not (resources.files("astrokin") / "data" / "networks" / "tilted_ring_disk.pt").is_file():
+        pytest.skip("the bundled ring network is not present in this tree")
+    truth = true_parameters()
+    status, _, _ = _run(["fit", maps / "a_mom0.fits", maps / "a_mom1.fits", "-o",
+                         maps / "blind_rings.ecsv", "--model", "TiltedRingDisk", "--no-refine",
+                         "--mc-samples", "100", "-q"], capsys)
+    assert status == 0
+    table = QTable.read(maps / "blind_rings.ecsv")
+    rings = QTable.read(maps / "blind_rings_rings.ecsv")
+    assert "v_10" in table.colnames and len(rings) == 10
+    assert table["r_outer"][0].to_value(u.arcsec) > 0  # predicted by the network
+    assert table["inclination"][0].to_value(u.deg) == pytest.approx(truth["inclination"], abs=8)
+    status, _, err = _run(["fit", maps / "a_mom0.fits", maps / "a_mom1.fits", "-o",
+                           maps / "x6.ecsv", "--model", "TiltedRingDisk", "--rings", "6",
+                           "--no-refine"], capsys)
+    assert status != 0 and "fits only that model" in err
+
+
 def test_many_galaxies_by_pattern_and_catalogue(maps, capsys):
     status, _, _ = _run(["fit", str(maps / "*_mom0.fits"), "-o", maps / "glob.ecsv",
                          "--mc-samples", "200", "--batch-size", "1", "-q"], capsys)

@@ -6,6 +6,7 @@ import pytest
 
 from astrokin.fitting import NeuralKinematicFitter, compare_models
 from astrokin.fitting.model_choice import STRONG_EVIDENCE
+from astrokin.fitting.ring_fits import ERROR_SCALE
 from astrokin.models import ExponentialArctanDisk, TiltedRingDisk
 
 from ..kinms_helpers import kinms_moments
@@ -69,6 +70,11 @@ def test_ring_fit_recovers_the_geometry_and_curve_the_parametric_fit_cannot(fitt
     assert table["best_model"][0] == type(model).__name__
     assert table["start_bic"][0] - table["bic"][0] > 100
     assert table["n_free"][0] == 5 + 2 * len(V) + 1
+    # The errors are the likelihood's times the factors measured on KinMS mocks.
+    raw = info["std_uncalibrated"]
+    for name, key in (("inclination", "inclination"), ("v_sys", "v_sys"), ("v_3", "v")):
+        assert table[f"{name}_std"][0].value == pytest.approx(
+            ERROR_SCALE[key] * raw[name].value, rel=1e-9)
 
 
 def test_ring_fit_of_a_kinms_ring_galaxy_with_the_outer_radius_from_the_map(fitter):
