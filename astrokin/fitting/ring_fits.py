@@ -22,6 +22,12 @@ than a 30% prior); where they do not, or not independently of its
 neighbours, the ring follows the start and its neighbours, and its error is
 what the prior allows.
 
+A ring network (the bundled ``tilted_ring``, `network_model`) predicts a ring
+disc itself, its outermost radius included: its prediction is a second start
+of the fit above (`fit_rings`' ``guesses``), or the only one when the
+fitter's network is the ring network. The errors are the likelihood's and
+the prior's times `ERROR_SCALE`, measured on independent KinMS mocks.
+
 The outermost ring follows the map unless given: ``r_outer`` (fixed) set to
 0, as it is by default, is replaced for each galaxy by the extent of its
 detected velocity map along the start's major axis.
