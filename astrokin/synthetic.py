@@ -18,6 +18,7 @@ from astropy.table import QTable
 from astrokin._validation import pixel_scale_arcsec
 from astrokin.beams import FWHM_TO_SIGMA, beam_parameters
 from astrokin.fitting.parameters import CENTRE_FRACTION, DEFAULT_LENGTH_FRACTION, LENGTH_FRACTIONS
+from astrokin.models.core import disc_coordinates
 from astrokin.rendering import DiskRenderer
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "RealisticGenerator",
     "SyntheticGalaxies",
     "SyntheticGenerator",
-    "disc_coordinates",
     "draw_parameters",
     "make_galaxies",
     "texture_field",
@@ -647,43 +647,14 @@ def _texture(mom0, values, i, beam, rng):
     kind = str(rng.choice(TEXTURES))
     ny, nx = mom0.shape
     y, x = np.mgrid[:ny, :nx].astype(float)
-    major, minor = disc_coordinates(x - (nx - 1) / 2, y - (ny - 1) / 2, values["x_0"][i],
-                                    values["y_0"][i], values["pa"][i],
+    major, minor = disc_coordinates(np, x - (nx - 1) / 2 - values["x_0"][i],
+                                    y - (ny - 1) / 2 - values["y_0"][i], values["pa"][i],
                                     values["inclination"][i])
     field = texture_field(major, minor, values["r_outer"][i], beam[0], kind, rng)
     # The beam smooths the texture as it smooths the disc.
     smooth = ndimage.gaussian_filter(field, np.sqrt(beam[0] * beam[1]) * FWHM_TO_SIGMA)
     mom0 *= smooth.astype(mom0.dtype)
     return kind
-
-
-def disc_coordinates(dx, dy, x_0, y_0, pa, inclination):
-    """Disc-plane coordinates of sky offsets: along the major axis and the deprojected minor.
-
-    Parameters
-    ----------
-    dx, dy : numpy.ndarray
-        Sky offsets (+column = east on astrokin maps, +row = north), arcsec.
-    x_0, y_0, pa, inclination : float
-        The disc's centre (arcsec), PA (deg, north through east, of the
-        receding major axis) and inclination (deg).
-
-    Returns
-    -------
-    major, minor : numpy.ndarray
-        Arcsec in the disc plane; ``hypot(major, minor)`` is the radius.
-
-    Examples
-    --------
-    >>> from astrokin.synthetic import disc_coordinates
-    >>> [float(c) for c in disc_coordinates(0.0, 2.0, 0.0, 0.0, 0.0, 60.0)]
-    [2.0, -0.0]
-    """
-    dx, dy = np.asarray(dx, dtype=float) - x_0, np.asarray(dy, dtype=float) - y_0
-    pa, cos_i = np.radians(pa), np.cos(np.radians(inclination))
-    major = -dx * np.sin(pa) + dy * np.cos(pa)
-    minor = (-dx * np.cos(pa) - dy * np.sin(pa)) / max(cos_i, 0.05)
-    return major, minor
 
 
 #: The textures of `RealisticGenerator` (`texture_field`).
@@ -703,7 +674,8 @@ def texture_field(major, minor, r_outer, beam_fwhm, kind, rng):
     Parameters
     ----------
     major, minor : numpy.ndarray
-        Disc-plane coordinates (arcsec, `disc_coordinates`) of the points.
+        Disc-plane coordinates (arcsec,
+        `~astrokin.models.disc_coordinates`) of the points.
     r_outer : float
         The disc's radius (arcsec): arms wind in ``ln(r / r_outer)``.
     beam_fwhm : float

@@ -38,8 +38,9 @@ import astropy.units as u
 import numpy as np
 from scipy import ndimage
 
+from astrokin.models import disc_coordinates
 from astrokin.rendering import render_reference
-from astrokin.synthetic import TEXTURES, RealisticGenerator, disc_coordinates, texture_field
+from astrokin.synthetic import TEXTURES, RealisticGenerator, texture_field
 
 KMS = u.km / u.s
 OVERSAMPLE = 4
@@ -69,17 +70,13 @@ def measure(n, seed):
         p = gals.params[i]
         beam = gals.beam(i)
         kind = TEXTURES[i % len(TEXTURES)]
-        state = rng.bit_generator.state
 
-        def texture(x, y, kind=kind, state=state, p=p, fwhm=float(beam[0].value)):
-            # The same field for every call (the fine grid is the same each time).
-            r = np.random.default_rng()
-            r.bit_generator.state = state
-            major, minor = disc_coordinates(x, y, p["x_0"].value, p["y_0"].value,
+        def texture(x, y, kind=kind, p=p, fwhm=float(beam[0].value)):
+            # Called once, by the render of the truth.
+            major, minor = disc_coordinates(np, x - p["x_0"].value, y - p["y_0"].value,
                                             p["pa"].value, p["inclination"].value)
-            return texture_field(major, minor, p["r_outer"].value, fwhm, kind, r)
+            return texture_field(major, minor, p["r_outer"].value, fwhm, kind, rng)
 
-        rng.standard_normal(8)  # move on: the next galaxy gets another field
         t_m0, t_m1 = render_reference(model, SHAPE, 1 * u.arcsec, beam=beam,
                                       oversample=OVERSAMPLE, texture=texture)
         a_m0, a_m1 = render_reference(model, SHAPE, 1 * u.arcsec, beam=beam,

@@ -136,7 +136,10 @@ def make_fitter(args):
         fitter = NeuralKinematicFitter.load(args.network, **common)
     elif args.mode == "blind":
         # Without refinement a ring disc needs a network of its own, the ring one.
-        rings = str(getattr(args, "model", None) or "").startswith("TiltedRingDisk")
+        from astrokin import models
+
+        cls = getattr(models, args.model or "", None)
+        rings = isinstance(cls, type) and issubclass(cls, models.TiltedRingDisk)
         fitter = NeuralKinematicFitter.pretrained(
             name="tilted_ring" if rings and not common["refine"] else None, **common)
     else:

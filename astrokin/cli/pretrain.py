@@ -26,7 +26,7 @@ examples:
   astrokin pretrain -o survey.pt --init pretrained --set 'beam_major_px=[3, 3]' \\
       'beam_axis_ratio=[1, 1]' supervised_steps=5000 supervised_lr=2e-4
   astrokin pretrain -o paper_setup.pt --recipe benchmarks/recipes/paper_setup.json
-  astrokin pretrain -o rings.pt --rings --set supervised_steps=6500
+  astrokin pretrain -o rings.pt --rings
   astrokin fit 'survey/*_mom0.fits' --network survey.pt -o survey.ecsv
 """
 

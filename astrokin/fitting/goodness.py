@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from astrokin.models.core import disc_coordinates
+
 __all__ = ["STRUCTURE_FRACTION", "STRUCTURE_SIGMA", "mom1_harmonics"]
 
 #: A harmonic counts as structure above this fraction of V sin i ...
@@ -90,10 +92,7 @@ def mom1_harmonics(residual, fitted, geometry, pixel_scale, beam, sigma, vsini):
                             indexing="ij")
     g = {k: v.to(dtype=dtype, device=dev)[:, None, None] for k, v in geometry.items()}
     dx, dy = xx * ps - g["x_0"], yy * ps - g["y_0"]
-    pa, inc = torch.deg2rad(g["pa"]), torch.deg2rad(g["inclination"])
-    # Receding major axis along (-sin PA, cos PA), as the models.
-    xm = -dx * torch.sin(pa) + dy * torch.cos(pa)
-    ym = (dx * torch.cos(pa) + dy * torch.sin(pa)) / torch.cos(inc).clamp(min=0.05)
+    xm, ym = disc_coordinates(torch, dx, dy, g["pa"], g["inclination"])
     radius = torch.hypot(xm, ym)
     phi = torch.atan2(ym, xm)
     if beam is None:

@@ -108,8 +108,9 @@ RING_RECIPE = {
     "beam_major_px_large_maps": [2.0, 6.0],
     "snr_range": [5.0, 60.0],
     "noise_fraction": 0.85,
-    "supervised_steps": 6000,
+    "supervised_steps": 6500,
     "selfsupervised_steps": 0,
+    "eval_every": 1000,
 }
 
 

@@ -38,6 +38,7 @@ from dataclasses import replace
 import numpy as np
 
 from astrokin.models import ExponentialArctanDisk, KinematicDiskModel, TiltedRingDisk
+from astrokin.models.core import disc_coordinates
 
 __all__ = ["BRIGHTNESS_PRIOR", "CORRELATION_BEAMS", "ERROR_SCALE", "EXTENT_QUANTILE", "GEOMETRY",
            "JITTER", "VELOCITY_PRIOR", "error_scale", "fit_rings", "network_model", "node_prior",
@@ -202,8 +203,7 @@ def outer_radii(model, observations, frames, start, names):
         y, x = np.mgrid[:ny, :nx]
         dx = (x - (nx - 1) / 2) * o.pixel_scale - geo["x_0"]
         dy = (y - (ny - 1) / 2) * o.pixel_scale - geo["y_0"]
-        pa = np.radians(geo["pa"])
-        major = np.abs(-dx * np.sin(pa) + dy * np.cos(pa))[np.isfinite(m1)]
+        major = np.abs(disc_coordinates(np, dx, dy, geo["pa"])[0])[np.isfinite(m1)]
         beam = o.pixel_scale if o.beam is None else o.beam[0]
         extent = np.quantile(major, EXTENT_QUANTILE) if major.size else 0.0
         out[g] = max(extent, beam, 2.0 * o.pixel_scale)

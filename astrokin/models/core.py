@@ -16,7 +16,46 @@ from astropy.utils import classproperty
 
 from astrokin._validation import check_shape, pixel_scale_arcsec, plain_value
 
-__all__ = ["KinematicDiskModel"]
+__all__ = ["KinematicDiskModel", "disc_coordinates"]
+
+def disc_coordinates(xp, dx, dy, pa, inclination=None):
+    """Coordinates of sky offsets along a disc's major and minor axes.
+
+    The one projection of astrokin's conventions: the receding major axis is
+    along ``(-sin PA, cos PA)`` in ``(x, y)`` (North = +y, East = -x, PA North
+    through East).
+
+    Parameters
+    ----------
+    xp : module
+        `numpy` or `torch`.
+    dx, dy : array-like
+        Offsets from the disc's centre, along ``+x`` (+column) and ``+y``.
+    pa : array-like
+        Position angle (deg).
+    inclination : array-like, optional
+        Inclination (deg): the minor-axis coordinate is then deprojected into
+        the disc plane (divided by ``cos i``, at least 0.05), so that
+        ``hypot(major, minor)`` is the radius in a thin disc. None: on the sky.
+
+    Returns
+    -------
+    major, minor : array-like
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.models import disc_coordinates
+    >>> [float(c) for c in disc_coordinates(np, 1.0, 2.0, 0.0, 60.0)]
+    [2.0, 2.0]
+    """
+    pa = xp.deg2rad(pa)
+    major = -dx * xp.sin(pa) + dy * xp.cos(pa)
+    minor = dx * xp.cos(pa) + dy * xp.sin(pa)
+    if inclination is not None:
+        minor = minor / xp.clip(xp.cos(xp.deg2rad(inclination)), 0.05, None)
+    return major, minor
+
 
 #: Canonical units in which profile functions and the renderer receive values.
 LENGTH_UNIT = u.arcsec
@@ -266,12 +305,8 @@ class KinematicDiskModel(Fittable2DModel):
     def _line_of_sight(self, p):
         """Line-of-sight integrals of intensity and intensity x velocity (1D arrays)."""
         inc = np.deg2rad(p["inclination"])
-        pa = np.deg2rad(p["pa"])
         sin_i, cos_i = np.sin(inc), np.cos(inc)
-        dx, dy = p["x"] - p["x_0"], p["y"] - p["y_0"]
-        # Receding major axis along (-sin PA, cos PA) in (x, y): North = +y, East = -x.
-        xm = -dx * np.sin(pa) + dy * np.cos(pa)
-        ym = dx * np.cos(pa) + dy * np.sin(pa)
+        xm, ym = disc_coordinates(np, p["x"] - p["x_0"], p["y"] - p["y_0"], p["pa"])
         sb_args = [p[n] for n in self.intensity_parameters]
         v_args = [p[n] for n in self.velocity_parameters]
         h = p["z_scale"]
