@@ -18,9 +18,11 @@ def kinms_cube(*, n=64, cell=1.0, inclination, pa, r_scale=None, r_turn=None, v_
     """
     from kinms import KinMS
 
-    v_extent = 2.0 * (v_max + 5 * gas_sigma) + 2.0 * abs(v_sys) + 40.0
-    nv = int(np.ceil(v_extent / dv / 2.0)) * 2
     radius = np.arange(0.0, 2.0 * n * cell, 0.02 * cell)
+    if callable(gas_sigma):  # a dispersion profile: KinMS takes it on the radii
+        gas_sigma = np.asarray(gas_sigma(radius), dtype=float)
+    v_extent = 2.0 * (v_max + 5 * np.max(gas_sigma)) + 2.0 * abs(v_sys) + 40.0
+    nv = int(np.ceil(v_extent / dv / 2.0)) * 2
     if profiles is None:
         sb = np.exp(-radius / r_scale)
         vel = 2.0 / np.pi * v_max * np.arctan(radius / r_turn)
@@ -35,14 +37,20 @@ def kinms_cube(*, n=64, cell=1.0, inclination, pa, r_scale=None, r_turn=None, v_
     return cube, v
 
 
-def kinms_moments(**kwargs):
+def kinms_moments(moment2=False, **kwargs):
     """mom0 and mom1 (km/s) of an exponential/arctan disc made by KinMS.
 
-    Takes the arguments of `kinms_cube`; the maps are ``(ny, nx)`` arrays in
-    astrokin's orientation.
+    Takes the arguments of `kinms_cube` (``gas_sigma`` may be a function of
+    radius); the maps are ``(ny, nx)`` arrays in astrokin's orientation.
+    With ``moment2``, also the second moment of the whole (noiseless) cube,
+    less the variance a channel adds (Sheppard's ``dv^2 / 12``).
     """
     cube, v = kinms_cube(**kwargs)
     mom0 = cube.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mom1 = (cube * v[:, None, None]).sum(axis=0) / mom0
-    return mom0, mom1
+        if not moment2:
+            return mom0, mom1
+        dv = v[1] - v[0]
+        var = (cube * (v[:, None, None] - mom1) ** 2).sum(axis=0) / mom0 - dv ** 2 / 12
+    return mom0, mom1, np.sqrt(np.clip(var, 0, None))

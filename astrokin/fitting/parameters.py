@@ -6,6 +6,8 @@ parameters the network predicts, which encoder predicts each, and how each
 output maps onto a physical value:
 
 - **Fixed** parameters are not predicted; their values come from the model.
+  So are the dispersion parameters (``model.dispersion_parameters``): they
+  change the second moment only, which the networks do not read.
 - **Tied** parameters are not predicted; their tie is evaluated on the
   predicted parameters (see `tie_values`), so ties must be arithmetic on the
   model's parameter attributes, e.g. ``lambda m: 0.5 * m.r_scale``.
@@ -140,7 +142,11 @@ class ParameterLayout:
             )
         self.model_class = type(model)
         self.param_names = list(model.param_names)
-        self.fixed_names = [n for n in self.param_names if model.fixed[n]]
+        # The dispersion changes mom2 only, which the networks do not see: it is
+        # never predicted (refinement fits it to a mom2 map, see
+        # astrokin.fitting.dispersion).
+        dispersion = getattr(model, "dispersion_parameters", ())
+        self.fixed_names = [n for n in self.param_names if model.fixed[n] or n in dispersion]
         self.tied_names = [n for n in self.param_names if model.tied[n] and not model.fixed[n]]
         self.ties = {n: model.tied[n] for n in self.tied_names}
         assignment = dict(_DEFAULT_ENCODER)

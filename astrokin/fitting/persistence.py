@@ -31,7 +31,7 @@ from astrokin.exceptions import NetworkFormatError
 
 __all__ = ["BUNDLED", "FORMAT", "FORMAT_VERSION", "NORMALISATION", "RECIPE_KEYS",
            "astrokin_version", "build_network", "bundled_network", "bundled_networks",
-           "check_parameter_names",
+           "check_parameter_names", "with_dispersion_parameters",
            "model_class_named", "read_network", "read_network_file", "save_network"]
 
 FORMAT = "astrokin-neural-kinematic-fitter"
@@ -155,8 +155,32 @@ def read_network(path, model=None):
     meta, state = read_network_file(path)
     expected = None if model is None else (model if isinstance(model, type) else type(model))
     model_class = model_class_named(meta["layout"]["model_class"], expected, path)
+    meta = with_dispersion_parameters(meta, model_class)
     check_parameter_names(meta, model_class, path)
     return meta, state, model_class
+
+
+def with_dispersion_parameters(meta, model_class):
+    """The metadata of a network saved before its model had dispersion parameters.
+
+    Dispersion parameters (``model_class.dispersion_parameters``) change
+    the second moment only, which no network of mom0 and mom1 sees: a file
+    whose parameters are the class's without them is valid for it, with
+    them neither predicted nor fixed at training (they take the model's
+    values). Any other difference is left for `check_parameter_names`.
+    Returns ``meta`` itself, or an updated copy.
+    """
+    saved = list(meta["layout"]["param_names"])
+    current = list(model_class.param_names)
+    extra = [n for n in current if n in model_class.dispersion_parameters and n not in saved]
+    if not extra or [n for n in current if n not in extra] != saved:
+        return meta
+    layout = {**meta["layout"], "param_names": current,
+              "fixed_names": list(meta["layout"]["fixed_names"]) + extra}
+    fixed = dict(meta["fixed_values_at_training"])
+    for name in extra:
+        fixed[name] = float(getattr(model_class, name).default)
+    return {**meta, "layout": layout, "fixed_values_at_training": fixed}
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from astropy.utils import classproperty
 
 from astrokin._validation import check_shape, pixel_scale_arcsec, plain_value
 
-__all__ = ["KinematicDiskModel", "disc_coordinates"]
+__all__ = ["MOMENT2_THRESHOLD", "KinematicDiskModel", "disc_coordinates"]
 
 def disc_coordinates(xp, dx, dy, pa, inclination=None):
     """Coordinates of sky offsets along a disc's major and minor axes.
@@ -56,6 +56,11 @@ def disc_coordinates(xp, dx, dy, pa, inclination=None):
         minor = minor / xp.clip(xp.cos(xp.deg2rad(inclination)), 0.05, None)
     return major, minor
 
+
+#: Relative mom0 below which `KinematicDiskModel.render` gives no second moment
+#: (there the tabulated transforms' error, ~1e-6 of the peak, times v^2 / mom0
+#: exceeds ~1 km/s).
+MOMENT2_THRESHOLD = 1e-3
 
 #: Canonical units in which profile functions and the renderer receive values.
 LENGTH_UNIT = u.arcsec
@@ -157,6 +162,12 @@ class KinematicDiskModel(Fittable2DModel):
     #: ``v sin i`` and reports ``vsini``; subclasses name it.
     velocity_scale_parameter = None
 
+    #: ``velocity_dispersion(xp, r, <dispersion parameters>)``: the intrinsic
+    #: (line-of-sight, one-dimensional) velocity dispersion in km/s at radius
+    #: ``r``, a static method like the other profiles; None for a model
+    #: without one (its second moment is then the beam smearing alone).
+    velocity_dispersion = None
+
     @classproperty
     def intensity_parameters(cls):  # noqa: N805
         """Names of the parameters of ``surface_brightness``, in its order."""
@@ -167,11 +178,30 @@ class KinematicDiskModel(Fittable2DModel):
         """Names of the parameters of ``rotation_velocity``, in its order."""
         return _profile_parameters(cls, "rotation_velocity")
 
+    @classproperty
+    def dispersion_parameters(cls):  # noqa: N805
+        """Names of the parameters of ``velocity_dispersion`` (empty without one).
+
+        They change the second moment (mom2) only: a fit of mom0 and mom1
+        alone leaves them as they are.
+        """
+        if cls.velocity_dispersion is None:
+            return ()
+        return _profile_parameters(cls, "velocity_dispersion")
+
+    @classmethod
+    def dispersion_profile(cls, xp, r, values):
+        """The dispersion ``(B, n)`` at radii ``r`` ``(B, n)`` for values ``(B,)`` by name."""
+        if cls.velocity_dispersion is None:
+            return 0.0 * r
+        return cls.velocity_dispersion(xp, r, *[values[n][:, None]
+                                                for n in cls.dispersion_parameters])
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.outputs = ("intensity", "velocity")
         # Fail early, at construction, on a profile that names a non-parameter.
-        self.intensity_parameters, self.velocity_parameters  # noqa: B018
+        self.intensity_parameters, self.velocity_parameters, self.dispersion_parameters  # noqa: B018
 
     # ------------------------------------------------------------------
     # Profiles (subclasses override)
@@ -286,33 +316,73 @@ class KinematicDiskModel(Fittable2DModel):
             return intensity * amp_unit, velocity * VELOCITY_UNIT
         return intensity, velocity
 
-    def _evaluate_values(self, x, y, values):
+    def _evaluate_values(self, x, y, values, second=False):
         arrays = np.broadcast_arrays(x, y, *[values[n] for n in self.param_names])
         shape = arrays[0].shape
         flat = {n: a.ravel() for n, a in zip(("x", "y") + self.param_names, arrays, strict=True)}
-        intensity = np.empty(flat["x"].size)
-        num = np.empty(flat["x"].size)
+        sums = np.empty((3 if second else 2, flat["x"].size))
         chunk = 4096
-        for start in range(0, intensity.size, chunk):
+        for start in range(0, sums.shape[1], chunk):
             sl = slice(start, start + chunk)
             part = {k: v[sl] for k, v in flat.items()}
-            intensity[sl], num[sl] = self._line_of_sight(part)
+            sums[:, sl] = self._line_of_sight(part, second)
+        intensity, num = sums[0], sums[1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            velocity = flat["v_sys"] + num / intensity
-        velocity[~(intensity > 0)] = np.nan
-        return intensity.reshape(shape), velocity.reshape(shape)
+            mean = num / intensity
+            out = [intensity.reshape(shape), (flat["v_sys"] + mean).reshape(shape)]
+            if second:
+                out.append(np.sqrt(np.clip(sums[2] / intensity - mean ** 2, 0, None)))
+        for a in out[1:]:
+            a.reshape(-1)[~(intensity > 0)] = np.nan
+        return tuple(a.reshape(shape) for a in out)
 
-    def _line_of_sight(self, p):
-        """Line-of-sight integrals of intensity and intensity x velocity (1D arrays)."""
+    def line_of_sight_dispersion(self, x, y):
+        """The intensity-weighted spread of velocities along the sight lines ``(x, y)``.
+
+        What a cube's second moment would record at a point before any beam
+        or pixel: the intrinsic dispersion, and the spread of rotation
+        velocities along the line of sight through a thick disc.
+
+        Parameters
+        ----------
+        x, y : `~astropy.units.Quantity` or array-like
+            Sky offsets (arcsec when plain), as for ``evaluate``.
+
+        Returns
+        -------
+        sigma : `~astropy.units.Quantity`
+            km/s; NaN where there is no emission.
+
+        Examples
+        --------
+        >>> import astropy.units as u
+        >>> from astrokin.models import ExponentialArctanDisk
+        >>> disk = ExponentialArctanDisk(v_disp=12 * u.km / u.s)
+        >>> disk.line_of_sight_dispersion(3 * u.arcsec, 1 * u.arcsec).round(6)
+        <Quantity 12. km / s>
+        """
+        x = plain_value(x, LENGTH_UNIT)
+        y = plain_value(y, LENGTH_UNIT)
+        values = {k: np.asarray(v, dtype=float) for k, v in self.canonical_values().items()}
+        return self._evaluate_values(x, y, values, second=True)[2] * VELOCITY_UNIT
+
+    def _line_of_sight(self, p, second=False):
+        """Line-of-sight integrals of intensity and intensity x velocity (1D arrays).
+
+        With ``second``, also that of intensity x (dispersion^2 + velocity^2),
+        velocities about ``v_sys``.
+        """
         inc = np.deg2rad(p["inclination"])
         sin_i, cos_i = np.sin(inc), np.cos(inc)
         xm, ym = disc_coordinates(np, p["x"] - p["x_0"], p["y"] - p["y_0"], p["pa"])
         sb_args = [p[n] for n in self.intensity_parameters]
         v_args = [p[n] for n in self.velocity_parameters]
+        d_args = [p[n] for n in self.dispersion_parameters]
         h = p["z_scale"]
         thin = (h <= 0) | (sin_i < 1e-9)
         intensity = np.zeros_like(xm)
         num = np.zeros_like(xm)
+        num2 = np.zeros_like(xm)
         if np.any(thin):
             t = thin
             cos_t = np.maximum(cos_i[t], 1e-300)
@@ -324,15 +394,24 @@ class KinematicDiskModel(Fittable2DModel):
                 cphi = np.where(r > 0, xm[t] / r, 0.0)
             intensity[t] = p["amplitude"][t] * sb
             num[t] = p["amplitude"][t] * sb * vel * sin_i[t] * cphi
+            if second:
+                disp = self._dispersion(r, [a[t] for a in d_args])
+                num2[t] = intensity[t] * (disp ** 2 + (vel * sin_i[t] * cphi) ** 2)
         if not np.all(thin):
             k = ~thin
-            intensity[k], num[k] = self._thick_los(
+            intensity[k], num[k], num2[k] = self._thick_los(
                 xm[k], ym[k], sin_i[k], cos_i[k], h[k], p["amplitude"][k],
                 [a[k] for a in sb_args], [a[k] for a in v_args], p,
+                [a[k] for a in d_args],
             )
-        return intensity, num
+        return (intensity, num, num2) if second else (intensity, num)
 
-    def _thick_los(self, xm, ym, sin_i, cos_i, h, amp, sb_args, v_args, p):
+    def _dispersion(self, r, args):
+        if self.velocity_dispersion is None:
+            return np.zeros_like(r)
+        return self.velocity_dispersion(np, r, *args)
+
+    def _thick_los(self, xm, ym, sin_i, cos_i, h, amp, sb_args, v_args, p, d_args=()):
         # Integrate over the in-plane coordinate Y along each sight line:
         # z = (y' - Y cos i) / sin i, ds = dY / sin i. The vertical factor peaks
         # at Y0 = y'/cos i with width h tan i; the disc extends to ~40 of its
@@ -367,7 +446,10 @@ class KinematicDiskModel(Fittable2DModel):
         f = sb * vert * wts
         intensity = amp * f.sum(axis=(1, 2))
         num = amp * sin_i * (f * vel * cphi).sum(axis=(1, 2))
-        return intensity, num
+        disp = self._dispersion(r, [s[:, None, None] for s in d_args])
+        vlos = vel * cphi * sin_i[:, None, None]
+        num2 = amp * (f * (disp ** 2 + vlos ** 2)).sum(axis=(1, 2))
+        return intensity, num, num2
 
     # ------------------------------------------------------------------
     # Profiles as Quantities
@@ -498,6 +580,36 @@ class KinematicDiskModel(Fittable2DModel):
         table.meta["calibrated"] = bool(scale)
         return table
 
+    def dispersion_curve(self, r):
+        """Intrinsic velocity dispersion at radii ``r`` (``velocity_dispersion``).
+
+        Parameters
+        ----------
+        r : `~astropy.units.Quantity` or array-like
+            Radii in the disc plane, as for `rotation_curve`.
+
+        Returns
+        -------
+        sigma : `~astropy.units.Quantity`
+            km/s (for a model set, one row per model).
+
+        Raises
+        ------
+        TypeError
+            If the model has no ``velocity_dispersion``.
+
+        Examples
+        --------
+        >>> import astropy.units as u
+        >>> from astrokin.models import ExponentialArctanDisk
+        >>> ExponentialArctanDisk(v_disp=15 * u.km / u.s).dispersion_curve([1, 5] * u.arcsec)
+        <Quantity [15., 15.] km / s>
+        """
+        if self.velocity_dispersion is None:
+            raise TypeError(f"{type(self).__name__} has no velocity_dispersion profile.")
+        return self._profile(self.velocity_dispersion, self.dispersion_parameters, r,
+                             VELOCITY_UNIT)
+
     def intensity_profile(self, r):
         """Face-on surface brightness at radii ``r``, including ``amplitude``.
 
@@ -529,7 +641,7 @@ class KinematicDiskModel(Fittable2DModel):
         return amp * shape
 
     # ------------------------------------------------------------------
-    def render(self, shape, pixel_scale, beam=None, **renderer_options):
+    def render(self, shape, pixel_scale, beam=None, moment2=False, **renderer_options):
         """Moment maps of this disc as an observer would record them.
 
         Parameters
@@ -543,6 +655,8 @@ class KinematicDiskModel(Fittable2DModel):
             ``u.arcsec / u.pixel``).
         beam : `radio_beam.Beam`, `~astropy.units.Quantity`, tuple, or None
             Restoring beam (see `astrokin.beams.to_beam`); None for none.
+        moment2 : bool, optional
+            Also return the second moment (the observed line width).
         **renderer_options
             Passed to `astrokin.rendering.DiskRenderer` (e.g. ``alias_order``).
 
@@ -555,6 +669,12 @@ class KinematicDiskModel(Fittable2DModel):
         mom1 : `~astropy.units.Quantity`
             Intensity-weighted line-of-sight velocity in km/s, NaN where the
             model has no emission.
+        mom2 : `~astropy.units.Quantity`
+            With ``moment2=True``: the intensity-weighted velocity dispersion
+            in km/s (the intrinsic ``velocity_dispersion`` and the rotation
+            smeared by the beam, the pixel and the disc's thickness), NaN
+            where mom1 is and where mom0 is below `MOMENT2_THRESHOLD` of
+            its peak.
 
         Raises
         ------
@@ -602,15 +722,20 @@ class KinematicDiskModel(Fittable2DModel):
         bp = beam_parameters(beam)
         beam_t = None if bp is None else torch.tensor([bp] * n, dtype=torch.float64)
         with torch.no_grad():
-            mom0, mom1 = renderer(params, torch.full((n,), ps, dtype=torch.float64), beam_t)
-        mom0 = mom0.numpy()
-        mom1 = mom1.numpy().copy()
+            maps = renderer(params, torch.full((n,), ps, dtype=torch.float64), beam_t,
+                            moment2=bool(moment2))
+        mom0 = maps[0].numpy()
         peak = np.max(np.abs(mom0), axis=(-2, -1), keepdims=True)
-        mom1[~(mom0 > renderer.emission_threshold * peak)] = np.nan
-        if n == 1:
-            mom0, mom1 = mom0[0], mom1[0]
+        empty = ~(mom0 > renderer.emission_threshold * peak)
+        velocities = []
+        for k, m in enumerate(maps[1:]):
+            m = m.numpy().copy()
+            # The second moment is a small difference of large ones: below
+            # MOMENT2_THRESHOLD of the peak it is not accurate (see /rendering).
+            m[empty | ((mom0 < MOMENT2_THRESHOLD * peak) if k else False)] = np.nan
+            velocities.append((m[0] if n == 1 else m) * VELOCITY_UNIT)
         amp_unit = self.amplitude.unit or u.dimensionless_unscaled
-        return mom0 * amp_unit, mom1 * VELOCITY_UNIT
+        return ((mom0[0] if n == 1 else mom0) * amp_unit, *velocities)
 
 
 def _model_axes(r, per_model):

@@ -22,6 +22,10 @@ class ExponentialArctanDisk(KinematicDiskModel):
         Turnover radius of the rotation curve.
     v_max : `~astropy.units.Quantity`
         Asymptotic (deprojected) rotation speed.
+    v_disp : `~astropy.units.Quantity`
+        Intrinsic (one-dimensional, line-of-sight) velocity dispersion of the
+        gas, the same at every radius. It changes the second moment only:
+        fitted when a mom2 map (or a cube) is given, otherwise left as it is.
 
     Other Parameters
     ----------------
@@ -74,6 +78,8 @@ class ExponentialArctanDisk(KinematicDiskModel):
                        description="Turnover radius of the arctan rotation curve")
     v_max = Parameter(default=200.0, unit=u.km / u.s, bounds=(50.0, 500.0),
                       description="Asymptotic deprojected rotation speed")
+    v_disp = Parameter(default=10.0, unit=u.km / u.s, bounds=(0.0, 300.0),
+                       description="Intrinsic velocity dispersion (constant)")
 
     @staticmethod
     def surface_brightness(xp, r, r_scale):
@@ -84,6 +90,11 @@ class ExponentialArctanDisk(KinematicDiskModel):
     def rotation_velocity(xp, r, v_max, r_turn):
         """Arctan rotation curve rising to ``v_max``."""
         return (2.0 / np.pi) * v_max * xp.arctan(r / r_turn)
+
+    @staticmethod
+    def velocity_dispersion(xp, r, v_disp):
+        """A constant intrinsic dispersion."""
+        return v_disp + 0.0 * r
 
 
 class GaussianRingDisk(KinematicDiskModel):
@@ -114,6 +125,8 @@ class GaussianRingDisk(KinematicDiskModel):
         decline towards ``v_c``.
     gamma : float
         Sharpness of the turnover; large values give a sharp knee.
+    v_disp : `~astropy.units.Quantity`
+        Intrinsic velocity dispersion, constant (see `ExponentialArctanDisk`).
 
     Notes
     -----
@@ -148,6 +161,8 @@ class GaussianRingDisk(KinematicDiskModel):
                      description="Outer slope: 0 flat, > 0 declining towards v_c")
     gamma = Parameter(default=2.0, bounds=(0.5, 10.0),
                       description="Sharpness of the turnover")
+    v_disp = Parameter(default=10.0, unit=u.km / u.s, bounds=(0.0, 300.0),
+                       description="Intrinsic velocity dispersion (constant)")
 
     @staticmethod
     def surface_brightness(xp, r, r_ring, ring_width):
@@ -162,3 +177,8 @@ class GaussianRingDisk(KinematicDiskModel):
         # q^(1 - beta) (1 + q)^beta / (1 + q^gamma)^(1/gamma).
         q = xp.abs(r) / r_turn
         return v_c * q ** (1.0 - beta) * (1.0 + q) ** beta / (1.0 + q ** gamma) ** (1.0 / gamma)
+
+    @staticmethod
+    def velocity_dispersion(xp, r, v_disp):
+        """A constant intrinsic dispersion."""
+        return v_disp + 0.0 * r

@@ -74,6 +74,10 @@ class TiltedRingDisk(KinematicDiskModel):
     sb_1 ... sb_N : float
         Face-on surface brightness at each ring, relative to the centre's
         (which is 1, times ``amplitude``).
+    v_disp_1 ... v_disp_N : `~astropy.units.Quantity`
+        Intrinsic velocity dispersion at each ring (flat inside the first
+        ring and beyond the last). It changes the second moment only: fitted
+        when a mom2 map (or a cube) is given, otherwise left as it is.
     n_rings : int, optional
         Number of rings ``N`` (1-64, default 10); a keyword only.
 
@@ -170,6 +174,11 @@ class TiltedRingDisk(KinematicDiskModel):
         """``['sb_1', ..., 'sb_N']``."""
         return [f"sb_{k}" for k in range(1, cls.n_rings + 1)]
 
+    @classmethod
+    def dispersion_names(cls):
+        """``['v_disp_1', ..., 'v_disp_N']``."""
+        return [f"v_disp_{k}" for k in range(1, cls.n_rings + 1)]
+
     @property
     def ring_radii(self):
         """Radii of the rings, ``r_k = k r_outer / N`` (arcsec; per model of a set)."""
@@ -194,7 +203,8 @@ class TiltedRingDisk(KinematicDiskModel):
             ``v_rot`` and ``v_rot_std`` (deprojected), ``v_proj`` and
             ``v_proj_std`` (:math:`V \sin i`, the quantity the velocity map
             measures), ``surface_brightness`` and its ``_std`` (face-on,
-            times ``amplitude``).
+            times ``amplitude``), ``v_disp`` and ``v_disp_std`` (the intrinsic
+            dispersion).
 
         Examples
         --------
@@ -234,6 +244,9 @@ class TiltedRingDisk(KinematicDiskModel):
         amp_unit = self.amplitude.unit or u.dimensionless_unscaled
         table["surface_brightness"] = s * amp[rows] * amp_unit
         table["surface_brightness_std"] = s_std * amp[rows] * amp_unit
+        d, d_std = column(self.dispersion_names())
+        table["v_disp"] = d * VELOCITY_UNIT
+        table["v_disp_std"] = d_std * VELOCITY_UNIT
         table.meta["model"] = type(self).__name__
         table.meta["r_outer_note"] = "radius of ring k is k r_outer / n_rings"
         return table
@@ -298,15 +311,26 @@ def _profiles(n):
         total = sum(k * c for k, c in zip(kernel, values, strict=True))
         return xp.where(t < n, total, v[-1] + 0.0 * total)
 
-    sb_names = [f"sb_{k}" for k in range(1, n + 1)]
-    v_names = [f"v_{k}" for k in range(1, n + 1)]
-    for func, names in ((surface_brightness, sb_names), (rotation_velocity, v_names)):
+    def velocity_dispersion(xp, r, r_outer, *d):
+        t, kernel = nodes(xp, r, r_outer)
+        # Flat inside the first ring and beyond the last.
+        values = [d[0], d[0], *d, d[-1], d[-1]]
+        total = sum(k * c for k, c in zip(kernel, values, strict=True))
+        total = xp.where(t < n, total, d[-1] + 0.0 * total)
+        return xp.where(total > 0, total, 0.0 * total)
+
+    docs = {surface_brightness: "surface brightness, 1 at the centre.",
+            rotation_velocity: "rotation speed, 0 at the centre.",
+            velocity_dispersion: "intrinsic velocity dispersion, flat inside the first ring."}
+    for func, prefix in ((surface_brightness, "sb"), (rotation_velocity, "v"),
+                         (velocity_dispersion, "v_disp")):
+        names = [f"{prefix}_{k}" for k in range(1, n + 1)]
         params = [inspect.Parameter(nm, inspect.Parameter.POSITIONAL_OR_KEYWORD)
                   for nm in ("xp", "r", "r_outer", *names)]
         func.__signature__ = inspect.Signature(params)
-        func.__doc__ = ("Ring-by-ring " + ("surface brightness, 1 at the centre."
-                        if func is surface_brightness else "rotation speed, 0 at the centre."))
-    return staticmethod(surface_brightness), staticmethod(rotation_velocity)
+        func.__doc__ = "Ring-by-ring " + docs[func]
+    return (staticmethod(surface_brightness), staticmethod(rotation_velocity),
+            staticmethod(velocity_dispersion))
 
 
 def ring_class(n_rings):
@@ -325,7 +349,7 @@ def ring_class(n_rings):
     Examples
     --------
     >>> from astrokin.models.rings import ring_class
-    >>> ring_class(3).param_names[-6:]
+    >>> ring_class(3).param_names[-9:-3]
     ('v_1', 'v_2', 'v_3', 'sb_1', 'sb_2', 'sb_3')
     """
     if isinstance(n_rings, bool) or not isinstance(n_rings, (int, np.integer)) \
@@ -350,7 +374,11 @@ def ring_class(n_rings):
                                        bounds=(0.0, 1000.0),
                                        description=f"Surface brightness at ring {k}, "
                                                    "relative to the centre")
-    members["surface_brightness"], members["rotation_velocity"] = _profiles(n_rings)
+    for k in range(1, n_rings + 1):
+        members[f"v_disp_{k}"] = Parameter(default=10.0, unit=u.km / u.s, bounds=(0.0, 300.0),
+                                           description=f"Velocity dispersion at ring {k}")
+    (members["surface_brightness"], members["rotation_velocity"],
+     members["velocity_dispersion"]) = _profiles(n_rings)
     cls = type(TiltedRingDisk)(name, (TiltedRingDisk,), members)
     _CLASSES[n_rings] = cls
     return cls

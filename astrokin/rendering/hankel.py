@@ -9,7 +9,13 @@ and an axisymmetric :math:`q(R)` times :math:`\cos\phi` (the pattern of a
 rotating disc's line-of-sight velocity) has
 
 .. math:: \widehat{q\cos\phi}(\mathbf{k}) = -2\pi i\, k_X\,
-          \frac{1}{k}\int_0^\infty q(R) J_1(2\pi k R) R\, dR .
+          \frac{1}{k}\int_0^\infty q(R) J_1(2\pi k R) R\, dR ,
+
+and times :math:`\cos 2\phi` (the pattern of the squared line-of-sight
+velocity, for the second moment)
+
+.. math:: \widehat{q\cos 2\phi}(\mathbf{k}) = -2\pi\, (k_X^2 - k_Y^2)\,
+          \frac{1}{k^2}\int_0^\infty q(R) J_2(2\pi k R) R\, dR .
 
 With fixed radial quadrature nodes :math:`R_n` and a uniform grid of
 :math:`k_j`, both integrals are matrix products with constant matrices, built
@@ -43,10 +49,11 @@ class HankelTables:
     ----------
     radii : numpy.ndarray
         Radial quadrature nodes (pixels).
-    w0, w1 : numpy.ndarray
+    w0, w1, w2 : numpy.ndarray
         ``(n_r, n_k)`` matrices: ``sigma @ w0`` is the order-0 transform
         :math:`\hat\Sigma(k_j)`, ``q @ w1`` the order-1 transform divided by
-        :math:`k_j` (finite at :math:`k=0`).
+        :math:`k_j`, ``q @ w2`` the order-2 one divided by :math:`k_j^2`
+        (both finite at :math:`k=0`).
     dk : float
         Frequency spacing; ``k_j = j * dk``.
     """
@@ -73,12 +80,17 @@ class HankelTables:
             j1_over_k = np.where(k[None, :] > 0, special.j1(arg) / k[None, :],
                                  np.pi * radii[:, None])
         self.w1 = (weights * radii)[:, None] * j1_over_k
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # J_2(x) -> x^2 / 8 at small x: J_2(2 pi k R) / k^2 -> pi^2 R^2 / 2.
+            j2_over_k2 = np.where(k[None, :] > 0, special.jv(2, arg) / k[None, :] ** 2,
+                                  0.5 * np.pi ** 2 * radii[:, None] ** 2)
+        self.w2 = (weights * radii)[:, None] * j2_over_k2
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 - tables are few and long-lived
     def tensors(self, dtype, device):
-        """``(radii, w0, w1)`` as torch tensors of ``dtype`` on ``device``."""
+        """``(radii, w0, w1, w2)`` as torch tensors of ``dtype`` on ``device``."""
         return tuple(torch.as_tensor(a, dtype=dtype, device=device)
-                     for a in (self.radii, self.w0, self.w1))
+                     for a in (self.radii, self.w0, self.w1, self.w2))
 
 
 @functools.lru_cache(maxsize=32)

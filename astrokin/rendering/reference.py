@@ -9,7 +9,8 @@ from astrokin.beams import FWHM_TO_SIGMA, beam_parameters
 __all__ = ["render_reference"]
 
 
-def render_reference(model, shape, pixel_scale, beam=None, oversample=16, texture=None):
+def render_reference(model, shape, pixel_scale, beam=None, oversample=16, texture=None,
+                     moment2=False):
     """Moment maps by brute force: oversampled point evaluation, then beam and binning.
 
     The model is evaluated at ``oversample x oversample`` points in every
@@ -39,6 +40,11 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16, textur
         `~astrokin.models.KinematicDiskModel.evaluate` takes them), e.g.
         clumps or arms (`astrokin.synthetic.texture_field`). The mom1 map is
         then weighted by the textured intensity, as a real disc's is.
+    moment2 : bool, optional
+        Also return the second moment: intensity x (dispersion^2 +
+        velocity^2) along each sight line
+        (`~astrokin.models.KinematicDiskModel.line_of_sight_dispersion`),
+        convolved and binned like the others, less mom1 squared.
 
     Returns
     -------
@@ -46,6 +52,8 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16, textur
         Pixel-averaged, beam-convolved intensity (plain floats).
     mom1 : numpy.ndarray
         Intensity-weighted velocity in km/s (NaN where the intensity is 0).
+    mom2 : numpy.ndarray
+        With ``moment2=True``: the velocity dispersion in km/s.
 
     Examples
     --------
@@ -70,17 +78,26 @@ def render_reference(model, shape, pixel_scale, beam=None, oversample=16, textur
     intensity, velocity = model.evaluate(xx, yy, *(values[n] for n in model.param_names))
     if texture is not None:
         intensity = intensity * np.asarray(texture(xx, yy), dtype=float)
-    weighted = np.where(intensity > 0, intensity * velocity, 0.0)
-    if bp is not None:
-        kernel = _gaussian_kernel(bp, ps / s)
-        intensity = signal.fftconvolve(intensity, kernel, mode="same")
-        weighted = signal.fftconvolve(weighted, kernel, mode="same")
+    # Velocities about v_sys (the second moment does not depend on it).
+    v_sys = float(values["v_sys"])
+    fields = [intensity, np.where(intensity > 0, intensity * (velocity - v_sys), 0.0)]
+    if moment2:
+        disp = model.line_of_sight_dispersion(xx, yy).value
+        fields.append(np.where(intensity > 0, intensity * (disp ** 2 + (velocity - v_sys) ** 2),
+                               0.0))
     sl = (slice(pad * s, (pad + ny) * s), slice(pad * s, (pad + nx) * s))
-    mom0 = intensity[sl].reshape(ny, s, nx, s).mean(axis=(1, 3))
-    num = weighted[sl].reshape(ny, s, nx, s).mean(axis=(1, 3))
+    binned = []
+    for f in fields:
+        if bp is not None:
+            f = signal.fftconvolve(f, _gaussian_kernel(bp, ps / s), mode="same")
+        binned.append(f[sl].reshape(ny, s, nx, s).mean(axis=(1, 3)))
+    mom0 = binned[0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mom1 = np.where(mom0 > 0, num / mom0, np.nan)
-    return mom0, mom1
+        mean = np.where(mom0 > 0, binned[1] / mom0, np.nan)
+        if not moment2:
+            return mom0, v_sys + mean
+        mom2 = np.sqrt(np.clip(binned[2] / mom0 - mean ** 2, 0, None))
+    return mom0, v_sys + mean, np.where(mom0 > 0, mom2, np.nan)
 
 
 def _gaussian_kernel(bp, step):

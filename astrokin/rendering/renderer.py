@@ -126,11 +126,11 @@ class DiskRenderer(torch.nn.Module):
         k_max = float(np.hypot(np.abs(kx).max(), np.abs(ky).max())) * 1.001
         r_max = 0.5 * math.hypot(py, px)
         tables = hankel_tables(round(r_max, 6), round(k_max, 6), 1.0 / (4.0 * max(py, px)))
-        radii, w0, w1 = tables.tensors(self.dtype, self.device)
+        radii, w0, w1, w2 = tables.tensors(self.dtype, self.device)
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=self.dtype,  # noqa: E731
                                          device=self.device)
         grid = {"kx": as_t(kx), "ky": as_t(ky), "box": as_t(box), "radii": radii,
-                "w0": w0, "w1": w1, "dk": tables.dk, "n_k": tables.n_k}
+                "w0": w0, "w1": w1, "w2": w2, "dk": tables.dk, "n_k": tables.n_k}
         self._grids[order] = grid
         return grid
 
@@ -142,7 +142,8 @@ class DiskRenderer(torch.nn.Module):
         bmin_px = torch.min(beam[:, 1] / pixel_scale).item()
         return 0 if bmin_px >= 2.0 else 1
 
-    def forward(self, params, pixel_scale, beam=None, weights=None, weighted_mom0=False):
+    def forward(self, params, pixel_scale, beam=None, weights=None, weighted_mom0=False,
+                moment2=False):
         """Render moment maps.
 
         Parameters
@@ -166,6 +167,11 @@ class DiskRenderer(torch.nn.Module):
         weighted_mom0 : bool, optional
             With ``weights``, return :math:`B * (w I)` as mom0 (e.g. to
             iterate the weights until it matches an observed map).
+        moment2 : bool, optional
+            Also return the second moment (the line width): the intrinsic
+            dispersion of the model (``velocity_dispersion``; 0 for models
+            without one) added in quadrature to the spread of line-of-sight
+            velocities within the beam and the pixel (see the notes).
 
         Returns
         -------
@@ -175,6 +181,9 @@ class DiskRenderer(torch.nn.Module):
         mom1 : `torch.Tensor`
             ``(B, ny, nx)`` line-of-sight velocity in km/s; ``v_sys`` where
             the intensity is below ``emission_threshold`` times the peak.
+        mom2 : `torch.Tensor`
+            With ``moment2=True``: ``(B, ny, nx)`` the intensity-weighted
+            velocity dispersion in km/s; 0 where mom1 is ``v_sys``.
         """
         mc = self.model_class
         missing = [n for n in mc.param_names if n not in params]
@@ -222,6 +231,15 @@ class DiskRenderer(torch.nn.Module):
         vel = mc.rotation_velocity(torch, r_arc, *[p[n][:, None] for n in mc.velocity_parameters])
         t0 = sb @ g["w0"]
         t1 = (sb * vel) @ g["w1"]
+        tables = [t0, t1]
+        if moment2:
+            # I (sigma^2 + v_los^2), v_los = V sin i cos(phi): an order-0 transform
+            # of Sigma (sigma^2 + V^2 sin^2 i / 2) and an order-2 one of
+            # Sigma V^2 sin^2 i / 2 (the cos 2 phi part).
+            half_sin2 = 0.5 * torch.sin(torch.deg2rad(p["inclination"]))[:, None] ** 2
+            disp = mc.dispersion_profile(torch, r_arc, p)
+            tables += [(sb * (disp * disp + half_sin2 * vel * vel)) @ g["w0"],
+                       (sb * half_sin2 * vel * vel) @ g["w2"]]
 
         # 2. Geometry at every (folded) frequency. Shapes: (B, folds, ky, kx).
         def col(v):
@@ -236,7 +254,12 @@ class DiskRenderer(torch.nn.Module):
         k_min = kx * cos_pa + ky * sin_pa
         # The tiny offset keeps the gradient of sqrt finite at k = 0.
         k_disc = torch.sqrt(k_maj ** 2 + (k_min * cos_i) ** 2 + 1e-20)
-        h0, h1 = _interp(k_disc, t0, t1, g["dk"], g["n_k"])
+        transforms = _interp(k_disc, tables, g["dk"], g["n_k"])
+        h0, h1 = transforms[:2]
+        if moment2:
+            # cos 2 psi of the face-on frequency (k_maj, k_min cos i), times k^2.
+            h2 = transforms[2] - 2.0 * math.pi * (k_maj ** 2 - (k_min * cos_i) ** 2) \
+                * transforms[3]
 
         # 3.-4. Thickness, pixel box, beam: real factors common to both maps.
         h = col(p["z_scale"] / ps)
@@ -265,6 +288,9 @@ class DiskRenderer(torch.nn.Module):
         # F0 = a0 e^{-i theta};  F1 = -2 pi i a1' e^{-i theta} folded into a1.
         f0 = torch.complex(a0 * cos_t, -a0 * sin_t).sum(dim=1)
         f1 = torch.complex(a1 * sin_t, a1 * cos_t).sum(dim=1)
+        if moment2:
+            a2 = common * h2
+            f2 = torch.complex(a2 * cos_t, -a2 * sin_t).sum(dim=1)
 
         # 5. Back to the sky.
         py, px = self.fft_shape
@@ -281,17 +307,34 @@ class DiskRenderer(torch.nn.Module):
             transfer = beam_factor[:, beam_factor.shape[1] // 2]  # the unfolded frequencies
             num = torch.fft.irfft2(torch.fft.rfft2(i1 * w) * transfer, s=(py, px))[:, :ny, :nx]
             den = torch.fft.irfft2(torch.fft.rfft2(i0 * w) * transfer, s=(py, px))[:, :ny, :nx]
+            if moment2:
+                a2 = intrinsic * h2
+                i2 = torch.fft.irfft2(torch.complex(a2 * cos_t, -a2 * sin_t).sum(dim=1),
+                                      s=(py, px))
+                num2 = torch.fft.irfft2(torch.fft.rfft2(i2 * w) * transfer,
+                                        s=(py, px))[:, :ny, :nx]
         else:
             num = torch.fft.irfft2(f1, s=(py, px))[:, :ny, :nx]
             den = mom0
+            if moment2:
+                num2 = torch.fft.irfft2(f2, s=(py, px))[:, :ny, :nx]
         peak = den.detach().abs().amax(dim=(-2, -1), keepdim=True)
         valid = den > self.emission_threshold * peak
         safe = torch.where(valid, den, torch.ones_like(den))
-        mom1 = p["v_sys"][:, None, None] + torch.where(valid, num / safe, torch.zeros_like(num))
-        return (den if weighted_mom0 else mom0), mom1
+        zero = torch.zeros_like(num)
+        mean = torch.where(valid, num / safe, zero)
+        mom1 = p["v_sys"][:, None, None] + mean
+        out = (den if weighted_mom0 else mom0), mom1
+        if not moment2:
+            return out
+        # sigma_obs^2 = B*[I (sigma^2 + v^2)] / B*I - mom1^2 (about v_sys, which
+        # drops out); the small floor keeps the square root differentiable.
+        variance = torch.where(valid, num2 / safe - mean * mean, zero)
+        mom2 = torch.where(valid, torch.sqrt(variance.clamp(min=0.0) + 1e-12), zero)
+        return (*out, mom2)
 
 
-def _interp(k, t0, t1, dk, n_k):
+def _interp(k, tables, dk, n_k):
     """Cubic (Catmull-Rom) interpolation of tables ``(B, n_k)`` at ``k`` (B, ...).
 
     The tables are even functions of k, so the point before k=0 mirrors k=dk.
@@ -309,7 +352,7 @@ def _interp(k, t0, t1, dk, n_k):
     c2 = -1.5 * t3 + 2.0 * t2 + 0.5 * t
     c3 = 0.5 * t3 - 0.5 * t2
     out = []
-    for tab in (t0, t1):
+    for tab in tables:
         tab = torch.cat([tab[:, 1:2], tab], dim=1)
         val = (c0 * torch.gather(tab, 1, i1 - 1) + c1 * torch.gather(tab, 1, i1)
                + c2 * torch.gather(tab, 1, i1 + 1) + c3 * torch.gather(tab, 1, i1 + 2))

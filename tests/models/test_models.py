@@ -26,7 +26,8 @@ def disk(**kw):
 def test_parameters_carry_units_and_paper_bounds():
     d = ExponentialArctanDisk()
     assert d.param_names == ("amplitude", "inclination", "pa", "x_0", "y_0", "v_sys", "z_scale",
-                             "r_scale", "r_turn", "v_max")
+                             "r_scale", "r_turn", "v_max", "v_disp")
+    assert d.dispersion_parameters == ("v_disp",) and d.v_disp.unit == KMS
     assert d.inclination.unit == u.deg and d.pa.unit == u.deg
     assert d.r_scale.unit == u.arcsec and d.x_0.unit == u.arcsec
     assert d.v_max.unit == KMS and d.v_sys.unit == KMS

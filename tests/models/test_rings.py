@@ -30,8 +30,9 @@ def test_n_rings_makes_one_named_subclass_per_number():
     assert isinstance(a, TiltedRingDisk) and type(a).__name__ == "TiltedRingDisk6"
     assert type(TiltedRingDisk()).n_rings == 10
     names = type(a).param_names
-    assert names[-12:] == tuple(f"v_{k}" for k in range(1, 7)) + tuple(
-        f"sb_{k}" for k in range(1, 7))
+    assert names[-18:] == tuple(f"v_{k}" for k in range(1, 7)) + tuple(
+        f"sb_{k}" for k in range(1, 7)) + tuple(f"v_disp_{k}" for k in range(1, 7))
+    assert type(a).dispersion_parameters == names[-6:] == tuple(a.dispersion_names())
     assert a.v_3.unit == KMS and a.sb_3.unit is None and a.fixed["r_outer"]
     # By name in its module: what pickle and network files use.
     from astrokin.models import rings as module

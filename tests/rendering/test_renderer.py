@@ -105,12 +105,13 @@ def test_gradients_finite_for_every_parameter_at_extremes():
         v.requires_grad_(True)
     for beam in (None, torch.tensor([[2.0, 2.0, 0.0]]).expand(n, 3)):
         r = DiskRenderer(ExponentialArctanDisk, (32, 32))
-        m0, m1 = r(p, torch.ones(n), beam)
-        loss = (m0**2).mean() + ((m1 / 300) ** 2).mean()
+        m0, m1, m2 = r(p, torch.ones(n), beam, moment2=True)
+        loss = (m0**2).mean() + ((m1 / 300) ** 2).mean() + ((m2 / 30) ** 2).mean()
         grads = torch.autograd.grad(loss, list(p.values()))
         for name, gr in zip(p, grads, strict=True):
             assert torch.isfinite(gr).all(), name
         assert torch.isfinite(m0).all() and torch.isfinite(m1).all()
+        assert torch.isfinite(m2).all()
 
 
 def test_no_beam_means_no_convolution_and_beam_conserves_flux():
