@@ -23,7 +23,7 @@ import os
 import numpy as np
 from astropy import units as u
 
-__all__ = ["moment_maps"]
+__all__ = ["cube_moments", "moment_maps"]
 
 _KMS = u.km / u.s
 
@@ -151,8 +151,8 @@ def _velocities(spectral, header, velocity_convention, rest_value):
 
 
 def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None, mask="auto",
-                clip=4.0, smooth=1.5, spectral_smooth=3, rms=None, errors=False):
-    r"""Moment-0 and moment-1 maps of a spectral cube.
+                clip=4.0, smooth=1.5, spectral_smooth=3, rms=None, errors=False, moment2=False):
+    r"""Moment-0 and moment-1 maps of a spectral cube (and moment 2).
 
     Parameters
     ----------
@@ -188,7 +188,12 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
         :math:`\sigma \Delta v \sqrt{N}`, for mom1
         :math:`\sigma \Delta v \sqrt{\sum_i (v_i - \bar v)^2} / M_0` (the
         fitter's ``mom0_err``/``mom1_err``; refinement weighs each pixel by
-        them).
+        them); with ``moment2``, for mom2
+        :math:`\sigma \Delta v \sqrt{\sum_i [(v_i - \bar v)^2 - s^2]^2} / (2 s M_0)`.
+    moment2 : bool, optional
+        Also return the second moment: the intensity-weighted velocity
+        dispersion :math:`s` about mom1 (`specutils.analysis.moment` of
+        order 2, its square root), over the same mask.
 
     Returns
     -------
@@ -198,9 +203,13 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
         cube's celestial WCS and beam in its header, and the noise, clip
         level and number of masked voxels recorded (``ASK_RMS``,
         ``ASK_CLIP``, ``ASK_NVOX``).
+    mom2 : `~astropy.io.fits.PrimaryHDU`
+        With ``moment2=True`` (after mom1): the velocity dispersion in km/s,
+        NaN where mom1 is. A mask leaves out the faint wings of each line,
+        so it is biased low where the line's peak is a few times the noise.
     mom0_err, mom1_err : `~astropy.io.fits.PrimaryHDU`
         With ``errors=True``: their 1-sigma noise maps, in the same units
-        (NaN where mom1 is).
+        (NaN where mom1 is); and ``mom2_err`` after them with ``moment2``.
 
     Raises
     ------
@@ -234,6 +243,9 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     ('km/s', 1574)
     >>> _, _, err0, err1 = moment_maps(hdu, errors=True)
     >>> bool(0 < err1.data[24, 40] < 10)  # km/s
+    True
+    >>> _, _, mom2 = moment_maps(hdu, moment2=True)
+    >>> bool(13 < mom2.data[24, 40] < 16)  # the line's 15 km/s, a little less in the mask
     True
     """
     data, celestial, spectral, unit, header, beam = _load(cube, beam)
@@ -305,8 +317,14 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     h1["BUNIT"] = "km/s"
     from astropy.io import fits
 
+    maps = [fits.PrimaryHDU(mom0, h0), fits.PrimaryHDU(mom1, h1)]
+    if moment2:
+        with np.errstate(all="ignore"):
+            var = moment(masked, order=2).to_value(_KMS ** 2)
+        mom2 = np.where(np.isfinite(mom1), np.sqrt(np.clip(var, 0, None)), np.nan)
+        maps.append(fits.PrimaryHDU(mom2, h1.copy()))
     if not errors:
-        return fits.PrimaryHDU(mom0, h0), fits.PrimaryHDU(mom1, h1)
+        return tuple(maps)
     dv = float(np.median(np.abs(np.diff(np.sort(velocity))))) if velocity.size > 1 else 1.0
     n_chan = keep.sum(axis=0)
     with np.errstate(all="ignore"):
@@ -314,5 +332,46 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
                                   0.0).sum(axis=0))
         err0 = np.where(detected, noise * dv * np.sqrt(n_chan), np.nan)
         err1 = np.where(np.isfinite(mom1), noise * dv * spread / mom0, np.nan)
-    return (fits.PrimaryHDU(mom0, h0), fits.PrimaryHDU(mom1, h1),
-            fits.PrimaryHDU(err0, h0.copy()), fits.PrimaryHDU(err1, h1.copy()))
+    maps += [fits.PrimaryHDU(err0, h0.copy()), fits.PrimaryHDU(err1, h1.copy())]
+    if moment2:
+        with np.errstate(all="ignore"):
+            dev = np.where(keep, (velocity[:, None, None] - mom1[None]) ** 2 - mom2[None] ** 2,
+                           0.0)
+            err2 = noise * dv * np.sqrt((dev ** 2).sum(axis=0)) / (2.0 * mom2 * mom0)
+        maps.append(fits.PrimaryHDU(np.where(mom2 > 0, err2, np.nan), h1.copy()))
+    return tuple(maps)
+
+
+def cube_moments(cube, **options):
+    """The moment maps a fit of a cube uses: moments 0-2 and their noise maps.
+
+    Parameters
+    ----------
+    cube : str, path-like, HDU, HDUList, `specutils.Spectrum` or ``spectral_cube.SpectralCube``
+        A cube, as `moment_maps` reads it (a SpectralCube through its
+        ``hdu``, beam included).
+    **options
+        Options of `moment_maps` (``clip``, ``smooth``, ``rest_value``...).
+
+    Returns
+    -------
+    mom0, mom1, mom2, mom0_err, mom1_err, mom2_err : `~astropy.io.fits.PrimaryHDU`
+
+    Raises
+    ------
+    TypeError
+        If ``cube`` is a plain array (a moment map without its mom1, or a
+        cube without the WCS that gives its velocities).
+    """
+    if isinstance(cube, np.ndarray) or (isinstance(cube, (list, tuple))):
+        raise TypeError(
+            "Got one map without mom1: give mom0 and mom1, or a cube as a FITS file, HDU, "
+            "specutils Spectrum or SpectralCube (an array has no WCS for its velocities).")
+    for key in ("errors", "moment2"):
+        if key in options:
+            raise TypeError(f"cube_options may not set {key!r}: a fit uses every moment and "
+                            "noise map.")
+    if type(cube).__name__ in ("SpectralCube", "VaryingResolutionSpectralCube") \
+            and hasattr(cube, "hdu"):
+        cube = cube.hdu
+    return moment_maps(cube, errors=True, moment2=True, **options)

@@ -265,11 +265,12 @@ class NeuralKinematicFitter(Fitter):
         if outcome.error is not None:
             raise outcome.error
 
-    def __call__(self, model, mom0, mom1, *, pixel_scale=None, beam=None, mask=None,
+    def __call__(self, model, mom0, mom1=None, *, pixel_scale=None, beam=None, mask=None,
                  exclude=None, distance=None, training_data=None, mc_samples=None,
                  first_index=0, reject_spurious=True, cutout=True, region_format=None,
-                 inplace=False, mom0_err=None, mom1_err=None):
-        """Fit ``model`` to one or more galaxies' moment maps.
+                 inplace=False, mom0_err=None, mom1_err=None, mom2=None, mom2_err=None,
+                 cube_options=None):
+        """Fit ``model`` to one or more galaxies' moment maps, or to a spectral cube.
 
         Parameters
         ----------
@@ -279,8 +280,14 @@ class NeuralKinematicFitter(Fitter):
         mom0, mom1 : array-like, Quantity, HDU, `~astropy.nddata.NDData`, path, or list
             Moment maps: a single map, a ``(N, ny, nx)`` stack, a FITS file
             name, or a list of maps (sizes may differ). mom1 in velocity
-            units (km/s when plain), NaN where there are no data. For a
-            spectral cube, make the maps with `astrokin.cubes.moment_maps`.
+            units (km/s when plain), NaN where there are no data.
+
+            Or, with ``mom1`` left out, a spectral cube as ``mom0``: a FITS
+            file name, HDU or HDUList, a `specutils.Spectrum` or a
+            ``spectral_cube.SpectralCube``. Its moments 0, 1 and 2 and their
+            noise maps are made with `astrokin.cubes.moment_maps` (options
+            in ``cube_options``) and fitted as if given, the dispersion too:
+            the same numbers as making the maps first.
         pixel_scale : `~astropy.units.Quantity` or list, optional
             Angle per pixel, when the maps have no celestial WCS.
         beam : `radio_beam.Beam`, Quantity, tuple, list, or None
@@ -318,6 +325,16 @@ class NeuralKinematicFitter(Fitter):
             Noise maps (1-sigma) of the maps, as the maps are given, for
             refinement's likelihood; without them the noise is estimated from
             the residuals (`astrokin.fitting.noise`).
+        mom2, mom2_err : optional
+            The second-moment map (velocity dispersion, km/s when plain) and
+            its noise map, as the maps are given: the model's dispersion
+            parameters (``v_disp``, or one per ring) are then fitted to it,
+            about the fit of mom0 and mom1 (`astrokin.fitting.dispersion`).
+            Without mom2 they are not fitted: they keep the model's values
+            and are reported as fixed.
+        cube_options : dict, optional
+            Options of `astrokin.cubes.moment_maps` (``clip``, ``smooth``,
+            ``rest_value``, ...) for a cube given as ``mom0``.
 
         Returns
         -------
@@ -338,11 +355,21 @@ class NeuralKinematicFitter(Fitter):
 
         check_model(model)
         t0 = time.perf_counter()
+        if mom1 is None:
+            from astrokin.cubes import cube_moments
+
+            if any(v is not None for v in (mom0_err, mom1_err, mom2, mom2_err)):
+                raise ValueError("A cube (mom0 without mom1) gives its own moment and noise "
+                                 "maps: mom0_err, mom1_err, mom2 and mom2_err are for maps.")
+            mom0, mom1, mom2, mom0_err, mom1_err, mom2_err = cube_moments(
+                mom0, **(cube_options or {}))
+        elif cube_options is not None:
+            raise ValueError("cube_options= is for a cube given as mom0 (without mom1).")
         obs, batch, frames = prepare_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam,
                                           mask=mask, exclude=exclude,
                                           reject_spurious=reject_spurious, cutout=cutout,
                                           region_format=region_format, mom0_err=mom0_err,
-                                          mom1_err=mom1_err)
+                                          mom1_err=mom1_err, mom2=mom2, mom2_err=mom2_err)
         distances = results.check_distances(distance, len(obs))
         if mom0_err is not None and not self.refine:
             warnings.warn("mom0_err and mom1_err are used by refinement only, and this fitter "
@@ -355,8 +382,15 @@ class NeuralKinematicFitter(Fitter):
             raise ValueError(
                 f"training_data= is only used with mode='combined', not {self.mode!r}.")
         t1 = time.perf_counter()
-        rings = _ring_start(model, self)  # a ring disc is fitted from a parametric fit
-        fit_model = model if rings is None else rings
+        from astrokin.fitting.dispersion import fit_dispersion, fitted_dispersion
+
+        dispersion = mom2 is not None and bool(fitted_dispersion(model))
+        if mom2 is not None and not dispersion:
+            warnings.warn(f"mom2 is not fitted: {type(model).__name__} has no free dispersion "
+                          "parameter.", AstropyUserWarning, stacklevel=2)
+        base = _held_dispersion(model)  # mom0 and mom1 say nothing of the dispersion
+        rings = _ring_start(base, self)  # a ring disc is fitted from a parametric fit
+        fit_model = base if rings is None else rings
         framed = _framed(fit_model, frames)
         if self.mode == "solo":
             self._train(fit_model, batch, framed)
@@ -411,16 +445,23 @@ class NeuralKinematicFitter(Fitter):
                     guesses = [(guess_model, g) for g in bundled_guesses(
                         guess_model, batch, _framed(guess_model, frames))]
                 refined, names, r_outer = fit_rings(
-                    model, fit_model, obs, frames, start_values, names, start_bic=start_bic,
+                    base, fit_model, obs, frames, start_values, names, start_bic=start_bic,
                     guesses=guesses, **options)
                 summary, amplitude, columns = refined.summary, refined.amplitude, refined.columns
                 scale, layout, fixed = (error_scale(model), ParameterLayout(model),
                                         {"r_outer": r_outer})
+        if dispersion:
+            summary, extra = fit_dispersion(
+                model, obs, frames, summary, names, device=self.trained.device,
+                n_samples=n_samples if self.keep_samples else 0, seed=self._dropout_seed(),
+                first_index=int(first_index))
+            columns = {**(columns or {}), **extra}
         t4 = time.perf_counter()
         fitted, self.fit_info = results.assemble_results(
             model, layout, obs, frames, summary, names, std_scale=scale,
             trained=self.trained, batch=tensors, inplace=inplace, amplitude=amplitude,
-            columns=columns, fixed=fixed)
+            columns=columns, fixed=fixed,
+            unfitted=() if dispersion else type(model).dispersion_parameters)
         results.add_observation_columns(fitted, self.fit_info, obs, distances, layout, scale)
         if rings is not None:
             if start_fit is not None:
@@ -711,6 +752,17 @@ class NeuralKinematicFitter(Fitter):
         if mode != "blind":
             fitter.mode, fitter.warm_start = mode, True
         return fitter
+
+
+def _held_dispersion(model):
+    """``model``, or a copy with its dispersion parameters fixed (they change mom2 only)."""
+    names = [nm for nm in type(model).dispersion_parameters if not model.fixed[nm]]
+    if not names:
+        return model
+    held = model.copy()
+    for nm in names:
+        held.fixed[nm] = True
+    return held
 
 
 def _is_ring_disc(model):

@@ -27,8 +27,8 @@ import torch
 
 from astrokin.fitting.parameters import tie_values
 
-__all__ = ["SIDE_STEP", "SMEARING_CLIP", "SMEARING_STEPS", "MapProblem", "MapResiduals",
-           "prepare_problems", "smearing_weights"]
+__all__ = ["MOM2_MIN_RELATIVE_INTENSITY", "SIDE_STEP", "SMEARING_CLIP", "SMEARING_STEPS",
+           "DispersionResiduals", "MapProblem", "MapResiduals", "frame_shifts", "prepare_problems", "smearing_weights"]
 
 
 @dataclass
@@ -72,6 +72,10 @@ class MapProblem:
         ``(B, ny, nx)`` data weights of the beam smearing (`smearing_weights`):
         the model's velocity map is weighted by its intensity times these;
         None: by its own intensity.
+    data2, fit2, sigma2 : torch.Tensor or None
+        ``(B, ny, nx)`` the second moment (km/s), the pixels of it fitted
+        (see `MOM2_MIN_RELATIVE_INTENSITY`) and its noise (the user's
+        ``mom2_err``, or ones); None when no galaxy of the problem has one.
     """
 
     index: np.ndarray
@@ -91,6 +95,9 @@ class MapProblem:
     prior_centre: object = None
     prior_matrix: object = None
     weights: object = None
+    data2: object = None
+    fit2: object = None
+    sigma2: object = None
 
     @property
     def shape(self):
@@ -115,7 +122,8 @@ class MapProblem:
                           {k: v[rows] for k, v in self.fixed.items()},
                           None if self.prior_centre is None else self.prior_centre[rows],
                           None if self.prior_matrix is None else self.prior_matrix[rows],
-                          None if self.weights is None else self.weights[rows])
+                          *(None if a is None else a[rows] for a in (
+                              self.weights, self.data2, self.fit2, self.sigma2)))
 
     def cost(self, theta, residuals, rows=None):
         """``(M,)`` the cost at ``theta``: half the squared residuals, plus the prior's part.
@@ -136,6 +144,11 @@ class MapProblem:
             c, lam = c[rows], lam[rows]
         return theta - c, lam
 
+
+#: The second moment is fitted only where mom0 is above this fraction of its
+#: peak: fainter, the line's wings are lost in the noise and the moment is
+#: biased low (and the model's is not accurate below 1e-3, see /rendering).
+MOM2_MIN_RELATIVE_INTENSITY = 0.01
 
 #: Map sides are padded up to a multiple of this, so that galaxies whose cut-outs
 #: differ a little are fitted in one batch.
@@ -175,7 +188,8 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
         groups.setdefault((padded, given, small), []).append(g)
     out = []
     for (shape, given, _), members in groups.items():
-        arrays = {k: [] for k in ("d0", "d1", "f0", "l0", "f1", "s0", "s1")}
+        arrays = {k: [] for k in ("d0", "d1", "f0", "l0", "f1", "s0", "s1", "d2", "f2", "s2")}
+        with_mom2 = any(getattr(observations[g], "mom2", None) is not None for g in members)
         t0, ps, beams, offsets = [], [], [], []
         for g in members:
             o = observations[g]
@@ -211,6 +225,15 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
             arrays["f1"].append(pad(ok1, False))
             arrays["s0"].append(pad(s0, 1.0))
             arrays["s1"].append(pad(s1, 1.0))
+            if with_mom2:
+                m2, e2 = getattr(o, "mom2", None), getattr(o, "mom2_err", None)
+                m2 = np.full(m0.shape, np.nan) if m2 is None else np.asarray(m2, dtype=float)
+                s2 = np.ones(m0.shape) if e2 is None else np.asarray(e2, dtype=float)
+                ok2 = ok1 & np.isfinite(m2) & (m2 > 0) & np.isfinite(s2) & (s2 > 0) & (
+                    np.where(ok0, m0, 0.0) > MOM2_MIN_RELATIVE_INTENSITY * peak)
+                arrays["d2"].append(pad(np.where(ok2, m2, 0.0), 0.0))
+                arrays["f2"].append(pad(ok2, False))
+                arrays["s2"].append(pad(np.where(ok2, s2, 1.0), 1.0))
             ps.append(o.pixel_scale)
             beams.append(o.beam if o.beam is not None else (np.nan,) * 3)
             offsets.append(((px0 - px1) / 2 * o.pixel_scale, (py0 - py1) / 2 * o.pixel_scale))
@@ -224,7 +247,25 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
             tensor(arrays["f0"], torch.bool), tensor(arrays["l0"], torch.bool),
             tensor(arrays["f1"], torch.bool), tensor(t0), tensor(arrays["s0"]),
             tensor(arrays["s1"]), tensor(ps), None if torch.isnan(beam).all() else beam,
-            np.asarray(offsets, dtype=float), bool(given)))
+            np.asarray(offsets, dtype=float), bool(given),
+            **({} if not with_mom2 else dict(data2=tensor(arrays["d2"]),
+                                              fit2=tensor(arrays["f2"], torch.bool),
+                                              sigma2=tensor(arrays["s2"])))))
+    return out
+
+
+def frame_shifts(frames, problem, names):
+    """``(B, len(names))``: a value in the problem's frame less its value in the grid frame.
+
+    The grid frame (the network's) and a galaxy's map frame differ by the
+    padding of `~astrokin.fitting.frames.FittingFrame.grid_shift`; the
+    problem's grid is the map padded again (`MapProblem.offset`).
+    """
+    out = np.zeros((len(problem), len(names)))
+    for j, g in enumerate(problem.index):
+        for k, nm in enumerate(names):
+            if nm in ("x_0", "y_0"):
+                out[j, k] = frames[g].grid_shift(nm) + problem.offset[j, 0 if nm == "x_0" else 1]
     return out
 
 
@@ -314,6 +355,52 @@ class MapResiduals:
         r1 = torch.where(problem.fit1[rows], (problem.data1[rows] - m1) / s1,
                          torch.zeros_like(m1))
         return torch.cat([r0.flatten(1), r1.flatten(1)], dim=1)
+
+
+class DispersionResiduals:
+    """Whitened residuals of the rendered second moment against a `MapProblem`'s mom2.
+
+    Every parameter but ``free`` keeps the value it has in ``values`` (a
+    galaxy's fit of mom0 and mom1, in the problem's frame), so that the
+    residuals are those of the second moment as the dispersion, or any
+    other ``free`` parameters, move about that fit.
+
+    Parameters
+    ----------
+    renderer : `~astrokin.rendering.DiskRenderer`
+        float64, of the problem's shape.
+    names : list of str
+        Every parameter of the model, in order.
+    free : list of str
+        The parameters varied (the columns of ``theta``).
+    values : dict of torch.Tensor
+        ``(B,)`` the value of every parameter for each galaxy of the problem.
+    """
+
+    def __init__(self, renderer, names, free, values):
+        self.renderer = renderer
+        self.names = list(names)
+        self.free = list(free)
+        self.values = values
+
+    def render(self, theta, rows, problem):
+        """``(B, ny, nx)`` the model's second moment of the problems ``rows`` at ``theta``."""
+        params = {nm: self.values[nm][rows] for nm in self.names}
+        for k, nm in enumerate(self.free):
+            params[nm] = theta[:, k]
+        params["amplitude"] = torch.ones_like(params["amplitude"])
+        beam = None if problem.beam is None else _beam(problem.beam[rows],
+                                                       problem.pixel_scale[rows])
+        weights = None if problem.weights is None else problem.weights[rows]
+        return self.renderer(params, problem.pixel_scale[rows], beam, weights=weights,
+                             moment2=True)[2]
+
+    def __call__(self, theta, rows, problem):
+        """Whitened residuals ``(M, ny nx)`` of the problems ``rows`` at ``theta``."""
+        m2 = self.render(theta, rows, problem)
+        r2 = torch.where(problem.fit2[rows], (problem.data2[rows] - m2) / problem.sigma2[rows],
+                         torch.zeros_like(m2))
+        return r2.flatten(1)
 
 
 #: Richardson-Lucy steps of `smearing_weights`.

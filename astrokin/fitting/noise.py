@@ -156,13 +156,14 @@ def parameter_covariance(jac, shape, kernel_fft, prior_precision=None):
     Parameters
     ----------
     jac : torch.Tensor
-        ``(B, 2 ny nx, P)`` Jacobian of the whitened residuals (mom0 pixels,
-        then mom1 pixels), zero where a pixel is not fitted.
+        ``(B, K ny nx, P)`` Jacobian of the whitened residuals of ``K`` maps
+        (mom0 pixels, then mom1 pixels; or mom2 pixels alone), zero where a
+        pixel is not fitted.
     shape : tuple of int
         ``(ny, nx)``.
     kernel_fft : torch.Tensor or None
-        From `correlation_kernels` or `residual_correlation` (None:
-        independent pixels).
+        From `correlation_kernels` (one for every map) or
+        `residual_correlation` (one per map; None: independent pixels).
 
     Returns
     -------
@@ -182,10 +183,11 @@ def parameter_covariance(jac, shape, kernel_fft, prior_precision=None):
     # Inverse of the curvature, equilibrated (and damped for the degenerate).
     hs = h / (scale[:, :, None] * scale[:, None, :])
     h_inv = torch.linalg.inv(hs + 1e-12 * eye) / (scale[:, :, None] * scale[:, None, :])
-    cols = jac.transpose(1, 2).reshape(b, p, 2, ny, nx)
+    n_maps = n // (ny * nx)
+    cols = jac.transpose(1, 2).reshape(b, p, n_maps, ny, nx)
     kernels = [kernel_fft if kernel_fft is None or kernel_fft.ndim == 3
-               else kernel_fft[:, k] for k in range(2)]
-    rj = torch.stack([correlate(cols[:, :, k], kernels[k]) for k in range(2)], dim=2)
+               else kernel_fft[:, k] for k in range(n_maps)]
+    rj = torch.stack([correlate(cols[:, :, k], kernels[k]) for k in range(n_maps)], dim=2)
     meat = jac.transpose(1, 2) @ rj.reshape(b, p, n).transpose(1, 2)
     meat = 0.5 * (meat + meat.transpose(1, 2))
     trace = torch.diagonal(h_inv @ meat, dim1=1, dim2=2).sum(dim=1)

@@ -98,6 +98,9 @@ class Observation:
     mom0_err, mom1_err : `numpy.ndarray` or None
         Noise maps (1-sigma, mom0's units and km/s) on the same pixels as
         ``mom0``/``mom1``, when given.
+    mom2, mom2_err : `numpy.ndarray` or None
+        The second moment (velocity dispersion, km/s; NaN where mom1 is) and
+        its noise map, on the same pixels, when given.
     """
 
     mom0: np.ndarray
@@ -112,6 +115,8 @@ class Observation:
     rejected: dict = field(default_factory=dict)
     mom0_err: np.ndarray | None = None
     mom1_err: np.ndarray | None = None
+    mom2: np.ndarray | None = None
+    mom2_err: np.ndarray | None = None
 
     @property
     def noise_maps(self):
@@ -149,7 +154,7 @@ def _looks_like_beam_tuple(value):
 
 def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=None,
                reject_spurious=True, cutout=True, region_format=None, mom0_err=None,
-               mom1_err=None):
+               mom1_err=None, mom2=None, mom2_err=None):
     """Read moment maps of one or more galaxies into `Observation` objects.
 
     Parameters
@@ -188,6 +193,10 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         mom0's units (plain numbers: the same as mom0) and in velocity units
         (km/s when plain). Both or neither; they are cut out and mirrored
         with the maps.
+    mom2, mom2_err : optional
+        The second-moment (velocity dispersion) map, and its noise map, in
+        velocity units (km/s when plain), given as the maps are; cut out and
+        mirrored with them, and blank where mom1 is.
 
     Returns
     -------
@@ -209,6 +218,7 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         raise ValueError(f"Got {len(maps0)} mom0 maps but {len(maps1)} mom1 maps.")
     n = len(maps0)
     errors = _noise_maps(mom0_err, mom1_err, n)
+    seconds = _second_moments(mom2, mom2_err, n)
     scales = _as_list(pixel_scale, n, "pixel_scale")
     beams = _as_list(beam, n, "beam")
     masks = _as_list(mask, n, "mask")
@@ -303,8 +313,12 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
             raise ValueError(f"mom1 has no finite pixels where mom0 has data{label} "
                              "(all NaN or masked).")
         e0, e1 = _noise_in_units(errors[i], unit0, d0.shape, label)
+        m2, e2 = (_velocity_map(v, what, d0.shape, label) for v, what in
+                  zip(seconds[i], ("mom2", "mom2_err"), strict=True))
+        if m2 is not None:
+            m2[~(np.isfinite(d1) & np.isfinite(d0))] = np.nan
         read = Observation(d0, d1, ps, bp, wcs, flipped, theta, tuple(shape), rejected=rejected,
-                           mom0_err=e0, mom1_err=e1)
+                           mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2)
         out.append(_clean_and_cut(read, reject_spurious=reject_spurious, cutout=cutout))
     return out
 
@@ -326,8 +340,10 @@ def _clean_and_cut(read, *, reject_spurious, cutout):
             if bad.any():
                 rejected[reason] = np.flatnonzero(bad)
                 d1[bad] = np.nan
+    if read.mom2 is not None:
+        read.mom2[~np.isfinite(d1)] = np.nan
     offset = (0, 0)
-    errors = [read.mom0_err, read.mom1_err]
+    errors = [read.mom0_err, read.mom1_err, read.mom2, read.mom2_err]
     if cutout:
         full = d0.shape
         d0, d1, offset = _cut_out(d0, d1, read.beam, read.pixel_scale)
@@ -337,9 +353,9 @@ def _clean_and_cut(read, *, reject_spurious, cutout):
     if read.flipped:
         d0, d1 = d0[:, ::-1], d1[:, ::-1]
         errors = [None if e is None else e[:, ::-1] for e in errors]
-    e0, e1 = (None if e is None else np.ascontiguousarray(e) for e in errors)
+    e0, e1, m2, e2 = (None if e is None else np.ascontiguousarray(e) for e in errors)
     return replace(read, mom0=np.ascontiguousarray(d0), mom1=np.ascontiguousarray(d1),
-                   offset=offset, mom0_err=e0, mom1_err=e1)
+                   offset=offset, mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2)
 
 
 def _noise_maps(mom0_err, mom1_err, n):
@@ -356,6 +372,40 @@ def _noise_maps(mom0_err, mom1_err, n):
             raise ValueError(f"Got {len(maps)} {what} maps for {n} galaxies.")
         out.append(maps)
     return [((a[0], a[1]), (b[0], b[1])) for a, b in zip(out[0], out[1], strict=True)]
+
+
+def _second_moments(mom2, mom2_err, n):
+    """Per galaxy ``((data, unit) or None, (data, unit) or None)`` of mom2 and its noise."""
+    if mom2 is None and mom2_err is not None:
+        raise ValueError("mom2_err= is the noise of a mom2 map: give mom2= too.")
+    out = []
+    for what, value in (("mom2", mom2), ("mom2_err", mom2_err)):
+        if value is None:
+            out.append([None] * n)
+            continue
+        maps = split_maps(value, what)
+        if len(maps) != n:
+            raise ValueError(f"Got {len(maps)} {what} maps for {n} galaxies.")
+        out.append([(m[0], m[1]) for m in maps])
+    return list(zip(out[0], out[1], strict=True))
+
+
+def _velocity_map(value, what, shape, label):
+    """A velocity map ``(data, unit)`` as a float array in km/s (None stays None)."""
+    if value is None:
+        return None
+    data, unit = value
+    if data.shape != shape:
+        raise ValueError(f"{what} has shape {data.shape}, the maps {shape}{label}.")
+    data = np.array(data, dtype=float)
+    if unit is not None and unit != u.dimensionless_unscaled:
+        if not unit.is_equivalent(_KMS):
+            raise u.UnitsError(f"{what} must be in velocity units{label}; got {unit}.")
+        data = (data * unit).to_value(_KMS)
+    if np.any(data[np.isfinite(data)] < 0):
+        raise ValueError(f"{what} has negative values{label}: it is a velocity dispersion "
+                         "(a width), never below 0.")
+    return data
 
 
 def _noise_in_units(errors, unit0, shape, label):

@@ -28,7 +28,12 @@ from astrokin.fitting.least_squares import (
     select,
     unwrapped,
 )
-from astrokin.fitting.map_problems import MapResiduals, prepare_problems, smearing_weights
+from astrokin.fitting.map_problems import (
+    MapResiduals,
+    frame_shifts,
+    prepare_problems,
+    smearing_weights,
+)
 from astrokin.fitting.noise import (
     correlation_kernels,
     effective_dof,
@@ -147,7 +152,7 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     for problem in prepare_problems(observations, noise_maps=noise_maps, device=device):
         rows = problem.index
         m = len(rows)
-        shifts = _shifts(frames, problem, free)
+        shifts = frame_shifts(frames, problem, free)
         fixed_map, per_galaxy = _fixed_in_problem_frame(fixed, free, cls, frames, problem,
                                                         device)
         problem = replace(problem, fixed=per_galaxy)
@@ -222,12 +227,12 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
             flat = values_of(draws.reshape(-1, draws.shape[-1]),
                              torch.arange(m, device=device).repeat_interleave(int(n_samples)))
             drawn = flat.reshape(m, int(n_samples), -1).cpu().numpy()
-            drawn -= _shifts(frames, problem, names)[:, None, :]
+            drawn -= frame_shifts(frames, problem, names)[:, None, :]
             if "pa" in names:
                 drawn[..., names.index("pa")] %= 360.0
             samples[rows] = drawn
         values = values.cpu().numpy()
-        values -= _shifts(frames, problem, names)  # back to the grid frame
+        values -= frame_shifts(frames, problem, names)  # back to the grid frame
         mean[rows] = values
         cov[rows] = c_all.cpu().numpy()
         amplitude[rows] = amp.cpu().numpy()
@@ -387,21 +392,6 @@ def _with_prior(problem, prior, free, centre):
     return replace(problem, prior_centre=centre.clone(), prior_matrix=full)
 
 
-def _shifts(frames, problem, names):
-    """``(B, len(names))``: a value in the problem's frame less its value in the grid frame.
-
-    The grid frame (the network's) and a galaxy's map frame differ by the
-    padding of `~astrokin.fitting.frames.FittingFrame.grid_shift`; the
-    problem's grid is the map padded again (`MapProblem.offset`).
-    """
-    out = np.zeros((len(problem), len(names)))
-    for j, g in enumerate(problem.index):
-        for k, nm in enumerate(names):
-            if nm in ("x_0", "y_0"):
-                out[j, k] = frames[g].grid_shift(nm) + problem.offset[j, 0 if nm == "x_0" else 1]
-    return out
-
-
 def _fixed_in_problem_frame(fixed, free, cls, frames, problem, device):
     """The values of the parameters not fitted: shared floats, and per-galaxy tensors."""
     out, per_galaxy = {}, {}
@@ -411,7 +401,7 @@ def _fixed_in_problem_frame(fixed, free, cls, frames, problem, device):
             continue
         value = fixed[nm]
         if isinstance(value, np.ndarray) and value.ndim:
-            v = value[rows, 0] + _shifts(frames, problem, [nm])[:, 0]
+            v = value[rows, 0] + frame_shifts(frames, problem, [nm])[:, 0]
             per_galaxy[nm] = torch.as_tensor(v, dtype=torch.float64, device=device)
             out[nm] = float("nan")
         else:

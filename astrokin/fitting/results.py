@@ -28,7 +28,7 @@ __all__ = ["add_observation_columns", "assemble_results", "check_distances", "fi
 
 def assemble_results(model, layout, observations, frames, summary, names, *, std_scale=None,
                      trained=None, batch=None, inplace=False, amplitude=None, columns=None,
-                     fixed=None):
+                     fixed=None, unfitted=()):
     """The fitted model (or model set) and ``fit_info`` of a fit.
 
     Parameters
@@ -59,6 +59,9 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
         Per-galaxy values ``(N,)`` (canonical units) of fixed parameters the
         fit set for each galaxy (a ring disc's ``r_outer``), in place of the
         model's.
+    unfitted : sequence of str, optional
+        Free parameters of ``model`` the fit did not vary (the dispersion,
+        without a mom2 map): reported as fixed, at the model's values.
 
     Returns
     -------
@@ -98,13 +101,18 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
             else amplitude)
     units = {nm: layout.model_class.canonical_unit(nm) for nm in layout.param_names}
     units["vsini"] = u.km / u.s
-    free = [nm for nm in layout.param_names if not model.fixed[nm] and not model.tied[nm]]
+    free = [nm for nm in layout.param_names if not model.fixed[nm] and not model.tied[nm]
+            and nm not in unfitted]
     fixed = {nm: np.asarray(v, dtype=float) for nm, v in (fixed or {}).items()}
     for nm, values in fixed.items():
         mean[:, names.index(nm)] = values
-    fitted = _fitted_model(model, layout, mean, cov, names, free, units, inplace, fixed)
-    std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
-    table = _table(model, layout, observations, frames, mean, std, names, units, fixed)
+    held = set(unfitted) | {nm for nm in layout.param_names if model.fixed[nm]}
+    held -= set(fixed)
+    fitted = _fitted_model(model, layout, mean, cov, names, free, units, inplace, held,
+                           unfitted)
+    with np.errstate(invalid="ignore"):
+        std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
+    table = _table(model, layout, observations, frames, mean, std, names, units, held)
     for name, values in (columns or {}).items():
         table[name] = values
 
@@ -131,29 +139,37 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
     return fitted, fit_info
 
 
-def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False, fixed=()):
-    """A copy of ``model`` (a model set for several galaxies) with the fitted values and errors."""
+def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False, held=(),
+                  unfitted=()):
+    """A copy of ``model`` (a model set for several galaxies) with the fitted values and errors.
+
+    The parameters ``held`` keep the model's values; those ``unfitted`` are
+    marked fixed in the result (they were, in the fit).
+    """
     n = len(mean)
     fidx = [names.index(nm) for nm in free]
     if n == 1:
         fitted = model if inplace else model.copy()
         for nm in layout.param_names:
-            if model.fixed[nm] and nm not in fixed:
+            if nm in held:
                 continue
             setattr(fitted, nm, _with_unit(mean[0, names.index(nm)], units[nm]))
+        for nm in unfitted:
+            fitted.fixed[nm] = True
         sub = cov[0][np.ix_(fidx, fidx)]
         fitted.cov_matrix = Covariance(sub, free)
         fitted.stds = StandardDeviations(sub, free)
         return fitted
     kwargs = {}
     for nm in layout.param_names:
-        if model.fixed[nm] and nm not in fixed:
+        if nm in held:
             value = getattr(model, nm)
             kwargs[nm] = (np.full(n, value.value) * value.unit if value.unit is not None
                           else np.full(n, value.value))
         else:
             kwargs[nm] = _with_unit(mean[:, names.index(nm)], units[nm])
-    fitted = type(model)(**kwargs, n_models=n, fixed=dict(model.fixed), tied=dict(model.tied),
+    fixed = {**dict(model.fixed), **{nm: True for nm in unfitted}}
+    fitted = type(model)(**kwargs, n_models=n, fixed=fixed, tied=dict(model.tied),
                          bounds=dict(model.bounds), name=model.name)
     subs = [cov[g][np.ix_(fidx, fidx)] for g in range(n)]
     fitted.cov_matrix = [Covariance(s, free) for s in subs]
@@ -161,14 +177,14 @@ def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False, f
     return fitted
 
 
-def _table(model, layout, observations, frames, mean, std, names, units, fixed=()):
-    """The results table: one row per galaxy."""
+def _table(model, layout, observations, frames, mean, std, names, units, held=()):
+    """The results table: one row per galaxy (the parameters ``held`` at the model's values)."""
     n = len(observations)
     table = QTable()
     table["galaxy"] = np.arange(n)
     for nm in names:
         j = names.index(nm)
-        if nm in layout.param_names and model.fixed[nm] and nm not in fixed:
+        if nm in layout.param_names and nm in held:
             value = getattr(model, nm)
             col = np.full(n, float(value.value))
             table[nm] = col * value.unit if value.unit is not None else col

@@ -180,11 +180,17 @@ class KinematicDiskModel(Fittable2DModel):
 
     @classproperty
     def dispersion_parameters(cls):  # noqa: N805
-        """Names of the parameters of ``velocity_dispersion`` (empty without one).
+        """Parameters of ``velocity_dispersion`` that no other profile takes (or none).
 
         They change the second moment (mom2) only: a fit of mom0 and mom1
         alone leaves them as they are.
         """
+        shared = cls.intensity_parameters + cls.velocity_parameters
+        return tuple(n for n in cls._dispersion_arguments() if n not in shared)
+
+    @classmethod
+    def _dispersion_arguments(cls):
+        """Every parameter ``velocity_dispersion`` takes (a ring disc's ``r_outer`` too)."""
         if cls.velocity_dispersion is None:
             return ()
         return _profile_parameters(cls, "velocity_dispersion")
@@ -195,7 +201,7 @@ class KinematicDiskModel(Fittable2DModel):
         if cls.velocity_dispersion is None:
             return 0.0 * r
         return cls.velocity_dispersion(xp, r, *[values[n][:, None]
-                                                for n in cls.dispersion_parameters])
+                                                for n in cls._dispersion_arguments()])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -377,7 +383,7 @@ class KinematicDiskModel(Fittable2DModel):
         xm, ym = disc_coordinates(np, p["x"] - p["x_0"], p["y"] - p["y_0"], p["pa"])
         sb_args = [p[n] for n in self.intensity_parameters]
         v_args = [p[n] for n in self.velocity_parameters]
-        d_args = [p[n] for n in self.dispersion_parameters]
+        d_args = [p[n] for n in self._dispersion_arguments()]
         h = p["z_scale"]
         thin = (h <= 0) | (sin_i < 1e-9)
         intensity = np.zeros_like(xm)
@@ -607,7 +613,7 @@ class KinematicDiskModel(Fittable2DModel):
         """
         if self.velocity_dispersion is None:
             raise TypeError(f"{type(self).__name__} has no velocity_dispersion profile.")
-        return self._profile(self.velocity_dispersion, self.dispersion_parameters, r,
+        return self._profile(self.velocity_dispersion, self._dispersion_arguments(), r,
                              VELOCITY_UNIT)
 
     def intensity_profile(self, r):
