@@ -144,7 +144,8 @@ def draw_parameters(model, n, *, shape=(64, 64), pixel_scale=1 * u.arcsec, prior
         is None, lengths use fractions of the map
         half-width (the paper's Table 2: ``r_scale`` 0.1-0.35, ``r_turn``
         0.01-0.8), ``x_0``/``y_0`` +-15% of the half-width and ``v_sys``
-        -100..100 km/s.
+        -100..100 km/s. Dispersion parameters (which change no map drawn here) keep
+        the model's values unless a prior names them.
     seed : int or `numpy.random.Generator`, optional
         For reproducible draws.
 
@@ -179,7 +180,9 @@ def draw_parameters(model, n, *, shape=(64, 64), pixel_scale=1 * u.arcsec, prior
         unit = mc.canonical_unit(name)
         if name in priors:
             values[name] = _draw(priors[name], rng, n, unit, name, values)
-        elif model.fixed[name] or model.tied[name]:
+        elif model.fixed[name] or model.tied[name] or name in mc.dispersion_parameters:
+            # (The dispersion changes no map drawn here: the model's value, unless a
+            # prior names it.)
             values[name] = np.full(n, float(fixed_values[name]))
         else:
             values[name] = rng.uniform(*_default_range(model, name, half_width), n)
@@ -560,6 +563,8 @@ class RealisticGenerator:
         for k in range(n_rings):
             values[f"v_{k + 1}"] = v_flat * shape_v[:, k]
             values[f"sb_{k + 1}"] = sb[:, k]
+        for name in mc.dispersion_parameters:  # no map drawn here depends on it
+            values[name] = np.full(n, float(getattr(mc, name).default))
         p = {k: torch.as_tensor(values[k], dtype=torch.float32, device=self.device)
              for k in mc.param_names}
         t0 = time.perf_counter()

@@ -35,7 +35,8 @@ examples:
   astrokin fit NGC4697_mom0.fits NGC4697_mom1.fits --fix pa=66 --distance 11.4
   astrokin fit 'maps/*_mom0.fits' -o survey.ecsv          (each *_mom1.fits found by name)
   astrokin fit --catalogue galaxies.csv -o survey.fits      (columns mom0, mom1[, name, distance])
-  astrokin fit cube.fits --rest-value 115.271 --figures .  (a data cube)
+  astrokin fit cube.fits --rest-value 115.271 --figures .  (a data cube; v_disp from mom2)
+  astrokin fit a_mom0.fits a_mom1.fits --mom2 a_mom2.fits   (the dispersion too)
   astrokin fit a_mom0.fits a_mom1.fits --mode solo --epochs 300   (train on these maps)
 """
 
@@ -78,6 +79,12 @@ def add_parser(sub):
                      help="refine each galaxy's fit to its own maps (the default); "
                           "--no-refine: the network's prediction alone, 10-50 times faster, "
                           "with less accurate values and errors")
+    fit.add_argument("--mom2", nargs="+", metavar="FILE",
+                     help="second-moment (velocity dispersion) maps, one per galaxy of map "
+                          "pairs, to fit the model's dispersion v_disp to")
+    fit.add_argument("--dispersion", action=argparse.BooleanOptionalAction, default=True,
+                     help="fit the velocity dispersion to the second moment of cubes (and "
+                          "--mom2 maps); --no-dispersion leaves it out (default: fit it)")
     fit.add_argument("--mc-samples", type=int, default=1000,
                      help="Monte Carlo dropout samples per galaxy (default: 1000)")
     fit.add_argument("--distance", metavar="DIST",
@@ -220,12 +227,21 @@ def run(args):
 
     # Read the maps.
     bar = _progress(len(galaxies), args.quiet, "reading")
-    maps0, maps1, errors = [], [], []
+    if args.mom2:
+        if len(args.mom2) != len(galaxies) or any(g.cube_file for g in galaxies):
+            raise ValueError(f"--mom2 takes one map per galaxy of moment maps ({len(galaxies)} "
+                             f"here), not {len(args.mom2)}; cubes give their own.")
+        for g, path in zip(galaxies, args.mom2, strict=True):
+            g.mom2_file = path
+    second = args.dispersion and bool(model.dispersion_parameters)
+    maps0, maps1, maps2, errors = [], [], [], []
     for g in galaxies:
-        h0, h1, *err = g.load(rest_value=args.rest_value, errors=fitter.refine)
+        h0, h1, *rest = g.load(rest_value=args.rest_value, errors=fitter.refine or second,
+                               moment2=second)
         maps0.append(h0)
         maps1.append(h1)
-        errors.append(err or None)
+        maps2.append(rest.pop(0) if second else None)
+        errors.append(rest or None)
         if bar is not None:
             bar.update()
     if bar is not None:
@@ -256,13 +272,15 @@ def run(args):
             kwargs["distance"] = (distances[0] if len(set(map(str, distances))) == 1
                                   else u.Quantity(distances))
         sub0, sub1 = maps0[start:stop], maps1[start:stop]
+        one = (lambda a: a[0]) if len(sub0) == 1 else (lambda a: a)  # noqa: E731
         if fitter.refine and all(e is not None for e in errors[start:stop]):
             # Cubes: their moments' noise maps weigh each pixel in refinement.
-            kwargs["mom0_err"] = [e[0] for e in errors[start:stop]]
-            kwargs["mom1_err"] = [e[1] for e in errors[start:stop]]
-            if len(sub0) == 1:
-                kwargs["mom0_err"], kwargs["mom1_err"] = kwargs["mom0_err"][0], \
-                    kwargs["mom1_err"][0]
+            kwargs["mom0_err"] = one([e[0] for e in errors[start:stop]])
+            kwargs["mom1_err"] = one([e[1] for e in errors[start:stop]])
+        if all(m is not None for m in maps2[start:stop]):
+            kwargs["mom2"] = one(maps2[start:stop])
+            if all(e is not None and len(e) > 2 for e in errors[start:stop]):
+                kwargs["mom2_err"] = one([e[2] for e in errors[start:stop]])
         fitted = fitter(model, sub0 if len(sub0) > 1 else sub0[0],
                         sub1 if len(sub1) > 1 else sub1[0], **kwargs)
         table = QTable(fitter.fit_info["table"], copy=True)

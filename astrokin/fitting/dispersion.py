@@ -28,7 +28,8 @@ covariance gains :math:`G C_\theta G^T` and the cross terms
 :math:`G C_\theta`; MC samples of the dispersion follow the samples of the
 other parameters along :math:`G`. A ring disc's dispersions at rings with
 little emission are held near the constant start by a weak Gaussian prior
-(`RING_PRIOR` km/s), which enters their errors.
+(`RING_PRIOR` km/s), and neighbouring rings' dispersions are tied by a
+prior on their difference (`RING_STEP_PRIOR` km/s); both enter the errors.
 """
 
 from dataclasses import replace
@@ -45,11 +46,15 @@ from astrokin.fitting.noise import (
     residual_correlation,
 )
 
-__all__ = ["MIN_PIXELS", "RING_PRIOR", "TABLE_COLUMNS", "fit_dispersion", "fitted_dispersion"]
+__all__ = ["MIN_PIXELS", "RING_PRIOR", "RING_STEP_PRIOR", "TABLE_COLUMNS", "fit_dispersion",
+           "fitted_dispersion"]
 
 #: Width (km/s) of the Gaussian prior that holds a ring's dispersion near the
 #: constant one where the rings' mom2 says little.
 RING_PRIOR = 30.0
+#: Width (km/s) of the Gaussian prior on the change of the dispersion from one
+#: ring to the next: rings closer than the beam are not told apart by mom2.
+RING_STEP_PRIOR = 8.0
 #: Fewest fitted mom2 pixels for a galaxy's dispersion to be fitted.
 MIN_PIXELS = 8
 #: The diagnostics `fit_dispersion` adds to the results table.
@@ -149,8 +154,10 @@ def fit_dispersion(model, observations, frames, summary, names, *, device="cpu",
         scales = torch.full((m, len(disp)), 10.0, dtype=torch.float64, device=device)
         prior = None
         if len(disp) > 1:
-            prior = torch.eye(len(disp), dtype=torch.float64, device=device).expand(
-                m, -1, -1) / RING_PRIOR ** 2
+            k = len(disp)
+            step = torch.diff(torch.eye(k, dtype=torch.float64, device=device), dim=0)
+            prior = (torch.eye(k, dtype=torch.float64, device=device) / RING_PRIOR ** 2
+                     + step.T @ step / RING_STEP_PRIOR ** 2).expand(m, -1, -1)
             problem = replace(problem, prior_centre=start.clone(), prior_matrix=prior.clone())
         options = dict(lower=lower, upper=upper, periodic=periodic, scales=scales,
                        max_iter=max_iter)

@@ -28,7 +28,8 @@ import torch
 from astrokin.fitting.parameters import tie_values
 
 __all__ = ["MOM2_MIN_RELATIVE_INTENSITY", "SIDE_STEP", "SMEARING_CLIP", "SMEARING_STEPS",
-           "DispersionResiduals", "MapProblem", "MapResiduals", "frame_shifts", "prepare_problems", "smearing_weights"]
+           "DispersionResiduals", "MapProblem", "MapResiduals", "frame_shifts",
+           "prepare_problems", "smearing_weights"]
 
 
 @dataclass

@@ -293,7 +293,8 @@ class ParameterLayout:
             See `ranges`.
         fixed_values : dict
             Values (canonical units) of the parameters that are not free:
-            the fixed ones, ``amplitude``, and starting values of tied ones.
+            the fixed ones, ``amplitude``, and starting values of tied ones
+            (dispersion parameters left out take their class defaults).
         ties : dict, optional
             Name to tie callable; default the ties of the model this layout
             was built from.
@@ -332,10 +333,16 @@ class ParameterLayout:
             else:
                 cursor[s["encoder"]] += 1
                 params[s["name"]] = lo + (out[..., i] + 1.0) * (0.5 * (hi - lo))
+        dispersion = self.model_class.dispersion_parameters
         for name in self.param_names:
             if name not in params or name in overrides:
+                if name not in fixed_values and name in dispersion:
+                    # No map the network sees depends on it: the class default.
+                    given = getattr(self.model_class, name).default
+                else:
+                    given = fixed_values[name]
                 value = torch.as_tensor(
-                    np.asarray(fixed_values[name], dtype=float), dtype=ref.dtype, device=ref.device
+                    np.asarray(given, dtype=float), dtype=ref.dtype, device=ref.device
                 )
                 if value.ndim:
                     # one value per galaxy (first axis), shared by any sample axis

@@ -140,8 +140,9 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     n, q = len(observations), len(names)
     if moment_start:
         starts = list(starts) + [moment_geometry(observations, frames, starts[0], names, model)]
-    free = [nm for nm in cls.param_names
-            if not model.fixed[nm] and not model.tied[nm] and nm != "amplitude"]
+    # The dispersion changes mom2 only (astrokin.fitting.dispersion fits it).
+    free = [nm for nm in cls.param_names if not model.fixed[nm] and not model.tied[nm]
+            and nm != "amplitude" and nm not in cls.dispersion_parameters]
     ties = {nm: model.tied[nm] for nm in cls.param_names if model.tied[nm] and not model.fixed[nm]}
     mean = np.zeros((n, q))
     cov = np.zeros((n, q, q))

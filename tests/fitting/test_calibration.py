@@ -91,7 +91,8 @@ def test_truth_as_dict_or_model_set_and_bad_truth():
     model_set = ExponentialArctanDisk(
         **{nm: gals.params[nm] for nm in ("inclination", "pa", "r_scale", "r_turn", "v_max",
                                           "v_sys", "x_0", "y_0")},
-        amplitude=np.ones(20), z_scale=np.zeros(20) * u.arcsec, n_models=20)
+        amplitude=np.ones(20), z_scale=np.zeros(20) * u.arcsec,
+        v_disp=np.full(20, 10.0) * u.km / u.s, n_models=20)
     report2 = fitter.calibrate(*args, model_set, parameters=["inclination"], **kw)
     assert report2["scale"][0] == pytest.approx(report.loc["inclination"]["scale"])
     with pytest.raises(ValueError, match=r"truth\['inclination'\] has 3 value\(s\) for 20"):
