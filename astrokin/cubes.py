@@ -374,7 +374,10 @@ def cube_moments(cube, **options):
         If ``cube`` is a plain array (a moment map without its mom1, or a
         cube without the WCS that gives its velocities).
     """
-    if isinstance(cube, np.ndarray) or (isinstance(cube, (list, tuple))):
+    from astropy.io import fits
+
+    if isinstance(cube, np.ndarray) or (isinstance(cube, (list, tuple))
+                                        and not isinstance(cube, fits.HDUList)):
         raise TypeError(
             "Got one map without mom1: give mom0 and mom1, or a cube as a FITS file, HDU, "
             "specutils Spectrum or SpectralCube (an array has no WCS for its velocities).")
