@@ -294,7 +294,7 @@ def run(args):
             ring_tables.append(rings)
         if args.figures:
             _figures(galaxies, start, stop, fitted, fitter, sub0, sub1, masks, figure_paths,
-                     args.overwrite)
+                     args.overwrite, maps2=maps2[start:stop] if "mom2" in kwargs else None)
         if bar is not None:
             bar.update(stop - start)
     if bar is not None:
@@ -344,7 +344,8 @@ def _add_columns(table, galaxies):
         table["distance"] = u.Quantity([g.distance for g in galaxies]).to(u.Mpc)
 
 
-def _figures(galaxies, start, stop, fitted, fitter, maps0, maps1, masks, paths, overwrite):
+def _figures(galaxies, start, stop, fitted, fitter, maps0, maps1, masks, paths, overwrite,
+             maps2=None):
     from astrokin._io import atomic_path
     from astrokin.visualization import plot_corner, plot_fit
 
@@ -353,7 +354,7 @@ def _figures(galaxies, start, stop, fitted, fitter, maps0, maps1, masks, paths, 
         fit_png, corner_png = paths[g.name]
         fig = plot_fit(fitted, maps0[j], maps1[j], samples=samples, galaxy=j,
                        mask=None if masks is None else masks[start + j], distance=g.distance,
-                       name=g.name)
+                       name=g.name, mom2=None if maps2 is None else maps2[j])
         with atomic_path(fit_png, overwrite=overwrite) as tmp:
             fig.savefig(tmp, dpi=90)
         if corner_png is not None and samples is not None:
@@ -368,7 +369,10 @@ def _summary(table, n, seconds, output, figure_paths):
         print(f"{row['name']}: fitted in {seconds:.1f} s")
         print(f"  {'parameter':12s} {'value':>11s} {'1 sigma':>9s}  unit")
         for name in ("inclination", "pa", "vsini", "v_max", "r_turn", "r_scale", "v_sys",
-                     "x_0", "y_0", "r_ring", "ring_width", "v_c", "beta", "gamma", "r_outer"):
+                     "x_0", "y_0", "r_ring", "ring_width", "v_c", "beta", "gamma", "r_outer",
+                     "v_disp"):
+            if name == "v_disp" and "n_mom2" not in table.colnames:
+                continue  # not fitted (no mom2)
             if name in table.colnames and f"{name}_std" in table.colnames:
                 value, std = row[name], row[f"{name}_std"]
                 unit = getattr(value, "unit", "")

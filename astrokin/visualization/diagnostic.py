@@ -17,12 +17,14 @@ _KMS = u.km / u.s
 
 
 def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, beam=None,
-             mask=None, distance=None, name=None, title=None, figure=None):
+             mask=None, distance=None, name=None, title=None, figure=None, mom2=None):
     """Diagnostic figure of a fit: maps, residuals, major-axis profile, rotation curve.
 
     The top row shows moment 0 (data, model, data minus model) and the
-    intensity along the fitted major axis; the bottom row moment 1 and the
-    rotation curve. Maps are drawn as on the sky, North up and East to the
+    intensity along the fitted major axis; the second row moment 1 and the
+    rotation curve; with ``mom2``, a third row moment 2 and the dispersion
+    (the model's intrinsic profile, and the observed and model second
+    moments along the major axis, which the beam smearing widens). Maps are drawn as on the sky, North up and East to the
     left, with offsets from the map centre on the axes; the fitted centre is
     marked with a cross, the major axis with a dashed line (the receding half
     solid), and the restoring beam with an ellipse in the lower left corner.
@@ -56,7 +58,10 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
     title : str, optional
         Figure title (default: the name and the fitted geometry).
     figure : `matplotlib.figure.Figure`, optional
-        Figure to draw on (default: a new 17x8 inch figure).
+        Figure to draw on (default: a new 17x8 inch figure, 17x12 with
+        ``mom2``).
+    mom2 : optional
+        The second-moment map that was fitted (as the fitter takes it).
 
     Returns
     -------
@@ -91,9 +96,10 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
     from astrokin.fitting.preprocessing import MIN_RELATIVE_INTENSITY, parse_maps
 
     model = _single_model(fitted, galaxy)
-    observations = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam)
+    observations = parse_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam, mom2=mom2)
     obs = observations[galaxy] if len(observations) > 1 else observations[0]
     data0, data1 = obs.mom0.copy(), obs.mom1.copy()
+    data2 = None if obs.mom2 is None else obs.mom2.copy()
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.ndim == 3:
@@ -104,9 +110,17 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
             mask = mask[:, ::-1]
         data0[~mask] = np.nan
         data1[~mask] = np.nan
+        if data2 is not None:
+            data2[~mask] = np.nan
     # mom1 where mom0 is too faint is not fitted (see astrokin.fitting.preprocessing)
     faint = ~(np.nan_to_num(data0, nan=-np.inf) >= MIN_RELATIVE_INTENSITY * np.nanmax(data0))
     data1[faint & np.isfinite(data0)] = np.nan
+    if data2 is not None:
+        from astrokin.fitting.map_problems import MOM2_MIN_RELATIVE_INTENSITY
+
+        dim = ~(np.nan_to_num(data0, nan=-np.inf)
+                >= MOM2_MIN_RELATIVE_INTENSITY * np.nanmax(data0))
+        data2[(dim & np.isfinite(data0)) | ~np.isfinite(data1)] = np.nan
     ny, nx = data0.shape
     ps = obs.pixel_scale
 
@@ -114,8 +128,8 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
     frame = frame_model(model, obs)
     beam_q = None if obs.beam is None else (obs.beam[0] * u.arcsec, obs.beam[1] * u.arcsec,
                                             obs.beam[2] * u.deg)
-    m0, m1 = frame.render((ny, nx), ps * u.arcsec, beam=beam_q)
-    m0, m1 = m0.value, m1.to_value(_KMS)
+    maps = frame.render((ny, nx), ps * u.arcsec, beam=beam_q, moment2=data2 is not None)
+    m0, m1 = maps[0].value, maps[1].to_value(_KMS)
     ok = np.isfinite(data0)
     scale = np.sum(m0[ok] * data0[ok]) / max(np.sum(m0[ok] ** 2), np.finfo(float).tiny)
     model0 = scale * m0
@@ -130,8 +144,10 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
     centre = np.array([-x0, y0]) * to_length  # RA offset is -x
     direction = np.array([np.sin(pa), np.cos(pa)])  # receding major axis, display frame
 
-    fig = figure if figure is not None else new_figure(figsize=(17, 8), layout="constrained")
-    axes = fig.subplots(2, 4)
+    rows_n = 2 if data2 is None else 3
+    fig = figure if figure is not None else new_figure(figsize=(17, 4 * rows_n),
+                                                       layout="constrained")
+    axes = fig.subplots(rows_n, 4)
     unit0 = _unit_label(mom0, galaxy)
     v_sys = float(fp["v_sys"])
     vlim = np.nanpercentile(np.abs(data1 - v_sys), 99) if np.isfinite(data1).any() else 1.0
@@ -147,6 +163,17 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
         (axes[1, 1], model1, "model mom1", "RdBu_r", (v_sys - vlim, v_sys + vlim), "km/s"),
         (axes[1, 2], res1, "residual mom1 (data - model)", "RdBu_r", (-lim1, lim1), "km/s"),
     ]
+    if data2 is not None:
+        model2 = np.where(np.isfinite(data2), maps[2].to_value(_KMS), np.nan)
+        res2 = data2 - model2
+        lim2 = _symmetric_limit(res2)
+        top2 = np.nanpercentile(data2, 99) if np.isfinite(data2).any() else 1.0
+        panels += [
+            (axes[2, 0], data2, "data mom2", "viridis", (0, top2), "km/s"),
+            (axes[2, 1], model2, "model mom2", "viridis", (0, top2), "km/s"),
+            (axes[2, 2], res2, "residual mom2 (data - model)", "RdBu_r", (-lim2, lim2),
+             "km/s"),
+        ]
     sky = abs(obs.north_angle) < 1e-6
     reach = np.hypot(half_x, half_y)
     for ax, img, panel_title, cmap, (vmin, vmax), unit in panels:
@@ -209,6 +236,25 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
     ax.set_xlim(0, r_max * to_length)
     ax.set_ylim(bottom=0)
     ax.legend(loc="lower right", fontsize="small")
+
+    if data2 is not None:
+        ax = axes[2, 3]
+        cut2 = _sample(data2, rows, cols)
+        cut_model2 = _sample(model2, rows, cols)
+        seen = np.isfinite(cut2)
+        ax.plot(np.abs(s[seen]) * to_length, cut2[seen], ".", color="0.3", ms=3,
+                label="data mom2 (major axis)")
+        ax.plot(np.abs(s[seen]) * to_length, cut_model2[seen], ".", color="C1", ms=2,
+                label="model mom2 (beam-smeared)")
+        if model.velocity_dispersion is not None:
+            ax.plot(r.value * to_length, model.dispersion_curve(r).to_value(_KMS), "k",
+                    label="intrinsic dispersion (fit)")
+        ax.set_xlabel(f"radius ({length_unit})")
+        ax.set_ylabel("dispersion (km/s)")
+        ax.set_title("velocity dispersion")
+        ax.set_xlim(0, r_max * to_length)
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper right", fontsize="small")
 
     if title is None:
         title = _default_title(fitted, model, galaxy)
@@ -408,4 +454,6 @@ def _default_title(fitted, model, galaxy):
     if vname is not None:
         parts.append(f"{vname} = {fmt(vname, 'km/s', 0)}")
     parts.append(f"v_sys = {fmt('v_sys', 'km/s', 1)}")
+    if "v_disp" in values and not fitted.fixed.get("v_disp", True):
+        parts.append(f"v_disp = {fmt('v_disp', 'km/s', 1)}")
     return f"{type(model).__name__} fit: " + ", ".join(parts)

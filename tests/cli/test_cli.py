@@ -261,3 +261,51 @@ def test_pretrain_specialises_the_bundled_network(tmp_path, capsys):
         status, _, err = _run(["pretrain", "-o", net, *argv], capsys)
         assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
         assert net.stat().st_size == size
+
+
+def _map_hdu(data, unit, beam_arcsec=4.0):
+    hdu = fits.PrimaryHDU(np.asarray(data, dtype=np.float32))
+    n = data.shape[-1]
+    for k, (ctype, val, delt) in enumerate([("RA---SIN", 150.0, -1 / 3600),
+                                            ("DEC--SIN", 2.0, 1 / 3600)], start=1):
+        hdu.header.update({f"CTYPE{k}": ctype, f"CRVAL{k}": val, f"CDELT{k}": delt,
+                           f"CRPIX{k}": (n + 1) / 2, f"CUNIT{k}": "deg"})
+    hdu.header.update(BUNIT=unit, BMAJ=beam_arcsec / 3600, BMIN=beam_arcsec / 3600, BPA=0.0)
+    return hdu
+
+
+def test_mom2_maps_and_cubes_fit_the_dispersion(tmp_path, capsys):
+    from astrokin.models import ExponentialArctanDisk
+
+    from ..fitting.test_dispersion import _cube_hdu
+
+    truth = ExponentialArctanDisk(inclination=60 * u.deg, pa=200 * u.deg, r_scale=6 * u.arcsec,
+                                  r_turn=2 * u.arcsec, v_max=200 * u.km / u.s,
+                                  v_sys=900 * u.km / u.s, v_disp=25 * u.km / u.s)
+    maps = truth.render((64, 64), 1 * u.arcsec, beam=4 * u.arcsec, moment2=True)
+    paths = []
+    for k, (m, unit) in enumerate(zip(maps, ("Jy/beam.km/s", "km/s", "km/s"), strict=True)):
+        paths.append(tmp_path / f"g_mom{k}.fits")
+        _map_hdu(m.value, unit).writeto(paths[-1])
+    status, out, err = _run(["fit", paths[0], paths[1], "--mom2", paths[2], "-o",
+                             tmp_path / "m.ecsv", "--figures", tmp_path / "figs",
+                             "--mc-samples", "100"], capsys)
+    assert status == 0, err
+    table = QTable.read(tmp_path / "m.ecsv")
+    assert table["v_disp"][0].to_value(u.km / u.s) == pytest.approx(25.0, abs=0.5)
+    assert "v_disp" in out and table["n_mom2"][0] > 500
+    assert (tmp_path / "figs" / "g_fit.png").stat().st_size > 20_000
+    status, _, err = _run(["fit", paths[0], paths[1], "--mom2", paths[2], paths[2], "-o",
+                           tmp_path / "bad.ecsv"], capsys)
+    assert status == 1 and "--mom2 takes one map per galaxy" in err
+    # A cube: the dispersion from its second moment, unless --no-dispersion.
+    _cube_hdu().writeto(tmp_path / "disc_cube.fits")
+    status, _, err = _run(["fit", tmp_path / "disc_cube.fits", "-o", tmp_path / "c.ecsv",
+                           "--mc-samples", "100", "-q"], capsys)
+    assert status == 0, err
+    cube_table = QTable.read(tmp_path / "c.ecsv")
+    assert cube_table["v_disp"][0].to_value(u.km / u.s) == pytest.approx(20.0, abs=3.0)
+    status, _, err = _run(["fit", tmp_path / "disc_cube.fits", "-o", tmp_path / "n.ecsv",
+                           "--mc-samples", "100", "-q", "--no-dispersion"], capsys)
+    assert status == 0, err
+    assert "n_mom2" not in QTable.read(tmp_path / "n.ecsv").colnames
