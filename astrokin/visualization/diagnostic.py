@@ -26,8 +26,9 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
     (the model's intrinsic profile, and the observed and model second
     moments along the major axis, which the beam smearing widens). Maps are
     drawn as on the sky, North up and East to the left, with offsets from
-    the map centre on the axes; the fitted centre is marked with a cross, the major axis with a dashed line (the receding half
-    solid), and the restoring beam with an ellipse in the lower left corner.
+    the map centre on the axes; the fitted centre is marked with a cross,
+    the major axis with a dashed line (the receding half solid), and the
+    restoring beam with an ellipse in the lower left corner.
     The model mom0 is scaled to the data by least squares (the network fits
     normalised maps, so the amplitude is not a fitted parameter).
 
