@@ -19,6 +19,7 @@ header or given).
 """
 
 import os
+import warnings
 
 import numpy as np
 from astropy import units as u
@@ -69,8 +70,6 @@ def _load(cube, beam):
             beam = Beam.from_fits_header(header)
         except NoBeamException:
             beam = None
-    import warnings
-
     from astropy.wcs import FITSFixedWarning
 
     with warnings.catch_warnings():
@@ -151,7 +150,8 @@ def _velocities(spectral, header, velocity_convention, rest_value):
 
 
 def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None, mask="auto",
-                clip=4.0, smooth=1.5, spectral_smooth=3, rms=None, errors=False, moment2=False):
+                clip=4.0, smooth=1.5, spectral_smooth=3, rms=None, errors=False, moment2=False,
+                window=False):
     r"""Moment-0 and moment-1 maps of a spectral cube (and moment 2).
 
     Parameters
@@ -195,6 +195,11 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
         dispersion :math:`s` about mom1 (`specutils.analysis.moment` of
         order 2, its square root), over the same mask, on sightlines with at
         least `MIN_CHANNELS_MOM2` channels in it.
+    window : bool, optional
+        With ``moment2``, also return the velocity range each sightline's
+        mask keeps (its first and last channels' edges): what the second
+        moment of a line is cut to, which the fitter models
+        (``mom2_window=`` of `~astrokin.fitting.NeuralKinematicFitter`).
 
     Returns
     -------
@@ -212,6 +217,9 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     mom0_err, mom1_err : `~astropy.io.fits.PrimaryHDU`
         With ``errors=True``: their 1-sigma noise maps, in the same units
         (NaN where mom1 is); and ``mom2_err`` after them with ``moment2``.
+    v_low, v_high : `~astropy.io.fits.PrimaryHDU`
+        Last, with ``moment2`` and ``window``: the mask's velocity range on
+        each sightline (km/s, NaN where mom2 is).
 
     Raises
     ------
@@ -327,8 +335,21 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
         n_chan = keep.sum(axis=0)
         mom2 = np.where(n_chan >= MIN_CHANNELS_MOM2, mom2, np.nan)
         maps.append(fits.PrimaryHDU(mom2, h1.copy()))
+        if window:
+            half = 0.5 * (float(np.median(np.abs(np.diff(np.sort(velocity)))))
+                          if velocity.size > 1 else 1.0)
+            v_masked = np.where(keep, velocity[:, None, None], np.nan)
+            edges = []
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # sightlines outside the mask
+                for edge, shift in ((np.nanmin(v_masked, axis=0), -half),
+                                    (np.nanmax(v_masked, axis=0), half)):
+                    edges.append(fits.PrimaryHDU(np.where(np.isfinite(mom2), edge + shift,
+                                                          np.nan), h1.copy()))
+    if not moment2 or not window:
+        edges = []
     if not errors:
-        return tuple(maps)
+        return (*maps, *edges)
     dv = float(np.median(np.abs(np.diff(np.sort(velocity))))) if velocity.size > 1 else 1.0
     n_chan = keep.sum(axis=0)
     with np.errstate(all="ignore"):
@@ -346,7 +367,7 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
             # second moment is known better than a fraction of a channel.
             err2 = np.maximum(err2, 0.5 * dv)
         maps.append(fits.PrimaryHDU(np.where(mom2 > 0, err2, np.nan), h1.copy()))
-    return tuple(maps)
+    return (*maps, *edges)
 
 
 #: Fewest channels in a sightline's mask for its second moment to be given.
@@ -366,7 +387,7 @@ def cube_moments(cube, **options):
 
     Returns
     -------
-    mom0, mom1, mom2, mom0_err, mom1_err, mom2_err : `~astropy.io.fits.PrimaryHDU`
+    mom0, mom1, mom2, mom0_err, mom1_err, mom2_err, v_low, v_high : `~astropy.io.fits.PrimaryHDU`
 
     Raises
     ------
@@ -381,11 +402,11 @@ def cube_moments(cube, **options):
         raise TypeError(
             "Got one map without mom1: give mom0 and mom1, or a cube as a FITS file, HDU, "
             "specutils Spectrum or SpectralCube (an array has no WCS for its velocities).")
-    for key in ("errors", "moment2"):
+    for key in ("errors", "moment2", "window"):
         if key in options:
             raise TypeError(f"cube_options may not set {key!r}: a fit uses every moment and "
                             "noise map.")
     if type(cube).__name__ in ("SpectralCube", "VaryingResolutionSpectralCube") \
             and hasattr(cube, "hdu"):
         cube = cube.hdu
-    return moment_maps(cube, errors=True, moment2=True, **options)
+    return moment_maps(cube, errors=True, moment2=True, window=True, **options)

@@ -234,13 +234,15 @@ def run(args):
         for g, path in zip(galaxies, args.mom2, strict=True):
             g.mom2_file = path
     second = args.dispersion and bool(model.dispersion_parameters)
-    maps0, maps1, maps2, errors = [], [], [], []
+    maps0, maps1, maps2, errors, windows = [], [], [], [], []
     for g in galaxies:
         h0, h1, *rest = g.load(rest_value=args.rest_value, errors=fitter.refine or second,
-                               moment2=second)
+                               moment2=second, window=True)
         maps0.append(h0)
         maps1.append(h1)
         maps2.append(rest.pop(0) if second else None)
+        windows.append(tuple(rest[-2:]) if second and g.cube_file else None)
+        rest = rest[:-2] if second and g.cube_file else rest
         errors.append(rest or None)
         if bar is not None:
             bar.update()
@@ -281,6 +283,9 @@ def run(args):
             kwargs["mom2"] = one(maps2[start:stop])
             if all(e is not None and len(e) > 2 for e in errors[start:stop]):
                 kwargs["mom2_err"] = one([e[2] for e in errors[start:stop]])
+            if all(w is not None for w in windows[start:stop]):
+                kwargs["mom2_window"] = (one([w[0] for w in windows[start:stop]]),
+                                         one([w[1] for w in windows[start:stop]]))
         fitted = fitter(model, sub0 if len(sub0) > 1 else sub0[0],
                         sub1 if len(sub1) > 1 else sub1[0], **kwargs)
         table = QTable(fitter.fit_info["table"], copy=True)

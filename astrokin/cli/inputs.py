@@ -27,13 +27,14 @@ class Galaxy:
     distance: object = None
     extra: dict = field(default_factory=dict)
 
-    def load(self, rest_value=None, errors=False, moment2=False):
+    def load(self, rest_value=None, errors=False, moment2=False, window=False):
         """``(mom0_hdu, mom1_hdu)``, read into memory (the files are closed again).
 
         With ``errors=True``, a cube's moments come with their noise maps:
         ``(mom0, mom1, mom0_err, mom1_err)``. With ``moment2=True`` the
         second moment follows mom1 (a cube's, or ``mom2_file``; None
-        without one), and its noise map follows the others.
+        without one), and its noise map follows the others; with ``window``
+        too, a cube's mask ranges (``v_low``, ``v_high``) come last.
         """
         if self.cube_file:
             try:
@@ -44,7 +45,8 @@ class Galaxy:
                     "lacks; make moment maps first and give those"
                 ) from err
             kwargs = {} if rest_value is None else {"rest_value": rest_value}
-            return moment_maps(self.cube_file, errors=errors, moment2=moment2, **kwargs)
+            return moment_maps(self.cube_file, errors=errors, moment2=moment2,
+                               window=window and moment2, **kwargs)
         maps = [_read_map(self.mom0_file), _read_map(self.mom1_file)]
         if moment2:
             maps.append(_read_map(self.mom2_file) if self.mom2_file else None)

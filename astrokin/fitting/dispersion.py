@@ -46,8 +46,8 @@ from astrokin.fitting.noise import (
     residual_correlation,
 )
 
-__all__ = ["MIN_PIXELS", "RING_PRIOR", "RING_STEP_PRIOR", "TABLE_COLUMNS", "fit_dispersion",
-           "fitted_dispersion"]
+__all__ = ["MIN_PIXELS", "RING_PRIOR", "RING_STEP_PRIOR", "TABLE_COLUMNS", "WINDOW_KEEP",
+           "fit_dispersion", "fitted_dispersion"]
 
 #: Width (km/s) of the Gaussian prior that holds a ring's dispersion near the
 #: constant one where the rings' mom2 says little.
@@ -57,6 +57,9 @@ RING_PRIOR = 30.0
 RING_STEP_PRIOR = 8.0
 #: Fewest fitted mom2 pixels for a galaxy's dispersion to be fitted.
 MIN_PIXELS = 8
+#: With a cube's mask ranges: mom2 pixels are fitted where the mask keeps the
+#: model line's width to this fraction (see `fit_dispersion`).
+WINDOW_KEEP = 0.97
 #: The diagnostics `fit_dispersion` adds to the results table.
 TABLE_COLUMNS = ("n_mom2", "rms_mom2", "chi2_mom2")
 
@@ -148,6 +151,8 @@ def fit_dispersion(model, observations, frames, summary, names, *, device="cpu",
         residual = DispersionResiduals(renderer, cls.param_names, disp, params)
         all_rows = torch.arange(m, device=device)
         start = _start(residual, problem, len(disp), lo_d, hi_d)
+        if problem.low2 is not None:
+            problem = _uncut(residual, start, problem)
         lower = t(np.broadcast_to(lo_d, (m, len(disp))))
         upper = t(np.broadcast_to(hi_d, (m, len(disp))))
         periodic = torch.zeros(len(disp), dtype=torch.float64, device=device)
@@ -255,6 +260,36 @@ def _start(residual, problem, k, lo, hi):
     lower = torch.as_tensor(lo, dtype=start.dtype, device=start.device)[None].expand(m, k)
     upper = torch.as_tensor(hi, dtype=start.dtype, device=start.device)[None].expand(m, k)
     return project(start, lower, upper, torch.zeros(k, dtype=start.dtype, device=start.device))
+
+
+def _uncut(residual, theta, problem):
+    """Which mom2 pixels to fit, and where to model the cube's mask cutting the line.
+
+    Where the model's line is mostly its intrinsic dispersion (the beam
+    smearing below it: a near-Gaussian line), the mask's cut is modelled
+    (`~astrokin.fitting.map_problems.truncated_width`). Where the smearing
+    dominates, the line is not Gaussian and its cut is not known: those
+    pixels are fitted uncut where the mask keeps the line's width to
+    `WINDOW_KEEP`, and left out where it does not. Decided once, at the
+    start.
+    """
+    from astrokin.fitting.map_problems import truncated_width
+
+    rows = torch.arange(len(problem), device=theta.device)
+    params = {nm: residual.values[nm][rows] for nm in residual.names}
+    for k, nm in enumerate(residual.free):
+        params[nm] = theta[:, k]
+    params["amplitude"] = torch.ones_like(params["amplitude"])
+    beam = None if problem.beam is None else residual.beam(problem.beam, problem.pixel_scale)
+    _, mom1, mom2 = residual.renderer(params, problem.pixel_scale, beam, moment2=True)
+    sigma = theta.mean(dim=1)[:, None, None]
+    gaussian = mom2 * mom2 < 2.0 * sigma * sigma
+    cut = truncated_width(mom1, mom2, problem.low2, problem.high2)
+    kept = gaussian | (cut >= WINDOW_KEEP * mom2)
+    inf = torch.full_like(mom2, float("inf"))
+    return replace(problem, fit2=problem.fit2 & kept,
+                   low2=torch.where(gaussian, problem.low2, -inf),
+                   high2=torch.where(gaussian, problem.high2, inf))
 
 
 def _draws(theta, cov, gain, deviations, periodic, lo, hi, seed, stream):

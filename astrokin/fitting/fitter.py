@@ -269,7 +269,7 @@ class NeuralKinematicFitter(Fitter):
                  exclude=None, distance=None, training_data=None, mc_samples=None,
                  first_index=0, reject_spurious=True, cutout=True, region_format=None,
                  inplace=False, mom0_err=None, mom1_err=None, mom2=None, mom2_err=None,
-                 cube_options=None):
+                 mom2_window=None, cube_options=None):
         """Fit ``model`` to one or more galaxies' moment maps, or to a spectral cube.
 
         Parameters
@@ -332,6 +332,15 @@ class NeuralKinematicFitter(Fitter):
             about the fit of mom0 and mom1 (`astrokin.fitting.dispersion`).
             Without mom2 they are not fitted: they keep the model's values
             and are reported as fixed.
+        mom2_window : tuple, optional
+            ``(v_low, v_high)``: velocity maps (km/s when plain) of the range
+            each sightline's mask kept when mom2 was made from a cube
+            (`astrokin.cubes.moment_maps` with ``window=True``). The model's
+            second moment is then that of its line cut to the range (a
+            Gaussian line of the model's mom1 and mom2): a mask that keeps
+            little of a faint line's wings narrows its mom2, and this is
+            modelled rather than mistaken for a small dispersion. A cube
+            given as ``mom0`` uses it.
         cube_options : dict, optional
             Options of `astrokin.cubes.moment_maps` (``clip``, ``smooth``,
             ``rest_value``, ...) for a cube given as ``mom0``.
@@ -358,10 +367,11 @@ class NeuralKinematicFitter(Fitter):
         if mom1 is None:
             from astrokin.cubes import cube_moments
 
-            if any(v is not None for v in (mom0_err, mom1_err, mom2, mom2_err)):
+            if any(v is not None for v in (mom0_err, mom1_err, mom2, mom2_err, mom2_window)):
                 raise ValueError("A cube (mom0 without mom1) gives its own moment and noise "
-                                 "maps: mom0_err, mom1_err, mom2 and mom2_err are for maps.")
-            mom0, mom1, mom2, mom0_err, mom1_err, mom2_err = cube_moments(
+                                 "maps: mom0_err, mom1_err, mom2, mom2_err and mom2_window are "
+                                 "for maps.")
+            mom0, mom1, mom2, mom0_err, mom1_err, mom2_err, *mom2_window = cube_moments(
                 mom0, **(cube_options or {}))
         elif cube_options is not None:
             raise ValueError("cube_options= is for a cube given as mom0 (without mom1).")
@@ -369,7 +379,8 @@ class NeuralKinematicFitter(Fitter):
                                           mask=mask, exclude=exclude,
                                           reject_spurious=reject_spurious, cutout=cutout,
                                           region_format=region_format, mom0_err=mom0_err,
-                                          mom1_err=mom1_err, mom2=mom2, mom2_err=mom2_err)
+                                          mom1_err=mom1_err, mom2=mom2, mom2_err=mom2_err,
+                                          mom2_window=mom2_window)
         distances = results.check_distances(distance, len(obs))
         if mom0_err is not None and not self.refine:
             warnings.warn("mom0_err and mom1_err are used by refinement only, and this fitter "

@@ -29,7 +29,7 @@ from astrokin.fitting.parameters import tie_values
 
 __all__ = ["MOM2_MIN_RELATIVE_INTENSITY", "SIDE_STEP", "SMEARING_CLIP", "SMEARING_STEPS",
            "DispersionResiduals", "MapProblem", "MapResiduals", "frame_shifts",
-           "prepare_problems", "smearing_weights"]
+           "prepare_problems", "smearing_weights", "truncated_width"]
 
 
 @dataclass
@@ -77,6 +77,10 @@ class MapProblem:
         ``(B, ny, nx)`` the second moment (km/s), the pixels of it fitted
         (see `MOM2_MIN_RELATIVE_INTENSITY`) and its noise (the user's
         ``mom2_err``, or ones); None when no galaxy of the problem has one.
+    low2, high2 : torch.Tensor or None
+        ``(B, ny, nx)`` the velocity range (km/s, in this problem's frame:
+        as observed) the cube's mask kept on each sightline, ``-inf`` and
+        ``inf`` where none was given; None when no galaxy has one.
     """
 
     index: np.ndarray
@@ -99,6 +103,8 @@ class MapProblem:
     data2: object = None
     fit2: object = None
     sigma2: object = None
+    low2: object = None
+    high2: object = None
 
     @property
     def shape(self):
@@ -124,7 +130,8 @@ class MapProblem:
                           None if self.prior_centre is None else self.prior_centre[rows],
                           None if self.prior_matrix is None else self.prior_matrix[rows],
                           *(None if a is None else a[rows] for a in (
-                              self.weights, self.data2, self.fit2, self.sigma2)))
+                              self.weights, self.data2, self.fit2, self.sigma2, self.low2,
+                              self.high2)))
 
     def cost(self, theta, residuals, rows=None):
         """``(M,)`` the cost at ``theta``: half the squared residuals, plus the prior's part.
@@ -189,8 +196,11 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
         groups.setdefault((padded, given, small), []).append(g)
     out = []
     for (shape, given, _), members in groups.items():
-        arrays = {k: [] for k in ("d0", "d1", "f0", "l0", "f1", "s0", "s1", "d2", "f2", "s2")}
+        arrays = {k: [] for k in ("d0", "d1", "f0", "l0", "f1", "s0", "s1", "d2", "f2", "s2",
+                                  "lo2", "hi2")}
         with_mom2 = any(getattr(observations[g], "mom2", None) is not None for g in members)
+        with_window = any(getattr(observations[g], "mom2_low", None) is not None
+                          for g in members)
         t0, ps, beams, offsets = [], [], [], []
         for g in members:
             o = observations[g]
@@ -235,6 +245,13 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
                 arrays["d2"].append(pad(np.where(ok2, m2, 0.0), 0.0))
                 arrays["f2"].append(pad(ok2, False))
                 arrays["s2"].append(pad(np.where(ok2, s2, 1.0), 1.0))
+                lo2, hi2 = getattr(o, "mom2_low", None), getattr(o, "mom2_high", None)
+                lo2 = np.full(m0.shape, -np.inf) if lo2 is None else np.where(
+                    np.isfinite(lo2), lo2, -np.inf)
+                hi2 = np.full(m0.shape, np.inf) if hi2 is None else np.where(
+                    np.isfinite(hi2), hi2, np.inf)
+                arrays["lo2"].append(pad(lo2, -np.inf))
+                arrays["hi2"].append(pad(hi2, np.inf))
             ps.append(o.pixel_scale)
             beams.append(o.beam if o.beam is not None else (np.nan,) * 3)
             offsets.append(((px0 - px1) / 2 * o.pixel_scale, (py0 - py1) / 2 * o.pixel_scale))
@@ -251,7 +268,9 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
             np.asarray(offsets, dtype=float), bool(given),
             **({} if not with_mom2 else dict(data2=tensor(arrays["d2"]),
                                               fit2=tensor(arrays["f2"], torch.bool),
-                                              sigma2=tensor(arrays["s2"])))))
+                                              sigma2=tensor(arrays["s2"]))),
+            **({} if not (with_mom2 and with_window) else dict(low2=tensor(arrays["lo2"]),
+                                                                high2=tensor(arrays["hi2"])))))
     return out
 
 
@@ -358,13 +377,60 @@ class MapResiduals:
         return torch.cat([r0.flatten(1), r1.flatten(1)], dim=1)
 
 
+def truncated_width(centre, width, low, high):
+    r"""The second moment of a Gaussian line cut to the velocities ``[low, high]``.
+
+    A line of mean :math:`c` and dispersion :math:`\sigma` that a mask cuts
+    to :math:`[l, h]` has the variance
+
+    .. math:: \sigma^2 \left[1 + \frac{a\phi(a) - b\phi(b)}{Z}
+              - \left(\frac{\phi(a) - \phi(b)}{Z}\right)^2\right],
+              \quad a = \frac{l - c}{\sigma},\ b = \frac{h - c}{\sigma},\
+              Z = \Phi(b) - \Phi(a).
+
+    Parameters
+    ----------
+    centre, width, low, high : torch.Tensor
+        Broadcastable; ``low``/``high`` may be infinite (no cut).
+
+    Returns
+    -------
+    width : torch.Tensor
+        The cut line's second moment (its square root), where the window
+        holds any of the line; ``width`` elsewhere.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astrokin.fitting.map_problems import truncated_width
+    >>> w = truncated_width(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(-2.0),
+    ...                     torch.tensor(2.0))
+    >>> round(float(w), 4)  # N(0, 1) cut at +-2 sigma
+    0.8796
+    """
+    sigma = width.clamp(min=1e-6)
+    a = ((low - centre) / sigma).clamp(-30.0, 30.0)
+    b = ((high - centre) / sigma).clamp(-30.0, 30.0)
+    root2 = 2.0 ** 0.5
+    z = 0.5 * (torch.erf(b / root2) - torch.erf(a / root2))
+    pa = torch.exp(-0.5 * a * a) / (2.0 * torch.pi) ** 0.5
+    pb = torch.exp(-0.5 * b * b) / (2.0 * torch.pi) ** 0.5
+    ok = z > 1e-6
+    zs = torch.where(ok, z, torch.ones_like(z))
+    factor = 1.0 + (a * pa - b * pb) / zs - ((pa - pb) / zs) ** 2
+    cut = sigma * torch.sqrt(factor.clamp(min=1e-12))
+    return torch.where(ok, cut, width)
+
+
 class DispersionResiduals:
     """Whitened residuals of the rendered second moment against a `MapProblem`'s mom2.
 
     Every parameter but ``free`` keeps the value it has in ``values`` (a
     galaxy's fit of mom0 and mom1, in the problem's frame), so that the
     residuals are those of the second moment as the dispersion, or any
-    other ``free`` parameters, move about that fit.
+    other ``free`` parameters, move about that fit. Where the problem has
+    the mask's velocity range (``low2``, ``high2``), the model's second
+    moment is that of its line cut to it (`truncated_width`).
 
     Parameters
     ----------
@@ -390,11 +456,19 @@ class DispersionResiduals:
         for k, nm in enumerate(self.free):
             params[nm] = theta[:, k]
         params["amplitude"] = torch.ones_like(params["amplitude"])
-        beam = None if problem.beam is None else _beam(problem.beam[rows],
-                                                       problem.pixel_scale[rows])
+        beam = None if problem.beam is None else self.beam(problem.beam[rows],
+                                                           problem.pixel_scale[rows])
         weights = None if problem.weights is None else problem.weights[rows]
-        return self.renderer(params, problem.pixel_scale[rows], beam, weights=weights,
-                             moment2=True)[2]
+        _, mom1, mom2 = self.renderer(params, problem.pixel_scale[rows], beam, weights=weights,
+                                      moment2=True)
+        if problem.low2 is None:
+            return mom2
+        return truncated_width(mom1, mom2, problem.low2[rows], problem.high2[rows])
+
+    @staticmethod
+    def beam(beam, pixel_scale):
+        """Beams for the renderer (galaxies without one get one far below a pixel)."""
+        return _beam(beam, pixel_scale)
 
     def __call__(self, theta, rows, problem):
         """Whitened residuals ``(M, ny nx)`` of the problems ``rows`` at ``theta``."""

@@ -101,6 +101,9 @@ class Observation:
     mom2, mom2_err : `numpy.ndarray` or None
         The second moment (velocity dispersion, km/s; NaN where mom1 is) and
         its noise map, on the same pixels, when given.
+    mom2_low, mom2_high : `numpy.ndarray` or None
+        The velocity range (km/s) each sightline's mask kept when mom2 was
+        made from a cube, when given.
     """
 
     mom0: np.ndarray
@@ -117,6 +120,8 @@ class Observation:
     mom1_err: np.ndarray | None = None
     mom2: np.ndarray | None = None
     mom2_err: np.ndarray | None = None
+    mom2_low: np.ndarray | None = None
+    mom2_high: np.ndarray | None = None
 
     @property
     def noise_maps(self):
@@ -154,7 +159,7 @@ def _looks_like_beam_tuple(value):
 
 def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=None,
                reject_spurious=True, cutout=True, region_format=None, mom0_err=None,
-               mom1_err=None, mom2=None, mom2_err=None):
+               mom1_err=None, mom2=None, mom2_err=None, mom2_window=None):
     """Read moment maps of one or more galaxies into `Observation` objects.
 
     Parameters
@@ -197,6 +202,9 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         The second-moment (velocity dispersion) map, and its noise map, in
         velocity units (km/s when plain), given as the maps are; cut out and
         mirrored with them, and blank where mom1 is.
+    mom2_window : tuple, optional
+        ``(v_low, v_high)`` velocity maps: the range of each sightline that
+        the cube's mask kept when mom2 was made (needs ``mom2``).
 
     Returns
     -------
@@ -219,6 +227,7 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
     n = len(maps0)
     errors = _noise_maps(mom0_err, mom1_err, n)
     seconds = _second_moments(mom2, mom2_err, n)
+    windows = _windows(mom2_window, mom2, n)
     scales = _as_list(pixel_scale, n, "pixel_scale")
     beams = _as_list(beam, n, "beam")
     masks = _as_list(mask, n, "mask")
@@ -317,8 +326,11 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                   zip(seconds[i], ("mom2", "mom2_err"), strict=True))
         if m2 is not None:
             m2[~(np.isfinite(d1) & np.isfinite(d0))] = np.nan
+        lo, hi = (_velocity_map(w, what, d0.shape, label, width=False) for w, what in
+                  zip(windows[i], ("mom2_window[0]", "mom2_window[1]"), strict=True))
         read = Observation(d0, d1, ps, bp, wcs, flipped, theta, tuple(shape), rejected=rejected,
-                           mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2)
+                           mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2,
+                           mom2_low=lo, mom2_high=hi)
         out.append(_clean_and_cut(read, reject_spurious=reject_spurious, cutout=cutout))
     return out
 
@@ -343,7 +355,8 @@ def _clean_and_cut(read, *, reject_spurious, cutout):
     if read.mom2 is not None:
         read.mom2[~np.isfinite(d1)] = np.nan
     offset = (0, 0)
-    errors = [read.mom0_err, read.mom1_err, read.mom2, read.mom2_err]
+    errors = [read.mom0_err, read.mom1_err, read.mom2, read.mom2_err, read.mom2_low,
+              read.mom2_high]
     if cutout:
         full = d0.shape
         d0, d1, offset = _cut_out(d0, d1, read.beam, read.pixel_scale)
@@ -353,9 +366,10 @@ def _clean_and_cut(read, *, reject_spurious, cutout):
     if read.flipped:
         d0, d1 = d0[:, ::-1], d1[:, ::-1]
         errors = [None if e is None else e[:, ::-1] for e in errors]
-    e0, e1, m2, e2 = (None if e is None else np.ascontiguousarray(e) for e in errors)
+    e0, e1, m2, e2, lo, hi = (None if e is None else np.ascontiguousarray(e) for e in errors)
     return replace(read, mom0=np.ascontiguousarray(d0), mom1=np.ascontiguousarray(d1),
-                   offset=offset, mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2)
+                   offset=offset, mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2,
+                   mom2_low=lo, mom2_high=hi)
 
 
 def _noise_maps(mom0_err, mom1_err, n):
@@ -390,8 +404,29 @@ def _second_moments(mom2, mom2_err, n):
     return list(zip(out[0], out[1], strict=True))
 
 
-def _velocity_map(value, what, shape, label):
-    """A velocity map ``(data, unit)`` as a float array in km/s (None stays None)."""
+def _windows(window, mom2, n):
+    """Per galaxy ``((data, unit), (data, unit))`` of a mom2 window, or ``(None, None)``."""
+    if window is None:
+        return [(None, None)] * n
+    if mom2 is None:
+        raise ValueError("mom2_window= is the velocity range of a mom2 map: give mom2= too.")
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise TypeError("mom2_window must be a pair (v_low, v_high) of velocity maps; got "
+                        f"{type(window).__name__}.")
+    out = []
+    for k, value in enumerate(window):
+        maps = split_maps(value, f"mom2_window[{k}]")
+        if len(maps) != n:
+            raise ValueError(f"Got {len(maps)} mom2_window[{k}] maps for {n} galaxies.")
+        out.append([(m[0], m[1]) for m in maps])
+    return list(zip(out[0], out[1], strict=True))
+
+
+def _velocity_map(value, what, shape, label, width=True):
+    """A velocity map ``(data, unit)`` as a float array in km/s (None stays None).
+
+    ``width``: a width (mom2, its noise), which is never negative.
+    """
     if value is None:
         return None
     data, unit = value
@@ -402,7 +437,7 @@ def _velocity_map(value, what, shape, label):
         if not unit.is_equivalent(_KMS):
             raise u.UnitsError(f"{what} must be in velocity units{label}; got {unit}.")
         data = (data * unit).to_value(_KMS)
-    if np.any(data[np.isfinite(data)] < 0):
+    if width and np.any(data[np.isfinite(data)] < 0):
         raise ValueError(f"{what} has negative values{label}: it is a velocity dispersion "
                          "(a width), never below 0.")
     return data

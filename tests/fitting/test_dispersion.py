@@ -145,17 +145,21 @@ def test_a_cube_in_one_call_gives_the_numbers_of_the_two_step_path(fitter, tmp_p
     before = hdu.data.copy()
     one = fitter(ExponentialArctanDisk(), str(path))
     t_one = fitter.fit_info["table"]
-    m0, m1, m2, e0, e1, e2 = moment_maps(hdu, moment2=True, errors=True)
+    m0, m1, m2, e0, e1, e2, lo, hi = moment_maps(hdu, moment2=True, errors=True, window=True)
     two = fitter(ExponentialArctanDisk(), m0, m1, mom2=m2, mom0_err=e0, mom1_err=e1,
-                 mom2_err=e2)
+                 mom2_err=e2, mom2_window=(lo, hi))
     t_two = fitter.fit_info["table"]
     for name in ("inclination", "pa", "v_max", "v_disp", "v_sys"):
         assert getattr(one, name).value == pytest.approx(getattr(two, name).value, rel=1e-6)
         assert t_one[f"{name}_std"][0].value == pytest.approx(t_two[f"{name}_std"][0].value,
                                                               rel=1e-6)
     assert np.array_equal(hdu.data, before)  # the cube given is not modified
-    # The disc's 20 km/s lines, from a cube with 5 km/s channels and a 2" beam.
-    assert one.v_disp.value == pytest.approx(20.0, abs=3.0)
+    # The disc's 20 km/s lines, from a cube with 5 km/s channels and a 2" beam;
+    # without the mask's ranges, the wings it cut make them look narrower.
+    assert one.v_disp.value == pytest.approx(20.0, abs=1.0)
+    uncut = fitter(ExponentialArctanDisk(), m0, m1, mom2=m2, mom0_err=e0, mom1_err=e1,
+                   mom2_err=e2)
+    assert uncut.v_disp.value < one.v_disp.value - 1.0
     assert one.inclination.value == pytest.approx(53.1, abs=3.0)
     assert one.pa.value == pytest.approx(270.0, abs=3.0)
     # The same from an HDU, an HDUList, and with moment_maps options.
@@ -181,3 +185,30 @@ def test_a_specutils_spectrum_cube_is_accepted(fitter):
 def test_cube_moments_refuses_options_it_sets():
     with pytest.raises(TypeError, match="may not set 'errors'"):
         cube_moments(_cube_hdu(), errors=False)
+
+
+def test_truncated_width_is_the_moment_of_a_cut_gaussian():
+    import torch
+
+    from astrokin.fitting.map_problems import truncated_width
+
+    v = np.linspace(-200, 200, 400001)
+    for c, s, lo, hi in [(3.0, 20.0, -25.0, 40.0), (0.0, 10.0, -5.0, 30.0), (5.0, 8.0, -80, 90)]:
+        line = np.exp(-0.5 * ((v - c) / s) ** 2) * ((v >= lo) & (v <= hi))
+        mean = (line * v).sum() / line.sum()
+        want = np.sqrt((line * (v - mean) ** 2).sum() / line.sum())
+        got = truncated_width(*(torch.tensor(x, dtype=torch.float64) for x in (c, s, lo, hi)))
+        assert float(got) == pytest.approx(want, rel=1e-4)
+    # No cut: the width itself; a window that misses the line: left as it is.
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    assert float(truncated_width(0 * one, 7 * one, -inf, inf)) == pytest.approx(7.0)
+    assert float(truncated_width(0 * one, 7 * one, 100 * one, 200 * one)) == 7.0
+
+
+def test_the_mask_window_needs_mom2_and_two_maps(fitter):
+    mom0, mom1, mom2 = _maps()
+    with pytest.raises(ValueError, match="mom2_window= is the velocity range of a mom2 map"):
+        fitter(ExponentialArctanDisk(), mom0, mom1, mom2_window=(mom1, mom1), **OBS)
+    with pytest.raises(TypeError, match=r"mom2_window must be a pair \(v_low, v_high\)"):
+        fitter(ExponentialArctanDisk(), mom0, mom1, mom2=mom2, mom2_window=mom1, **OBS)
