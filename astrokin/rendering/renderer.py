@@ -66,7 +66,11 @@ class DiskRenderer(torch.nn.Module):
     4. The pixel average is a factor :math:`\mathrm{sinc}(k_x)\mathrm{sinc}(k_y)`,
        the beam a Gaussian factor, the centre a phase ramp. Moments of a
        beam-smeared cube are ``B*mom0`` and ``B*(mom0 mom1) / B*mom0``, so
-       both maps come from the same two transforms.
+       both maps come from the same two transforms. The second moment
+       (``moment2=True``) adds the order-0 transform of
+       :math:`\Sigma(\sigma^2 + V^2\sin^2 i/2)` and the order-2 one of
+       :math:`\Sigma V^2 \sin^2 i/2` (the :math:`\cos 2\phi` part of
+       :math:`v_{\rm los}^2`): ``B*[mom0 (sigma^2 + v^2)] / B*mom0 - mom1^2``.
     5. The transform is sampled on the FFT grid with ``alias_order`` orders
        folded in (Poisson summation: sampling in space is periodising in
        frequency) and inverted with one ``irfft2``.

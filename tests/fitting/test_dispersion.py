@@ -212,3 +212,14 @@ def test_the_mask_window_needs_mom2_and_two_maps(fitter):
         fitter(ExponentialArctanDisk(), mom0, mom1, mom2_window=(mom1, mom1), **OBS)
     with pytest.raises(TypeError, match=r"mom2_window must be a pair \(v_low, v_high\)"):
         fitter(ExponentialArctanDisk(), mom0, mom1, mom2=mom2, mom2_window=mom1, **OBS)
+
+
+def test_a_spectral_cube_is_fitted_as_its_hdu(fitter):
+    spectral_cube = pytest.importorskip("spectral_cube")
+    hdu = _cube_hdu()
+    cube = spectral_cube.SpectralCube.read(hdu)
+    fitted = fitter(ExponentialArctanDisk(), cube)
+    direct = fitter(ExponentialArctanDisk(), hdu)
+    for name in ("inclination", "pa", "v_max", "v_disp"):
+        assert getattr(fitted, name).value == pytest.approx(getattr(direct, name).value,
+                                                            rel=1e-6)
