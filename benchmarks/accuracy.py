@@ -608,8 +608,10 @@ def main(argv=None):
         fixed = [] if args.fix.strip().lower() == "none" else \
             [s.strip() for s in args.fix.split(",") if s.strip()]
     if args.mode == "blind":
+        # (The dispersion is never predicted: it is not a parameter these maps fit.)
+        dispersion = fitter.layout.model_class.dispersion_parameters
         fixed = sorted(set(fixed) | {nm for nm in fitter.layout.fixed_names
-                                     if nm not in ("amplitude", "z_scale")})
+                                     if nm not in ("amplitude", "z_scale", *dispersion)})
     model = template_model(kset, fixed)
     training = None
     if args.mode == "combined":

@@ -44,7 +44,8 @@ def test_metadata_records_what_the_network_is(network_file, tiny_fitter):
     assert model["param_names"] == list(ExponentialArctanDisk.param_names)
     assert model["bounds"]["inclination"] == [10.0, 90.0]
     assert model["units"]["v_max"] == "km / s"
-    assert model["fixed"] == ["amplitude", "z_scale"]
+    # The dispersion is never predicted (no network reads mom2).
+    assert model["fixed"] == ["amplitude", "z_scale", "v_disp"]
     assert set(meta["recipe"]) >= {"epochs", "batch_size", "learning_rate", "dropout"}
     assert meta["normalisation"]["image_size"] == 64
     assert len(meta["loss_history"]) == 2
