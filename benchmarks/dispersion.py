@@ -216,8 +216,12 @@ def main(argv=None):
         fitted, seconds = run_astrokin(fitter, cube_hdu(cube, v, d["beam"]), d)
         times["astrokin"].append(seconds)
         ours = fitted.dispersion_curve(radii).value
-        for r, t, s, o in zip(radii, truth, smear, ours, strict=True):
-            points["astrokin"].append(dict(r=r, truth=t, smear=s, snr=d["snr"], err=o - t))
+        rings = fitter.fit_info["rings"]
+        std = np.interp(radii, rings["radius"].to_value("arcsec"),
+                        rings["v_disp_std"].to_value(KMS))
+        for r, t, s, o, e in zip(radii, truth, smear, ours, std, strict=True):
+            points["astrokin"].append(dict(r=r, truth=t, smear=s, snr=d["snr"], err=o - t,
+                                           std=e))
         if not args.no_3dfit:
             table = fitter.fit_info["table"]
             mom0 = clean_mom0
@@ -260,6 +264,11 @@ def main(argv=None):
         for lo, hi in ((5, 10), (10, 20), (20, 60.1)):
             summarise([p for p in pts if lo <= p["truth"] < hi],
                       f"{name}: sigma {lo}-{hi:g} km/s", lines)
+        if method == "astrokin":
+            ok = [p for p in pts if np.isfinite(p["err"]) and np.isfinite(p["std"])]
+            inside = np.mean([abs(p["err"]) <= p["std"] for p in ok]) if ok else np.nan
+            lines.append(f"{name}: 1-sigma errors cover {100 * inside:.0f}% of the points "
+                         f"(median error bar {np.median([p['std'] for p in ok]):.2f} km/s)")
         t = np.array(times[method])
         if t.size:
             lines.append(f"{name}: {np.median(t):.2f} s per galaxy (median), {t.size} fitted")
