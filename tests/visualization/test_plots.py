@@ -163,3 +163,20 @@ def test_missing_matplotlib_names_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert 'pip install "astrokin[plot]"' in out
+
+
+def test_mom2_row_shows_the_second_moment_and_the_dispersion():
+    truth = ExponentialArctanDisk(**TRUTH, v_disp=15 * u.km / u.s)
+    mom0, mom1, mom2 = truth.render((48, 56), PS, beam=BEAM, moment2=True)
+    fig = plot_fit(truth, mom0, mom1, mom2=mom2, pixel_scale=PS, beam=BEAM)
+    panels = _panels(fig)
+    data2, model2 = panels["data mom2"], panels["model mom2"]
+    # Where mom0 is above 1% of its peak (the pixels a fit uses) the true model
+    # leaves no residual, and the line is never narrower than the dispersion.
+    assert np.nanmax(np.abs(panels["residual mom2 (data - model)"])) < 1e-6
+    assert np.nanmin(data2) > 14.9 and np.isfinite(model2).sum() > 500
+    disp = next(ax for ax in fig.axes if ax.get_title() == "velocity dispersion")
+    intrinsic = next(line for line in disp.get_lines()
+                     if line.get_label() == "intrinsic dispersion (fit)")
+    assert np.allclose(intrinsic.get_ydata(), 15.0)
+    assert len(fig.axes) >= 12
