@@ -363,8 +363,8 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
             dev = np.where(keep, (velocity[:, None, None] - mom1[None]) ** 2 - mom2[None] ** 2,
                            0.0)
             err2 = noise * dv * np.sqrt((dev ** 2).sum(axis=0)) / (2.0 * mom2 * mom0)
-            # The linear propagation vanishes for a line two channels wide: no
-            # second moment is known better than a fraction of a channel.
+            # The linear propagation can vanish for a line a few channels wide: no
+            # second moment is known better than half a channel.
             err2 = np.maximum(err2, 0.5 * dv)
         maps.append(fits.PrimaryHDU(np.where(mom2 > 0, err2, np.nan), h1.copy()))
     return (*maps, *edges)

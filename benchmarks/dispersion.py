@@ -215,10 +215,8 @@ def main(argv=None):
         truth = sigma_of(d, radii)
         fitted, seconds = run_astrokin(fitter, cube_hdu(cube, v, d["beam"]), d)
         times["astrokin"].append(seconds)
-        ours = fitted.dispersion_curve(radii).value
-        rings = fitter.fit_info["rings"]
-        std = np.interp(radii, rings["radius"].to_value("arcsec"),
-                        rings["v_disp_std"].to_value(KMS))
+        band = fitted.dispersion_curve(radii, band=True)
+        ours, std = band["v_disp"].value, band["v_disp_std"].value
         for r, t, s, o, e in zip(radii, truth, smear, ours, std, strict=True):
             points["astrokin"].append(dict(r=r, truth=t, smear=s, snr=d["snr"], err=o - t,
                                            std=e))

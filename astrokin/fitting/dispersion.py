@@ -17,8 +17,9 @@ Levenberg-Marquardt of `astrokin.fitting.least_squares`, from the closed
 form of a constant dispersion: :math:`\sigma^2 = {\rm median}(\sigma_{\rm
 obs}^2 - \sigma_{\rm smear}^2)`.
 
-**Errors.** The noise of mom2 is the given ``mom2_err`` map, or measured
-on the residuals (with the beam's correlation of the pixels,
+**Errors.** The noise of mom2 is the given ``mom2_err`` map (its scale set
+by the residuals' reduced chi^2: a cube's map is a linear propagation with a
+floor of half a channel), or measured on the residuals (with the beam's correlation of the pixels,
 `astrokin.fitting.noise`). The errors of the geometry and rotation curve
 enter too: with :math:`J_\sigma` and :math:`J_\theta` the Jacobians of the
 whitened mom2 residuals with respect to the dispersion and to the other
@@ -183,7 +184,9 @@ def fit_dispersion(model, observations, frames, summary, names, *, device="cpu",
         cov_d, trace = parameter_covariance(best.jacobian, problem.shape, kernel, prior)
         chi2 = (best.residuals ** 2).sum(dim=1) / effective_dof(n2, trace)
         if given:
-            cov_d = cov_d * chi2.clamp(min=1.0)[:, None, None]
+            # A cube's mom2 noise map is a linear propagation with a floor (half a
+            # channel): good weights, but its scale is checked against the residuals.
+            cov_d = cov_d * chi2[:, None, None]
         gain = None
         if others:
             # How the optimum moves with the other parameters (implicit function).

@@ -540,6 +540,11 @@ class KinematicDiskModel(Fittable2DModel):
         return self._rotation_band(r, samples)
 
     def _rotation_band(self, r, samples):
+        return self._profile_band(r, samples, self.rotation_velocity, self.velocity_parameters,
+                                  self.rotation_curve, "v_rot")
+
+    def _profile_band(self, r, samples, func, names, curve, prefix):
+        """The MC band of a profile ``func`` of parameters ``names`` (see `rotation_curve`)."""
         from astropy.table import QTable
 
         r_in = u.Quantity(r) if isinstance(r, u.Quantity) else np.asarray(r, dtype=float) * \
@@ -552,7 +557,7 @@ class KinematicDiskModel(Fittable2DModel):
         curves = []
         for g in range(n_models):
             args = []
-            for name in self.velocity_parameters:
+            for name in names:
                 if name in samples and not self.fixed[name]:
                     s = np.asarray(u.Quantity(samples[name]).value, dtype=float)
                     s = s if n_models == 1 else s[g]
@@ -563,10 +568,10 @@ class KinematicDiskModel(Fittable2DModel):
                     s = np.full(1, float(np.ravel(values[name])[g]))
                 args.append(s[:, None])
             rr = r_arc if r_arc.ndim == 1 else r_arc[g]
-            v = self.rotation_velocity(np, rr[None, :], *args)
+            v = func(np, rr[None, :], *args)
             v = np.broadcast_to(v, (max(a.shape[0] for a in args), rr.size))
             curves.append(v)
-        mean_curve = np.atleast_2d(self.rotation_curve(r_in, band=False).to_value(VELOCITY_UNIT))
+        mean_curve = np.atleast_2d(curve(r_in, band=False).to_value(VELOCITY_UNIT))
         table = QTable()
         rows = []
         for g, v in enumerate(curves):
@@ -579,25 +584,32 @@ class KinematicDiskModel(Fittable2DModel):
             table["galaxy"] = np.concatenate(cols[0])
         table["radius"] = np.concatenate([np.atleast_1d(c) for c in cols[1]])
         table["radius_arcsec"] = np.concatenate(cols[2]) * u.arcsec
-        for name, col in zip(("v_rot", "v_rot_median", "v_rot_lower", "v_rot_upper",
-                              "v_rot_std"), cols[3:], strict=True):
-            table[name] = np.concatenate(col) * VELOCITY_UNIT
+        for name, col in zip(("", "_median", "_lower", "_upper", "_std"), cols[3:],
+                             strict=True):
+            table[prefix + name] = np.concatenate(col) * VELOCITY_UNIT
         table.meta["band"] = "15.9-84.1 percentiles of the MC-dropout samples"
         table.meta["calibrated"] = bool(scale)
         return table
 
-    def dispersion_curve(self, r):
-        """Intrinsic velocity dispersion at radii ``r`` (``velocity_dispersion``).
+    def dispersion_curve(self, r, band=None):
+        """Intrinsic velocity dispersion at radii ``r``, with its MC band after a fit.
 
         Parameters
         ----------
         r : `~astropy.units.Quantity` or array-like
             Radii in the disc plane, as for `rotation_curve`.
+        band : bool or None, optional
+            As for `rotation_curve`: the band of a fitted model's samples
+            (of a fit with mom2), with columns ``v_disp``,
+            ``v_disp_median``, ``v_disp_lower``, ``v_disp_upper`` and
+            ``v_disp_std``. A ring disc's dispersions at neighbouring rings
+            are correlated, so the band at a radius is narrower than the
+            rings' own errors.
 
         Returns
         -------
-        sigma : `~astropy.units.Quantity`
-            km/s (for a model set, one row per model).
+        sigma : `~astropy.units.Quantity` or `~astropy.table.QTable`
+            km/s (for a model set, one row per model), or the band's table.
 
         Raises
         ------
@@ -613,8 +625,19 @@ class KinematicDiskModel(Fittable2DModel):
         """
         if self.velocity_dispersion is None:
             raise TypeError(f"{type(self).__name__} has no velocity_dispersion profile.")
-        return self._profile(self.velocity_dispersion, self._dispersion_arguments(), r,
-                             VELOCITY_UNIT)
+        samples = getattr(self, "mc_samples", None)
+        names = self._dispersion_arguments()
+        if band is None:
+            band = samples is not None and any(
+                nm in samples and not self.fixed[nm] for nm in self.dispersion_parameters)
+        if not band:
+            return self._profile(self.velocity_dispersion, names, r, VELOCITY_UNIT)
+        if samples is None:
+            raise ValueError(
+                "This model carries no Monte Carlo samples: band=True needs a model returned "
+                "by NeuralKinematicFitter (with keep_samples=True).")
+        return self._profile_band(r, samples, self.velocity_dispersion, names,
+                                  self.dispersion_curve, "v_disp")
 
     def intensity_profile(self, r):
         """Face-on surface brightness at radii ``r``, including ``amplitude``.

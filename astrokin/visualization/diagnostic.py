@@ -248,7 +248,8 @@ def plot_fit(fitted, mom0, mom1, *, samples=None, galaxy=0, pixel_scale=None, be
         ax.plot(np.abs(s[seen]) * to_length, cut_model2[seen], ".", color="C1", ms=2,
                 label="model mom2 (beam-smeared)")
         if model.velocity_dispersion is not None:
-            ax.plot(r.value * to_length, model.dispersion_curve(r).to_value(_KMS), "k",
+            ax.plot(r.value * to_length,
+                    model.dispersion_curve(r, band=False).to_value(_KMS), "k",
                     label="intrinsic dispersion (fit)")
         ax.set_xlabel(f"radius ({length_unit})")
         ax.set_ylabel("dispersion (km/s)")

@@ -95,7 +95,12 @@ def test_ring_by_ring_dispersion_follows_a_declining_profile(fitter):
     err = rings["v_disp"].to_value(KMS) - true
     assert np.all(np.abs(err[inner]) < 4.0) and np.median(np.abs(err[inner])) < 2.0
     assert np.all(rings["v_disp_std"][inner].to_value(KMS) > 0)
-    assert fitted.dispersion_curve(3 * u.arcsec).to_value(KMS) > 25.0
+    assert fitted.dispersion_curve(3 * u.arcsec, band=False).to_value(KMS) > 25.0
+    # The MC band at the rings: as wide as the errors are.
+    band = fitted.dispersion_curve(r[inner] * u.arcsec)
+    assert np.allclose(band["v_disp_std"], rings["v_disp_std"][inner], rtol=0.35)
+    assert np.median(np.abs(band["v_disp"].to_value(KMS) - true[inner])
+                     / band["v_disp_std"].to_value(KMS)) < 2.0
 
 
 def test_bad_mom2_inputs_name_the_argument(fitter):
