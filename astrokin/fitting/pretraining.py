@@ -115,11 +115,17 @@ RING_RECIPE = {
 
 
 def _model_from_recipe(recipe):
-    import fnmatch
-    import importlib
+    """The model a recipe names: astrokin's, or of a module already imported.
 
-    module, _, name = recipe["model"].partition(":")
-    model_class = getattr(importlib.import_module(module), name)
+    A recipe can come from a network file (``--calibrate-only``), so the
+    module it names is imported only as `~astrokin.fitting.persistence`
+    would: never one that is neither astrokin's nor already imported.
+    """
+    import fnmatch
+
+    from astrokin.fitting.persistence import model_class_named
+
+    model_class = model_class_named(str(recipe["model"]), None, "the pre-training recipe")
     model = model_class()
     scale = model_class.velocity_scale_parameter
     if scale is not None:

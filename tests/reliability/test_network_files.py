@@ -225,3 +225,22 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tiny_fitter, tmp_path)
     finally:
         tiny_fitter.metadata_extra = {}
     assert sorted(os.listdir(tmp_path)) == ["net.pt"]
+
+
+def test_recalibrating_never_imports_the_module_a_recipe_names(network_file, tmp_path,
+                                                              monkeypatch):
+    # A module on the path that leaves a mark when imported.
+    (tmp_path / "astrokin_probe_module.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = {"model": "astrokin_probe_module:Disk"}
+    path = _rewrite(network_file, tmp_path / "recipe.pt",
+                    lambda m: m.setdefault("recipe_pretraining", {}).update(recipe))
+    from astrokin.fitting import pretraining
+
+    with pytest.raises(NetworkFormatError, match="not imported"):
+        pretraining.run({}, tmp_path / "out.pt", calibrate_only=path, progress=False,
+                        log=lambda line: None)
+    assert not (tmp_path / "imported").exists()
+    assert "astrokin_probe_module" not in sys.modules
+    assert not (tmp_path / "out.pt").exists()
