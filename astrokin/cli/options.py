@@ -135,6 +135,11 @@ def make_fitter_model(name, fixes, default_class=None, n_rings=None):
     else:
         model = cls()
     cls = type(model)
+    names = [pname for pname, _ in fixes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--fix gives {', '.join(twice)} more than once; give each parameter "
+                         "one value")
     for pname, value in fixes:
         if pname not in model.param_names:
             raise ValueError(

@@ -161,6 +161,8 @@ class NeuralKinematicFitter(Fitter):
             check_real(name, value, lo, hi)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
+        if seed is not None:
+            check_integer("seed", seed, 0)
         resolve_device(device)  # an unknown or absent device fails here, not mid-fit
         if trained is not None and not all(hasattr(trained, k) for k in
                                            ("network", "layout", "fixed_values")):
@@ -248,9 +250,11 @@ class NeuralKinematicFitter(Fitter):
         from astrokin.fitting.training import train_self_supervised
 
         start = self.trained if self.warm_start else None
+        n_epochs = self.epochs if epochs is None else epochs
+        check_integer("epochs", n_epochs, 0 if start is not None else 1)
         outcome = train_self_supervised(
             ParameterLayout(model, self.encoder_assignment), batch, framed,
-            epochs=self.epochs if epochs is None else int(epochs), batch_size=self.batch_size,
+            epochs=int(n_epochs), batch_size=self.batch_size,
             learning_rate=self.learning_rate, lr_decay=self.lr_decay,
             lr_decay_every=self.lr_decay_every, dropout=self.dropout,
             device=resolve_device(self.device), seed=self.seed, progress=self.progress,
@@ -363,6 +367,9 @@ class NeuralKinematicFitter(Fitter):
         from astrokin.fitting.preprocessing import prepare_maps, with_training_data
 
         check_model(model)
+        if mc_samples is not None:
+            check_integer("mc_samples", mc_samples, 1)
+        check_integer("first_index", first_index, 0)
         t0 = time.perf_counter()
         if mom1 is None:
             from astrokin.cubes import cube_moments

@@ -531,8 +531,8 @@ def check_model(model):
     TypeError
         If ``model`` is not an astrokin disc model instance.
     ValueError
-        If it is a model set, has no free parameter, a non-finite value, or
-        a fixed value outside its bounds.
+        If it is a model set, has no free parameter, a non-finite value,
+        inverted bounds, or a fixed value outside its bounds.
 
     Examples
     --------
@@ -570,6 +570,12 @@ def check_model(model):
         )
     for name in model.param_names:
         par = getattr(model, name)
+        lo, hi = par.bounds
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(
+                f"Parameter {name!r} of {type(model).__name__} has inverted bounds "
+                f"({lo}, {hi}): give (low, high) with low <= high."
+            )
         value = np.ravel(par.value)[0]
         if not np.isfinite(value):
             raise ValueError(

@@ -309,3 +309,10 @@ def test_mom2_maps_and_cubes_fit_the_dispersion(tmp_path, capsys):
                            "--mc-samples", "100", "-q", "--no-dispersion"], capsys)
     assert status == 0, err
     assert "n_mom2" not in QTable.read(tmp_path / "n.ecsv").colnames
+
+
+def test_fix_given_twice_is_refused(maps, capsys):
+    status, _, err = _run(["fit", maps / "a_mom0.fits", maps / "a_mom1.fits", "-o",
+                           maps / "twice.ecsv", "--fix", "pa=120", "--fix", "pa=130"], capsys)
+    assert status == 1 and "--fix gives pa more than once" in err
+    assert not (maps / "twice.ecsv").exists()
