@@ -258,6 +258,14 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     >>> bool(12 < mom2.data[24, 30] < 16)  # the line's 15 km/s, a little less in the mask
     True
     """
+    from astrokin._validation import check_integer, check_real
+
+    check_real("clip", clip, 0.0)
+    check_real("smooth", smooth, -1e-300)  # 0: no spatial smoothing
+    check_integer("spectral_smooth", spectral_smooth, 1)
+    if rms is not None:
+        rms_value = rms.value if isinstance(rms, u.Quantity) else rms
+        check_real("rms", rms_value, 0.0)
     data, celestial, spectral, unit, header, beam = _load(cube, beam)
     velocity = _velocities(spectral, header, velocity_convention, rest_value)
     finite = np.isfinite(data)
@@ -267,7 +275,15 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     pix = float(np.sqrt(np.prod(proj_plane_pixel_scales(celestial)))) * 3600.0
-    noise = float(mad_std(data[finite])) if rms is None else float(u.Quantity(rms).value)
+    if rms is None:
+        noise = float(mad_std(data[finite]))
+    elif isinstance(rms, u.Quantity) and rms.unit != u.one:
+        if unit == u.one or not rms.unit.is_equivalent(unit):
+            raise u.UnitsError(f"rms is in {rms.unit}, not in the cube's flux unit "
+                               f"({unit if unit != u.one else 'none: give a plain number'}).")
+        noise = float(rms.to_value(unit))
+    else:
+        noise = float(u.Quantity(rms).value)
     if isinstance(mask, str):
         if mask != "auto":
             raise ValueError(f"mask must be 'auto', a boolean array, or None; got {mask!r}.")

@@ -471,8 +471,20 @@ class KinematicDiskModel(Fittable2DModel):
         """``(radii in arcsec, per_model)``; lengths are converted with ``self.distance``.
 
         Plain numbers are arcsec. With one distance per model of a set, the radii
-        get a leading model axis and ``per_model`` is True.
+        get a leading model axis and ``per_model`` is True. Radii must be finite,
+        not negative, and a number or a 1D sequence.
         """
+        values = r.value if isinstance(r, u.Quantity) else r
+        try:
+            check = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"r must be radii: numbers or a length or angle Quantity; got "
+                            f"{r!r}.") from None
+        if check.ndim > 1:
+            raise ValueError(f"r must be a radius or a 1D sequence of radii; got shape "
+                             f"{check.shape}.")
+        if not np.all(np.isfinite(check)) or np.any(check < 0):
+            raise ValueError(f"r must be finite radii >= 0; got {r}.")
         if isinstance(r, u.Quantity) and r.unit.is_equivalent(u.kpc):
             distance = getattr(self, "distance", None)
             if distance is None:
@@ -744,6 +756,16 @@ class KinematicDiskModel(Fittable2DModel):
             raise ValueError(
                 f"Cannot render {type(self).__name__}: parameters {bad} are not finite "
                 f"({', '.join(f'{k}={values[k]}' for k in bad)})."
+            )
+        # Sizes and speeds that cannot be negative (bounded below by 0) are not.
+        negative = [k for k, v in values.items() if k not in ("x_0", "y_0", "v_sys", "pa")
+                    and getattr(self, k).bounds[0] is not None
+                    and getattr(self, k).bounds[0] >= 0 and np.any(np.asarray(v) < 0)]
+        if negative:
+            raise ValueError(
+                f"Cannot render {type(self).__name__}: parameters {negative} are negative "
+                f"({', '.join(f'{k}={values[k]}' for k in negative)}); they are sizes or "
+                "speeds, bounded below by 0."
             )
         n = len(self)
         params = {k: torch.as_tensor(np.broadcast_to(v, (n,)).copy(), dtype=torch.float64)

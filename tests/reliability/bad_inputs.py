@@ -266,6 +266,14 @@ def cases():
              lambda: ExponentialArctanDisk().render((16, 16), 0 * u.arcsec), (V,)),
         Case("render a model with a NaN parameter", "model.render",
              lambda: ExponentialArctanDisk(pa=np.nan * u.deg).render((16, 16), PS), (V,)),
+        Case("render with a negative scale length", "model.render",
+             lambda: ExponentialArctanDisk(r_scale=-5 * u.arcsec).render((16, 16), PS), (V,),
+             "r_scale"),
+        Case("rotation_curve at -5 arcsec", "model.rotation_curve",
+             lambda: ExponentialArctanDisk().rotation_curve(-5 * u.arcsec), (V,), "r must"),
+        Case("rotation_curve at 2D radii", "model.rotation_curve",
+             lambda: ExponentialArctanDisk().rotation_curve(np.ones((2, 2)) * u.arcsec), (V,),
+             "1D"),
         Case("beam bpa in km/s", "to_beam",
              lambda: _to_beam((2 * u.arcsec, 1 * u.arcsec, 3 * KMS)), (UE,)),
     ]
@@ -280,6 +288,15 @@ def cases():
                  lambda: moment_maps(_garbage("corrupt_cube.fits")), (V,), "corrupt_cube.fits"),
             Case("a cube of NaN", "cubes.moment_maps",
                  lambda: moment_maps(_cube_file("nan_cube.fits", fill=np.nan)), (V,)),
+            Case("smooth = -1", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("c1.fits"), smooth=-1), (V,), "smooth"),
+            Case("clip = -5", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("c2.fits"), clip=-5), (V,), "clip"),
+            Case("spectral_smooth = 'wide'", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("c3.fits"), spectral_smooth="wide"), (V,),
+                 "spectral_smooth"),
+            Case("rms = 3 km/s (not a flux)", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("c4.fits"), rms=3 * KMS), (UE,), "rms"),
         ]
     return out
 
