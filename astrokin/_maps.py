@@ -52,6 +52,14 @@ def read_map(obj, what):
         if obj.mask is not None:
             data = np.where(np.asarray(obj.mask, dtype=bool), np.nan, data)
         return data, obj.unit, wcs, header
+    if isinstance(obj, (np.ndarray, u.Quantity)) and obj.dtype.kind in "bcmMSU":
+        raise TypeError(
+            f"{what} holds {obj.dtype} values: a map is real numbers (intensities, or "
+            "velocities); use a mask= for booleans.")
+    if isinstance(obj, np.ma.MaskedArray) and not isinstance(obj, u.Quantity):
+        # Pixels under the mask are not data.
+        data = np.where(np.ma.getmaskarray(obj), np.nan, np.ma.getdata(obj).astype(float))
+        return data, None, None, None
     if isinstance(obj, u.Quantity):
         wcs = getattr(obj, "wcs", None)
         return np.asarray(obj.value, dtype=float), obj.unit, wcs, None

@@ -275,3 +275,21 @@ def test_distance_gives_kpc_and_rotation_curve_band(blind):
         _truth().rotation_curve(1 * u.arcsec, band=True)
     with pytest.raises(u.UnitsError, match="distance must be a length"):
         blind(ExponentialArctanDisk(), mom0, mom1, distance=16.5, **kw)
+
+
+def test_a_masked_array_keeps_its_mask():
+    import numpy as np
+    from astropy import units as u
+
+    from astrokin.fitting.preprocessing import parse_maps
+
+    y, x = np.mgrid[:40, :40] - 19.5
+    mom0 = np.exp(-np.hypot(x, y) / 6)
+    mom1 = 3.0 * x
+    junk = np.zeros_like(mom1, dtype=bool)
+    junk[:, :8] = True  # junk velocities under the mask
+    masked = np.ma.masked_array(np.where(junk, 1e4, mom1), mask=junk)
+    obs = parse_maps(mom0, masked, pixel_scale=1 * u.arcsec, reject_spurious=False,
+                     cutout=False)[0]
+    assert np.all(np.isnan(obs.mom1[:, :8])) and np.all(np.isfinite(obs.mom1[:, 8:]))
+    assert not np.isnan(masked.data).any()  # the input is not modified

@@ -225,6 +225,12 @@ def cases():
              lambda: _fit(mom0, m1, mom2_err=np.ones_like(m1)), (V,), "mom2"),
         Case("mom2 of another shape", "fitter call",
              lambda: _fit(mom0, m1, mom2=np.ones((8, 8))), (V,), "mom2"),
+        Case("a boolean array as mom0", "fitter call", lambda: _fit(mom0 > 0, m1), (T,),
+             "mom0"),
+        Case("a complex array as mom1", "fitter call", lambda: _fit(mom0, m1 + 0j), (T,),
+             "mom1"),
+        Case("a datetime array as mom0", "fitter call",
+             lambda: _fit(np.zeros(mom0.shape, dtype="datetime64[s]"), m1), (T,), "mom0"),
         Case("a single map and no mom1 (not a cube)", "fitter call",
              lambda: _fit(mom0, None), (T,), "mom1"),
         # ---- saved networks
