@@ -74,8 +74,9 @@ def check_integer(name, value, minimum):
     """``value`` must be an integer (or an integral float) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not np.isfinite(value) or int(value) != value or value < minimum:
-        what = "a non-negative" if minimum == 0 else "a positive"
-        raise ValueError(f"{name} must be {what} integer; got {value!r}.")
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
 
 
 def check_real(name, value, lo=None, hi=None):

@@ -50,7 +50,7 @@ class NeuralKinematicFitter(Fitter):
         The learning rate is multiplied by ``lr_decay`` every
         ``lr_decay_every`` epochs (paper: 0.975 every 2).
     mc_samples : int, optional
-        Monte Carlo dropout samples per galaxy (default 1000).
+        Monte Carlo dropout samples per galaxy (default 1000; at least 2).
     dropout : float, optional
         Dropout probability (paper: 0.1).
     device : str, optional
@@ -154,7 +154,9 @@ class NeuralKinematicFitter(Fitter):
             raise ValueError(f"mode must be one of {_MODES}; got {mode!r}.")
         for name, value in (("epochs", epochs), ("batch_size", batch_size),
                             ("lr_decay_every", lr_decay_every), ("mc_samples", mc_samples)):
-            check_integer(name, value, 0 if name == "epochs" else 1)
+            # (One MC sample has no spread: at least two.)
+            check_integer(name, value, {"epochs": 0, "mc_samples": 2}.get(name, 1))
+        _check_mc_samples(mc_samples)
         for name, value, lo, hi in (("learning_rate", learning_rate, 0.0, None),
                                     ("lr_decay", lr_decay, 0.0, None),
                                     ("dropout", dropout, None, 1.0)):
@@ -368,7 +370,8 @@ class NeuralKinematicFitter(Fitter):
 
         check_model(model)
         if mc_samples is not None:
-            check_integer("mc_samples", mc_samples, 1)
+            check_integer("mc_samples", mc_samples, 2)
+            _check_mc_samples(mc_samples)
         check_integer("first_index", first_index, 0)
         t0 = time.perf_counter()
         if mom1 is None:
@@ -770,6 +773,17 @@ class NeuralKinematicFitter(Fitter):
         if mode != "blind":
             fitter.mode, fitter.warm_start = mode, True
         return fitter
+
+
+#: The most MC-dropout samples per galaxy a fit takes (its cost grows with them:
+#: 1e6 samples of one galaxy take ~10 s and ~100 MB here).
+MAX_MC_SAMPLES = 1_000_000
+
+
+def _check_mc_samples(value):
+    if value > MAX_MC_SAMPLES:
+        raise ValueError(f"mc_samples must be at most {MAX_MC_SAMPLES:,} (the spread is known "
+                         f"to 1% from ~5,000); got {value:,}.")
 
 
 def _held_dispersion(model):

@@ -211,6 +211,11 @@ def cases():
                  ExponentialArctanDisk(), mom0, m1, pixel_scale=PS), (V,), "epochs"),
         Case("mc_samples = 2.7 in the call", "fitter call",
              lambda: _fit(mom0, m1, mc_samples=2.7), (V,), "mc_samples"),
+        Case("mc_samples = 1 (no spread)", "NeuralKinematicFitter()",
+             lambda: _fitter(mc_samples=1), (V,), "mc_samples"),
+        Case("mc_samples = 10**12 in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("greedy.pt", lambda m: m["recipe"].update(
+                 mc_samples=10**12))), (NetworkFormatError,), "mc_samples"),
         Case("mc_samples = 'many' in the call", "fitter call",
              lambda: _fit(mom0, m1, mc_samples="many"), (V,), "mc_samples"),
         Case("inverted bounds (v_max 500-50 km/s)", "fitter call",
