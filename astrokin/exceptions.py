@@ -17,7 +17,7 @@ was given. The few failures that deserve a type of their own derive from both
 See :doc:`/reliability` for the bad inputs tried and what each gets.
 """
 
-__all__ = ["AstrokinError", "NetworkFormatError", "TrainingDivergedError"]
+__all__ = ["AstrokinError", "CatalogueLockedError", "NetworkFormatError", "TrainingDivergedError"]
 
 
 class AstrokinError(Exception):
@@ -31,6 +31,20 @@ class NetworkFormatError(AstrokinError, ValueError):
     --------
     >>> from astrokin.exceptions import NetworkFormatError
     >>> issubclass(NetworkFormatError, ValueError)
+    True
+    """
+
+
+class CatalogueLockedError(AstrokinError, RuntimeError):
+    """Another run is writing the same catalogue output (`~astrokin.survey.fit_catalogue`).
+
+    Two runs into one output would each merge the other's unfinished parts:
+    the second is refused, naming the first's process and the lock file.
+
+    Examples
+    --------
+    >>> from astrokin.exceptions import CatalogueLockedError
+    >>> issubclass(CatalogueLockedError, RuntimeError)
     True
     """
 

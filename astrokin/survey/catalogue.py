@@ -18,6 +18,8 @@ do not depend on the batch size, on the number of workers, or on which
 galaxies a rerun skipped.
 """
 
+import contextlib
+import os
 import uuid
 from itertools import islice
 from pathlib import Path
@@ -26,7 +28,7 @@ import numpy as np
 
 from astrokin.survey.results import done_indices, merge_tables, parts_directory, write_table
 
-__all__ = ["fit_catalogue", "load_maps", "read_catalogue"]
+__all__ = ["catalogue_lock", "fit_catalogue", "load_maps", "read_catalogue"]
 
 #: Fitters cached per worker process, keyed by (network, device, mc_samples, seed, threads).
 _FITTERS = {}
@@ -269,57 +271,59 @@ def fit_catalogue(catalogue, output, *, model=None, network=None, client=None, s
     settings = {"network": network or "bundled", "mc_samples": int(mc_samples),
                 "seed": None if seed is None else int(seed), "refine": bool(refine),
                 "model": None if model is None else type(model).__name__}
-    parts = parts_directory(output)
-    failed_path = output.with_name(output.stem + ".failed.ecsv")
-    _start_or_resume(output, parts, failed_path, table, settings, resume, overwrite)
-    sources = sorted(parts.glob("part-*.ecsv"))
-    previous = [output] if output.exists() else []
-    done = done_indices(previous + sources)
-    todo = np.setdiff1d(table["index"], done, assume_unique=True)
-    log(f"{len(table)} galaxies in the catalogue, {len(done)} done before, {len(todo)} to fit")
-    spec = {"network": network, "model": model, "mc_samples": int(mc_samples),
-            "seed": settings["seed"], "pixel_scale": pixel_scale, "beam": beam,
-            "device": device, "threads": int(threads_per_worker), "on_error": on_error,
-            "meta": settings, "refine": bool(refine)}
-    tasks = (dict(spec, index=table["index"][sl].tolist(), id=table["id"][sl].tolist(),
-                  mom0=table["mom0"][sl].tolist(), mom1=table["mom1"][sl].tolist())
-             for sl in _batches(todo, int(batch_size)))
-    failures = []
+    with catalogue_lock(output):
+        parts = parts_directory(output)
+        failed_path = output.with_name(output.stem + ".failed.ecsv")
+        _start_or_resume(output, parts, failed_path, table, settings, resume, overwrite)
+        sources = sorted(parts.glob("part-*.ecsv"))
+        previous = [output] if output.exists() else []
+        done = done_indices(previous + sources)
+        todo = np.setdiff1d(table["index"], done, assume_unique=True)
+        log(f"{len(table)} galaxies in the catalogue, {len(done)} done before, {len(todo)} to fit")
+        spec = {"network": network, "model": model, "mc_samples": int(mc_samples),
+                "seed": settings["seed"], "pixel_scale": pixel_scale, "beam": beam,
+                "device": device, "threads": int(threads_per_worker), "on_error": on_error,
+                "meta": settings, "refine": bool(refine)}
+        tasks = (dict(spec, index=table["index"][sl].tolist(), id=table["id"][sl].tolist(),
+                      mom0=table["mom0"][sl].tolist(), mom1=table["mom1"][sl].tolist())
+                 for sl in _batches(todo, int(batch_size)))
+        failures = []
 
-    def write_result(result):
-        rows, failed = result
-        failures.extend(failed)
-        if rows is not None and len(rows):
-            first, last = int(rows["galaxy"][0]), int(rows["galaxy"][-1])
-            write_table(rows, parts / f"part-{first:012d}-{last:012d}.ecsv", overwrite=True)
-        log(f"fitted galaxies up to {rows['galaxy'][-1] if rows is not None and len(rows) else '-'}"
-            f" ({len(failed)} failed)")
+        def write_result(result):
+            rows, failed = result
+            failures.extend(failed)
+            if rows is not None and len(rows):
+                first, last = int(rows["galaxy"][0]), int(rows["galaxy"][-1])
+                write_table(rows, parts / f"part-{first:012d}-{last:012d}.ecsv", overwrite=True)
+            last = rows["galaxy"][-1] if rows is not None and len(rows) else "-"
+            log(f"fitted galaxies up to {last} ({len(failed)} failed)")
 
-    if len(todo):
-        if client is None and scheduler is None and n_workers is None:
-            for task in tasks:
-                write_result(_fit_batch(task))
-        else:
-            _run_on_dask(tasks, write_result, client, scheduler, n_workers,
-                         int(threads_per_worker), max_in_flight)
-    if failures:
-        from astropy.table import Table
+        if len(todo):
+            if client is None and scheduler is None and n_workers is None:
+                for task in tasks:
+                    write_result(_fit_batch(task))
+            else:
+                _run_on_dask(tasks, write_result, client, scheduler, n_workers,
+                             int(threads_per_worker), max_in_flight)
+        if failures:
+            from astropy.table import Table
 
-        write_table(Table(rows=failures, names=("galaxy", "id", "mom0", "mom1", "error"),
-                          dtype=(np.int64, str, str, str, str)), failed_path, overwrite=True)
-        log(f"{len(failures)} galaxies failed; listed in {failed_path}")
-    elif failed_path.exists():
-        failed_path.unlink()
-    sources = sorted(parts.glob("part-*.ecsv"))
-    if sources:
-        merge_tables(previous + sources, output, overwrite=True)
-        if not keep_parts:
-            for s in sources:
-                s.unlink()
-    if parts.exists() and not keep_parts and not any(parts.iterdir()):
-        parts.rmdir()
-    if not output.exists():
-        raise RuntimeError(f"No galaxy of the catalogue could be fitted; see {failed_path}.")
+            write_table(Table(rows=failures, names=("galaxy", "id", "mom0", "mom1", "error"),
+                              dtype=(np.int64, str, str, str, str)), failed_path, overwrite=True)
+            log(f"{len(failures)} galaxies failed; listed in {failed_path}")
+        elif failed_path.exists():
+            failed_path.unlink()
+        sources = sorted(parts.glob("part-*.ecsv"))
+        if sources:
+            merge_tables(previous + sources, output, overwrite=True)
+            if not keep_parts:
+                for s in sources:
+                    s.unlink()
+        if parts.exists() and not keep_parts and not any(parts.iterdir()):
+            parts.rmdir()
+        if not output.exists():
+            raise RuntimeError(f"No galaxy of the catalogue could be fitted; see {failed_path}.")
+        _check_complete(output, done, todo, failures)
     if not return_table:
         return output
     from astropy.table import QTable
@@ -328,6 +332,72 @@ def fit_catalogue(catalogue, output, *, model=None, network=None, client=None, s
 
 
 # ----------------------------------------------------------------------
+@contextlib.contextmanager
+def catalogue_lock(output):
+    """Hold ``<output>.lock`` while a run writes ``output`` and its parts.
+
+    The lock file holds the host and process id of its holder; a lock left by
+    a process of this host that no longer runs is taken over.
+
+    Raises
+    ------
+    astrokin.exceptions.CatalogueLockedError
+        If another live run holds it.
+    """
+    import socket
+
+    from astrokin.exceptions import CatalogueLockedError
+
+    lock = Path(str(output) + ".lock")
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = lock.read_text().strip() if lock.exists() else ""
+            host, _, pid = holder.partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)  # left by a run that died
+                continue
+            raise CatalogueLockedError(
+                f"{output} is being written by another run (process {pid or '?'} on "
+                f"{host or '?'}, {lock}); wait for it to finish, or remove {lock} if it has "
+                "died.") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    try:
+        yield lock
+    finally:
+        if lock.exists() and lock.read_text().strip() == me:
+            lock.unlink()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_complete(output, done, todo, failures):
+    """The merged table must hold every galaxy fitted before and now (not failed)."""
+    from astropy.table import Table
+
+    have = set(np.asarray(Table.read(output, format="ascii.ecsv")["galaxy"], dtype=np.int64))
+    failed = {int(f[0]) for f in failures}
+    want = set(np.asarray(done, dtype=np.int64).tolist()) | (set(np.asarray(
+        todo, dtype=np.int64).tolist()) - failed)
+    missing = sorted(want - have)
+    if missing:
+        raise RuntimeError(f"{output} lacks {len(missing)} of the galaxies fitted (e.g. "
+                           f"{missing[:5]}); their parts were lost. Run again with "
+                           "resume=True to fit them.")
+
+
 def _start_or_resume(output, parts, failed_path, table, settings, resume, overwrite):
     """Clear old results (overwrite) or check that they belong to this fit (resume)."""
     import shutil

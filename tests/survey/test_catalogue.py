@@ -155,3 +155,53 @@ def test_load_maps_copies_data(catalogue):
     mom0, mom1 = load_maps(cat["mom0"][:2], cat["mom1"][:2])
     assert mom1[0].header["BUNIT"] == "km/s" and mom0[1].data.shape == (40, 40)
     assert isinstance(mom0[0].data, np.ndarray) and not isinstance(mom0[0].data, np.memmap)
+
+
+def test_a_second_run_into_the_same_output_is_refused(catalogue, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from astrokin.exceptions import CatalogueLockedError
+
+    cat = read_catalogue(catalogue)[:4]
+    out = tmp_path / "fits.ecsv"
+    lock = tmp_path / "fits.ecsv.lock"
+    # A live run (this process) holds the output: refused, nothing written.
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")
+    with pytest.raises(CatalogueLockedError, match="being written by another run"):
+        fit_catalogue(cat, out, batch_size=4, **FIT)
+    assert not out.exists() and lock.exists()
+    # A lock left by a run that died is taken over, and released at the end.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(f"{socket.gethostname()} {dead.pid}")
+    table = fit_catalogue(cat, out, batch_size=4, **FIT)
+    assert len(table) == 4 and not lock.exists()
+
+
+def test_two_concurrent_runs_never_report_success_with_rows_missing(catalogue, tmp_path):
+    import threading
+
+    from astrokin.exceptions import CatalogueLockedError
+
+    cat = read_catalogue(catalogue)[:12]
+    out = tmp_path / "both.ecsv"
+    outcomes = []
+
+    def run():
+        try:
+            outcomes.append(len(fit_catalogue(cat, out, batch_size=3, **FIT)))
+        except CatalogueLockedError as err:
+            outcomes.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # (Threads of one process share its id: the second is refused like another process.)
+    assert 12 in outcomes
+    assert any(isinstance(o, CatalogueLockedError) for o in outcomes)
+    assert len(Table.read(out, format="ascii.ecsv")) == 12
