@@ -293,8 +293,18 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                         b = Beam.from_fits_header(hdr)
                     except NoBeamException:
                         continue
+                    except (TypeError, ValueError) as err:
+                        cards = ", ".join(f"{k}={hdr.get(k)!r}" for k in ("BMAJ", "BMIN", "BPA")
+                                          if k in hdr)
+                        raise ValueError(f"The header's beam ({cards}){label} cannot be read: "
+                                         f"{err}. BMAJ and BMIN are FWHM in degrees.") from None
                     break
         bp = beam_parameters(b)
+        if bp is not None and bp[0] > max(d0.shape) * ps:
+            raise ValueError(
+                f"The beam{label} ({bp[0]:.4g} arcsec FWHM) is larger than the whole map "
+                f"({max(d0.shape) * ps:.4g} arcsec): a FITS header gives BMAJ and BMIN in "
+                "degrees (2 arcsec is 5.56e-4), and a beam= without a unit is in arcsec.")
         if bp is not None:
             # The beam's PA is on the sky (N through E); theta was measured on
             # the grid as fitted (mirrored if need be), so no sign change here.

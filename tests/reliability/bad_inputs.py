@@ -230,6 +230,12 @@ def cases():
              lambda: _fit(mom0, m1, mom2_err=np.ones_like(m1)), (V,), "mom2"),
         Case("mom2 of another shape", "fitter call",
              lambda: _fit(mom0, m1, mom2=np.ones((8, 8))), (V,), "mom2"),
+        Case("BMAJ = 2.0 in a header (2 deg, not 2 arcsec)", "fitter call",
+             lambda: _fit(_hdu(mom0, _beam_header(2.0, 2.0)), _hdu(m1, sky_header(bunit="km/s")),
+                          pixel_scale=None), (V,), "larger than the whole map"),
+        Case("BMAJ = 'big' in a header", "fitter call",
+             lambda: _fit(_hdu(mom0, _beam_header("big", 1 / 3600)),
+                          _hdu(m1, sky_header(bunit="km/s")), pixel_scale=None), (V,), "BMAJ"),
         Case("a boolean array as mom0", "fitter call", lambda: _fit(mom0 > 0, m1), (T,),
              "mom0"),
         Case("a complex array as mom1", "fitter call", lambda: _fit(mom0, m1 + 0j), (T,),
@@ -315,6 +321,14 @@ def cases():
 def _with(header, **cards):
     header.update(cards)
     return header
+
+
+def _beam_header(bmaj, bmin):
+    from .helpers import sky_header
+
+    h = sky_header()
+    h["BMAJ"], h["BMIN"], h["BPA"] = bmaj, bmin, 0.0
+    return h
 
 
 def _fitter(**kw):
