@@ -108,6 +108,7 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
         mean[:, names.index(nm)] = values
     held = set(unfitted) | {nm for nm in layout.param_names if model.fixed[nm]}
     held -= set(fixed)
+    at_bounds = _to_bounds(model, names, mean, samples, free, units)
     fitted = _fitted_model(model, layout, mean, cov, names, free, units, inplace, held,
                            unfitted)
     with np.errstate(invalid="ignore"):
@@ -135,8 +136,45 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
         "std_uncalibrated": {nm: first(std_raw[:, names.index(nm)] * (units[nm] or u.one))
                              for nm in names},
         "std_scale": dict(std_scale) if std_scale else None,
+        "at_model_bounds": at_bounds,
     }
     return fitted, fit_info
+
+
+def _to_bounds(model, names, mean, samples, free, units):
+    """Clip fitted values (and samples) to the bounds of the model given; say which were.
+
+    Refinement keeps within them; a network's prediction (``refine=False``)
+    knows only the ranges it was trained on. Returns, per galaxy, the free
+    parameters at (or brought to) a bound, ``name=value unit`` strings.
+    """
+    out = [[] for _ in range(len(mean))]
+    for nm in free:
+        if nm == "pa" or nm not in names:
+            continue
+        par = getattr(model, nm)
+        lo, hi = par.bounds
+        if lo is None and hi is None:
+            continue
+        unit = units.get(nm)
+        conv = [None if b is None else float(b if par.unit is None or unit is None
+                                             else (b * par.unit).to_value(unit))
+                for b in (lo, hi)]
+        # A lower bound of 0 is that of a positive scale (a length, a speed, a
+        # brightness), which the fits vary as a logarithm: approached, not pinned.
+        lo = -np.inf if conv[0] is None or conv[0] == 0 else conv[0]
+        hi = np.inf if conv[1] is None else conv[1]
+        k = names.index(nm)
+        span = max(hi - lo, 1.0) if np.isfinite(hi - lo) else 1.0
+        tol = 1e-7 * span
+        for g in range(len(mean)):
+            v = mean[g, k]
+            if v <= lo + tol or v >= hi - tol:
+                mean[g, k] = min(max(v, lo), hi)
+                if samples is not None:
+                    samples[g][:, k] = np.clip(samples[g][:, k], lo, hi)
+                out[g].append(f"{nm}={mean[g, k]:.4g}{'' if unit is None else ' ' + str(unit)}")
+    return out
 
 
 def _fitted_model(model, layout, mean, cov, names, free, units, inplace=False, held=(),
@@ -247,6 +285,14 @@ def add_observation_columns(fitted, fit_info, observations, distances, layout, s
             "the values as limits (see the table's 'at_bound' column).",
             AstropyUserWarning, stacklevel=3,
         )
+    bounded = fit_info.get("at_model_bounds") or [[] for _ in observations]
+    table["at_model_bound"] = [",".join(b.split("=")[0] for b in p) for p in bounded]
+    if any(bounded):
+        which = "; ".join(f"galaxy {g}: {', '.join(p)}" for g, p in enumerate(bounded) if p)
+        warnings.warn(
+            f"Parameters at the bounds of the model given ({which}): the maps want values "
+            "beyond them. Widen the bounds, or treat these as limits (the table's "
+            "'at_model_bound' column).", AstropyUserWarning, stacklevel=3)
     fitted.mc_samples = fit_info.get("samples")
     fitted.mc_std_scale = dict(std_scale) if std_scale else None
     fitted.distance = None

@@ -313,3 +313,26 @@ def test_astropy_entry_point_registers_the_fitter_whatever_is_imported_first(fir
     result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("refine", [True, False])
+def test_the_bounds_of_the_model_hold_and_a_value_at_them_is_said(refine):
+    import warnings
+
+    import astropy.units as u
+
+    from astrokin.fitting import NeuralKinematicFitter
+    from astrokin.models import ExponentialArctanDisk
+
+    truth = ExponentialArctanDisk(inclination=60 * u.deg, pa=130 * u.deg, r_scale=6 * u.arcsec,
+                                  r_turn=2 * u.arcsec, v_max=200 * u.km / u.s)
+    mom0, mom1 = truth.render((64, 64), 1 * u.arcsec, beam=3 * u.arcsec)
+    fitter = NeuralKinematicFitter.pretrained(mc_samples=50, seed=0, refine=refine)
+    model = ExponentialArctanDisk(bounds={"inclination": (20, 30), "v_max": (50, 100)})
+    with pytest.warns(UserWarning, match=r"bounds of the model given \(galaxy 0: inclination"):
+        fitted = fitter(model, mom0, mom1, pixel_scale=1 * u.arcsec, beam=3 * u.arcsec)
+    assert 20 <= fitted.inclination.value <= 30 and 50 <= fitted.v_max.value <= 100
+    assert fitter.fit_info["table"]["at_model_bound"][0] == "inclination,v_max"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within its bounds: nothing to say
+        fitter(ExponentialArctanDisk(), mom0, mom1, pixel_scale=1 * u.arcsec, beam=3 * u.arcsec)
