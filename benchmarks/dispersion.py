@@ -30,7 +30,6 @@ Needs ``kinms``; 3DFIT needs ``pybbarolo`` (see benchmarks/README.md);
 """
 
 import argparse
-import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -144,31 +143,11 @@ def run_astrokin(fitter, hdu, d):
     return fitted, seconds
 
 
-def _peer_child(queue, payload):
-    from peers.barolo import fit_3dfit
-
-    try:
-        cube, v, guess, beam = payload
-        res = fit_3dfit(cube, v, 1.0, guess, (beam, beam, 0.0))
-        queue.put({k: (np.asarray(x).tolist() if isinstance(x, np.ndarray) else x)
-                   for k, x in res.items()})
-    except Exception as err:  # noqa: BLE001 - a failed fit is a result too
-        queue.put(f"{type(err).__name__}: {err}")
-
-
 def run_3dfit(cube, v, guess, beam, timeout):
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peer_child, args=(queue, (cube, v, guess, beam)))
-    proc.start()
-    try:
-        return queue.get(timeout=timeout)
-    except Exception:  # noqa: BLE001 - queue.Empty
-        return f"no result within {timeout:g} s"
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
+    """3DFIT on one cube, forked with a timeout (`realistic._with_timeout`)."""
+    from realistic import _with_timeout
+
+    return _with_timeout("3dfit", (cube, v, guess, (beam, beam, 0.0)), timeout)
 
 
 def summarise(rows, label, lines):

@@ -279,12 +279,7 @@ def _uncut(residual, theta, problem):
     from astrokin.fitting.map_problems import truncated_width
 
     rows = torch.arange(len(problem), device=theta.device)
-    params = {nm: residual.values[nm][rows] for nm in residual.names}
-    for k, nm in enumerate(residual.free):
-        params[nm] = theta[:, k]
-    params["amplitude"] = torch.ones_like(params["amplitude"])
-    beam = None if problem.beam is None else residual.beam(problem.beam, problem.pixel_scale)
-    _, mom1, mom2 = residual.renderer(params, problem.pixel_scale, beam, moment2=True)
+    mom1, mom2 = residual.moments(theta, rows, problem)
     sigma = theta.mean(dim=1)[:, None, None]
     gaussian = mom2 * mom2 < 2.0 * sigma * sigma
     cut = truncated_width(mom1, mom2, problem.low2, problem.high2)

@@ -450,25 +450,25 @@ class DispersionResiduals:
         self.free = list(free)
         self.values = values
 
-    def render(self, theta, rows, problem):
-        """``(B, ny, nx)`` the model's second moment of the problems ``rows`` at ``theta``."""
+    def moments(self, theta, rows, problem):
+        """``(mom1, mom2)``, each ``(B, ny, nx)``, of the problems ``rows`` at ``theta``, uncut."""
         params = {nm: self.values[nm][rows] for nm in self.names}
         for k, nm in enumerate(self.free):
             params[nm] = theta[:, k]
         params["amplitude"] = torch.ones_like(params["amplitude"])
-        beam = None if problem.beam is None else self.beam(problem.beam[rows],
-                                                           problem.pixel_scale[rows])
+        beam = None if problem.beam is None else _beam(problem.beam[rows],
+                                                       problem.pixel_scale[rows])
         weights = None if problem.weights is None else problem.weights[rows]
         _, mom1, mom2 = self.renderer(params, problem.pixel_scale[rows], beam, weights=weights,
                                       moment2=True)
+        return mom1, mom2
+
+    def render(self, theta, rows, problem):
+        """``(B, ny, nx)`` the model's second moment of the problems ``rows`` at ``theta``."""
+        mom1, mom2 = self.moments(theta, rows, problem)
         if problem.low2 is None:
             return mom2
         return truncated_width(mom1, mom2, problem.low2[rows], problem.high2[rows])
-
-    @staticmethod
-    def beam(beam, pixel_scale):
-        """Beams for the renderer (galaxies without one get one far below a pixel)."""
-        return _beam(beam, pixel_scale)
 
     def __call__(self, theta, rows, problem):
         """Whitened residuals ``(M, ny nx)`` of the problems ``rows`` at ``theta``."""

@@ -165,15 +165,13 @@ def _to_bounds(model, names, mean, samples, free, units):
         lo = -np.inf if conv[0] is None or conv[0] == 0 else conv[0]
         hi = np.inf if conv[1] is None else conv[1]
         k = names.index(nm)
-        span = max(hi - lo, 1.0) if np.isfinite(hi - lo) else 1.0
-        tol = 1e-7 * span
-        for g in range(len(mean)):
-            v = mean[g, k]
-            if v <= lo + tol or v >= hi - tol:
-                mean[g, k] = min(max(v, lo), hi)
-                if samples is not None:
-                    samples[g][:, k] = np.clip(samples[g][:, k], lo, hi)
-                out[g].append(f"{nm}={mean[g, k]:.4g}{'' if unit is None else ' ' + str(unit)}")
+        tol = 1e-7 * (max(hi - lo, 1.0) if np.isfinite(hi - lo) else 1.0)
+        at = (mean[:, k] <= lo + tol) | (mean[:, k] >= hi - tol)
+        mean[:, k] = np.clip(mean[:, k], lo, hi)
+        if samples is not None:
+            samples[:, :, k] = np.clip(samples[:, :, k], lo, hi)
+        for g in np.flatnonzero(at):
+            out[g].append(f"{nm}={mean[g, k]:.4g}{'' if unit is None else ' ' + str(unit)}")
     return out
 
 
