@@ -35,9 +35,12 @@ __all__ = ["MCSummary", "mc_dropout_summary", "naive_samples", "shared_trunk_sam
 #: Number of float32 hidden values held at once while sampling (about 16 MB).
 MEMORY_BUDGET = 4_000_000
 
+#: The same on an accelerator (about 1 GB), where large blocks pay.
+DEVICE_MEMORY_BUDGET = 256_000_000
+
 
 def shared_trunk_samples(encoders, inputs, n_samples, *, seed=None, first_index=0,
-                         chunk_size=None):
+                         chunk_size=None, counter_based=None):
     """Draw MC dropout outputs, evaluating each encoder's trunk once.
 
     Parameters
@@ -49,12 +52,20 @@ def shared_trunk_samples(encoders, inputs, n_samples, *, seed=None, first_index=
         Number of samples ``T`` per galaxy.
     seed : int, optional
         Seed of the dropout masks. Each galaxy draws its masks from its own
-        generator, seeded with ``(seed, first_index + i)``, so a galaxy's
-        samples do not depend on which other galaxies share its batch.
+        stream, keyed by ``(seed, first_index + i)``, so a galaxy's samples
+        do not depend on which other galaxies share its batch. On a CPU the
+        stream is a `torch.Generator` per galaxy; on an accelerator it is a
+        counter-based generator (SplitMix64 of the galaxy's key and the
+        sample and unit numbers), drawn for the whole batch in a few
+        elementwise kernels.
     first_index : int, optional
         Index of the first galaxy of ``inputs`` in the whole set.
     chunk_size : int, optional
-        Samples per yielded chunk; default: as many as fit `MEMORY_BUDGET`.
+        Samples per yielded chunk; default: as many as fit `MEMORY_BUDGET`
+        (`DEVICE_MEMORY_BUDGET` on an accelerator).
+    counter_based : bool, optional
+        Draw the masks from the counter-based generator (default: on an
+        accelerator only).
 
     Yields
     ------
@@ -81,16 +92,30 @@ def shared_trunk_samples(encoders, inputs, n_samples, *, seed=None, first_index=
         device = inputs[0].device
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        generators = [_galaxy_generator(seed, first_index + i, device) for i in range(n_gal)]
+        if counter_based is None:
+            counter_based = device.type != "cpu"
+        if counter_based:
+            keys = torch.as_tensor([_galaxy_key(seed, first_index + i) for i in range(n_gal)],
+                                   dtype=torch.int64, device=device)
+        else:
+            # one stream per galaxy and encoder, so that a galaxy's draws do
+            # not depend on how its samples are chunked (nor, through the
+            # default chunk size, on the other galaxies of its block)
+            generators = [[_galaxy_generator(seed, first_index + i, device, k)
+                           for i in range(n_gal)] for k in range(len(heads))]
         if chunk_size is None:
             width = sum(a.shape[1] for a, _, _, _ in heads)
-            chunk_size = max(1, MEMORY_BUDGET // max(1, n_gal * width))
+            budget = DEVICE_MEMORY_BUDGET if counter_based else MEMORY_BUDGET
+            chunk_size = max(1, budget // max(1, n_gal * width))
         done = 0
         while done < n_samples:
             c = min(int(chunk_size), n_samples - done)
             outs = []
-            for a, bias, keep, counts in heads:
-                mask = _dropout_masks(generators, counts, c, a.shape[1], keep, a.dtype)
+            for k, (a, bias, keep, counts) in enumerate(heads):
+                if counter_based:
+                    mask = _counter_masks(keys, k, done, c, a.shape[1], keep, a.dtype)
+                else:
+                    mask = _dropout_masks(generators[k], counts, c, a.shape[1], keep, a.dtype)
                 outs.append(torch.nn.functional.hardtanh(torch.bmm(mask, a) + bias))
             done += c
             yield tuple(outs)
@@ -119,8 +144,61 @@ def _dropout_masks(generators, counts, n_samples, width, keep, dtype):
     return (words < round(keep * 2**32) - 2**31).to(dtype)
 
 
-def _galaxy_generator(seed, index, device):
-    state = np.random.SeedSequence([int(seed) % 2**63, int(index)]).generate_state(1)[0]
+def _signed(value):
+    """A 64-bit pattern as torch's int64."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+#: SplitMix64's increment and multipliers (Steele, Lea & Flood 2014).
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+
+
+def _splitmix(z):
+    """SplitMix64's output function, in place on an int64 tensor (logical shifts)."""
+    z ^= (z >> 30) & (2**34 - 1)
+    z *= _MIX1
+    z ^= (z >> 27) & (2**37 - 1)
+    z *= _MIX2
+    z ^= (z >> 31) & (2**33 - 1)
+    return z
+
+
+def _counter_masks(keys, encoder, done, n_samples, width, keep, dtype):
+    """Bernoulli(keep) masks ``(n_gal, n_samples, width)`` from a counter-based generator.
+
+    Unit ``j`` of sample ``t`` of encoder ``e`` of a galaxy with key ``K``
+    takes half of SplitMix64's output for state ``K + n * golden``, with
+    ``n = (e * 2**40 + t * 128 + j // 2)``: a function of the galaxy and the
+    sample alone, so every galaxy of a batch is drawn at once. 32 bits
+    compared with ``keep * 2**32`` give a keep probability exact to 2e-10.
+    """
+    from astrokin.fitting.encoders import HIDDEN_SIZE
+
+    device = keys.device
+    if keep >= 1.0:
+        return torch.ones((keys.numel(), n_samples, width), dtype=dtype, device=device)
+    pairs = (width + 1) // 2
+    sample = torch.arange(done, done + n_samples, dtype=torch.int64, device=device)
+    counter = (sample[:, None] * (HIDDEN_SIZE // 2) + (int(encoder) << 40)
+               + torch.arange(pairs, dtype=torch.int64, device=device)[None, :])
+    z = _splitmix(counter[None] * _GOLDEN + keys[:, None, None])
+    words = z.view(torch.int32)[..., :width]
+    return (words < round(keep * 2**32) - 2**31).to(dtype)
+
+
+def _galaxy_key(seed, index):
+    """The 64-bit key of galaxy ``index``'s dropout stream (as a signed integer)."""
+    state = np.random.SeedSequence([int(seed) % 2**63, int(index)]).generate_state(
+        1, dtype=np.uint64)[0]
+    return _signed(int(state))
+
+
+def _galaxy_generator(seed, index, device, encoder=0):
+    """The `torch.Generator` of galaxy ``index``'s masks in encoder ``encoder``."""
+    entropy = [int(seed) % 2**63, int(index)] + ([int(encoder)] if encoder else [])
+    state = np.random.SeedSequence(entropy).generate_state(1)[0]
     gen = torch.Generator(device=device)
     gen.manual_seed(int(state))
     return gen
@@ -221,7 +299,7 @@ def mc_dropout_summary(
     periods=None,
     seed=None,
     keep_samples=False,
-    galaxy_block=64,
+    galaxy_block=None,
     first_index=0,
 ):
     """Streaming MC dropout summaries of (transformed) encoder outputs.
@@ -244,7 +322,8 @@ def mc_dropout_summary(
     keep_samples : bool, optional
         Also return all samples (memory ``N * T * P`` floats).
     galaxy_block : int, optional
-        Galaxies processed together.
+        Galaxies processed together; default 64 on a CPU (the trunk's
+        fastest block there) and 4096 on an accelerator.
     first_index : int, optional
         Index of the first galaxy in a larger catalogue: galaxy ``i`` here
         draws its masks from the stream ``(seed, first_index + i)``, so a
@@ -272,6 +351,8 @@ def mc_dropout_summary(
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     means, stds, mads, covs, kept = [], [], [], [], []
+    if galaxy_block is None:
+        galaxy_block = 64 if inputs[0].device.type == "cpu" else 4096
     for start in range(0, n_gal, int(galaxy_block)):
         index = slice(start, min(n_gal, start + int(galaxy_block)))
         block_inputs = [x[index] for x in inputs]

@@ -42,7 +42,8 @@ def test_forward_is_trunk_then_head():
     assert torch.equal(enc(x), enc.head(enc.trunk(x)))
 
 
-def test_shared_trunk_equals_naive_loop_in_distribution():
+@pytest.mark.parametrize("counter_based", [False, True])
+def test_shared_trunk_equals_naive_loop_in_distribution(counter_based):
     """Shared-trunk MC dropout and T full passes sample the same distribution.
 
     Outputs of an untrained encoder (whose pre-Hardtanh outputs sit well
@@ -60,7 +61,8 @@ def test_shared_trunk_equals_naive_loop_in_distribution():
     t_naive, t_shared = 1000, 4000
     torch.manual_seed(1)
     naive = naive_samples(encs, inputs, t_naive)
-    chunks = list(shared_trunk_samples(encs, inputs, t_shared, seed=2, chunk_size=700))
+    chunks = list(shared_trunk_samples(encs, inputs, t_shared, seed=2, chunk_size=700,
+                                       counter_based=counter_based))
     shared = [torch.cat([c[k] for c in chunks], dim=1) for k in range(2)]
     for a, b in zip(naive, shared, strict=True):
         assert a.shape[:2] == (3, t_naive) and b.shape[:2] == (3, t_shared)
@@ -108,3 +110,32 @@ def test_summary_of_a_circular_quantity():
     assert min(s.mean[0, 0], 360 - s.mean[0, 0]) < 5
     assert s.std[0, 0] < 20
     assert np.all((s.samples >= 0) & (s.samples < 360))
+
+
+@pytest.mark.parametrize("counter_based", [False, True])
+def test_a_galaxys_samples_do_not_depend_on_its_batch(counter_based):
+    """The same galaxy, alone or third in a batch of five, in chunks of any size."""
+    torch.manual_seed(0)
+    encs = [Encoder(3), Encoder(2)]
+    x = [torch.rand(5, 1, 64, 64), torch.rand(5, 1, 64, 64)]
+    kw = dict(seed=9, counter_based=counter_based)
+    batch = [torch.cat(c, dim=1) for c in zip(*shared_trunk_samples(
+        encs, x, 300, chunk_size=128, **kw), strict=True)]
+    alone = [torch.cat(c, dim=1) for c in zip(*shared_trunk_samples(
+        encs, [v[2:3] for v in x], 300, first_index=2, chunk_size=77, **kw), strict=True)]
+    for a, b in zip(batch, alone, strict=True):
+        torch.testing.assert_close(a[2:3], b, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(a[1], a[2])  # other galaxies, other streams
+
+
+def test_counter_based_masks_are_bernoulli_and_uncorrelated():
+    from astrokin.fitting.mc_dropout import _counter_masks, _galaxy_key
+
+    keys = torch.tensor([_galaxy_key(1, i) for i in range(4)])
+    m = _counter_masks(keys, 0, 0, 2000, 200, 0.9, torch.float32).numpy()
+    assert m.shape == (4, 2000, 200)
+    assert abs(m.mean() - 0.9) < 5 * np.sqrt(0.09 / m.size)
+    assert abs(np.corrcoef(m[:, :, :-1].ravel(), m[:, :, 1:].ravel())[0, 1]) < 0.01
+    assert abs(np.corrcoef(m[:, :-1].ravel(), m[:, 1:].ravel())[0, 1]) < 0.01
+    other = _counter_masks(keys, 1, 0, 2000, 200, 0.9, torch.float32).numpy()
+    assert abs(np.corrcoef(m.ravel(), other.ravel())[0, 1]) < 0.01

@@ -162,6 +162,25 @@ def test_stacks_and_lists_give_model_sets(trained_fitter, rendered_stack):
     assert np.all(np.isfinite(table["x_center_pix"]))
 
 
+def test_a_mixed_batch_in_one_call_equals_each_galaxy_alone(trained_fitter, rendered_stack):
+    """Maps of different sizes, beams and pixel scales share one batch of the network."""
+    mom0, mom1 = rendered_stack
+    big0, big1 = render(TRUTHS[2], shape=(100, 100))
+    maps0, maps1 = [mom0[0], big0, mom0[1]], [mom1[0], big1, mom1[1]]
+    scales = [PIXEL_SCALE, 0.4 * u.arcsec, PIXEL_SCALE]
+    beams = [BEAM, 2.0 * u.arcsec, (1.8 * u.arcsec, 1.2 * u.arcsec, 30 * u.deg)]
+    trained_fitter(ExponentialArctanDisk(), maps0, maps1, pixel_scale=scales, beam=beams)
+    together = trained_fitter.fit_info["table"]
+    for i in range(3):
+        trained_fitter(ExponentialArctanDisk(), maps0[i], maps1[i], pixel_scale=scales[i],
+                       beam=beams[i], first_index=i)
+        alone = trained_fitter.fit_info["table"]
+        for name in ("inclination", "pa", "v_max", "inclination_std", "pa_std"):
+            np.testing.assert_allclose(alone[name][0].value, together[name][i].value,
+                                       rtol=1e-5, err_msg=f"{name}, galaxy {i}")
+        assert alone["pixel_scale"][0] == together["pixel_scale"][i]
+
+
 def test_wcs_gives_sky_centre(trained_fitter, rendered_stack):
     from astropy.coordinates import SkyCoord
     from astropy.io import fits
