@@ -36,8 +36,9 @@ class DiskRenderer(torch.nn.Module):
         folded back (aliased) into the pixel grid. 0 is enough when every
         beam is at least ~2 pixels FWHM; maps without a beam, with sharp
         features (small ``r_turn``, an edge-on thin disc) need 1. ``"auto"``
-        (default) picks per call from the smallest beam in the batch (see
-        :doc:`/rendering` for the measured errors).
+        (default) picks per galaxy: 0 where its beam's minor axis is at
+        least 2 pixels, else 1, the two groups of a batch rendered apart
+        (see :doc:`/rendering` for the measured errors).
     pad_factor : float, optional
         The FFT grid is this many times larger than the map, so that emission
         beyond the map edge does not wrap around into it. Default 2.
@@ -227,7 +228,30 @@ class DiskRenderer(torch.nn.Module):
                     f"got {beam.detach().cpu().numpy().tolist()[:3]}"
                     f"{' ...' if n_gal > 3 else ''}."
                 )
-        g = self._grid(self._order(beam, ps))
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
+        if self.alias_order == "auto" and beam is not None and n_gal > 1:
+            coarse = beam[:, 1] / ps >= 2.0
+            if bool(coarse.any()) and not bool(coarse.all()):
+                # Galaxies with a beam of 2 px or more need no folded orders:
+                # render them apart from the others (each galaxy's map then
+                # depends on its own beam only, not on the rest of its batch).
+                parts = [torch.nonzero(c).reshape(-1) for c in (coarse, ~coarse)]
+                outs = [self._render({n: v[i] for n, v in p.items()}, ps[i], beam[i],
+                                     None if weights is None else weights[i], weighted_mom0,
+                                     moment2, order)
+                        for i, order in zip(parts, (0, 1), strict=True)]
+                return tuple(
+                    torch.empty((n_gal,) + a.shape[1:], dtype=a.dtype, device=a.device)
+                    .index_copy(0, parts[0], a).index_copy(0, parts[1], b)
+                    for a, b in zip(*outs, strict=True))
+        return self._render(p, ps, beam, weights, weighted_mom0, moment2, self._order(beam, ps))
+
+    def _render(self, p, ps, beam, weights, weighted_mom0, moment2, order):
+        """`forward` on validated tensors, with ``order`` folded alias orders."""
+        mc = self.model_class
+        n_gal = ps.shape[0]
+        g = self._grid(order)
 
         # 1. Profiles on the radial nodes (arcsec), Hankel transforms (pixel units).
         r_arc = g["radii"][None, :] * ps[:, None]
@@ -307,7 +331,7 @@ class DiskRenderer(torch.nn.Module):
             i0 = torch.fft.irfft2(torch.complex(a0 * cos_t, -a0 * sin_t).sum(dim=1), s=(py, px))
             i1 = torch.fft.irfft2(torch.complex(a1 * sin_t, a1 * cos_t).sum(dim=1), s=(py, px))
             w = torch.ones((n_gal, py, px), dtype=self.dtype, device=self.device)
-            w[:, :ny, :nx] = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
+            w[:, :ny, :nx] = weights
             transfer = beam_factor[:, beam_factor.shape[1] // 2]  # the unfolded frequencies
             num = torch.fft.irfft2(torch.fft.rfft2(i1 * w) * transfer, s=(py, px))[:, :ny, :nx]
             den = torch.fft.irfft2(torch.fft.rfft2(i0 * w) * transfer, s=(py, px))[:, :ny, :nx]
