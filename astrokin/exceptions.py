@@ -14,10 +14,71 @@ was given. The few failures that deserve a type of their own derive from both
 - `TrainingDivergedError` (a `RuntimeError`): training produced a non-finite
   or exploding loss; the fitter keeps its last good weights.
 
+Warnings form one family users can filter: `AstrokinWarning` (an
+`~astropy.utils.exceptions.AstropyUserWarning`) with `DataQualityWarning`
+(odd data: too few beams, no velocity gradient, a galaxy cut by the map
+edge, more than one source, velocities that look like m/s, a hot mom0
+pixel; each naming the galaxies) and `BoundWarning` (a result pinned at the
+bounds of the model or of the network's range)::
+
+    import warnings
+    from astrokin.exceptions import DataQualityWarning
+    warnings.simplefilter("ignore", DataQualityWarning)
+
 See :doc:`/reliability` for the bad inputs tried and what each gets.
 """
 
-__all__ = ["AstrokinError", "CatalogueLockedError", "NetworkFormatError", "TrainingDivergedError"]
+from astropy.utils.exceptions import AstropyUserWarning
+
+__all__ = ["AstrokinError", "AstrokinWarning", "BoundWarning", "CatalogueLockedError",
+           "DataQualityWarning", "NetworkFormatError", "TrainingDivergedError"]
+
+
+class AstrokinWarning(AstropyUserWarning):
+    """Base class of astrokin's warnings.
+
+    Examples
+    --------
+    >>> from astropy.utils.exceptions import AstropyUserWarning
+    >>> from astrokin.exceptions import AstrokinWarning, DataQualityWarning
+    >>> issubclass(DataQualityWarning, AstrokinWarning), issubclass(AstrokinWarning,
+    ...                                                             AstropyUserWarning)
+    (True, True)
+    """
+
+
+class DataQualityWarning(AstrokinWarning):
+    """The maps of a galaxy are odd in a way that makes its fit doubtful.
+
+    The message names each galaxy (its name where one was given, as
+    `~astrokin.survey.fit_catalogue` gives its ids, else its index) and the
+    problem; see `astrokin.fitting.data_quality`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> from astrokin.exceptions import DataQualityWarning
+    >>> from astrokin.fitting.preprocessing import parse_maps
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = parse_maps(np.ones((20, 20)), np.full((20, 20), 1500.0),
+    ...                    pixel_scale=1 * u.arcsec, beam=2 * u.arcsec, names=["flat"])
+    >>> [str(w.message).split(" (")[0] for w in caught if w.category is DataQualityWarning]
+    ['No velocity gradient', 'Cut by the map edge']
+    """
+
+
+class BoundWarning(AstrokinWarning):
+    """A fitted value sits at a bound: of the model given, or of the network's range.
+
+    Examples
+    --------
+    >>> from astrokin.exceptions import BoundWarning, AstrokinWarning
+    >>> issubclass(BoundWarning, AstrokinWarning)
+    True
+    """
 
 
 class AstrokinError(Exception):

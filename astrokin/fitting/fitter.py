@@ -275,7 +275,7 @@ class NeuralKinematicFitter(Fitter):
                  exclude=None, distance=None, training_data=None, mc_samples=None,
                  first_index=0, reject_spurious=True, cutout=True, region_format=None,
                  inplace=False, mom0_err=None, mom1_err=None, mom2=None, mom2_err=None,
-                 mom2_window=None, cube_options=None):
+                 mom2_window=None, cube_options=None, names=None):
         """Fit ``model`` to one or more galaxies' moment maps, or to a spectral cube.
 
         Parameters
@@ -322,8 +322,12 @@ class NeuralKinematicFitter(Fitter):
         first_index : int, optional
             Position of the first of these galaxies in a larger catalogue:
             galaxy ``i``'s dropout masks come from the stream ``(seed,
-            first_index + i)``, so a catalogue fitted in chunks of the same
-            size gives the results of one call (other sizes: to ~1e-6).
+            first_index + i)``, so a catalogue fitted in chunks gives the
+            results of one call.
+        names : sequence of str, optional
+            One name per galaxy for errors and warnings (default: its index);
+            odd data get a `~astrokin.exceptions.DataQualityWarning` naming
+            the galaxy.
         inplace : bool, optional
             If True, set the fitted values on ``model`` itself and return it
             (one galaxy only); by default a copy, as astropy's fitters do.
@@ -390,7 +394,7 @@ class NeuralKinematicFitter(Fitter):
                                           reject_spurious=reject_spurious, cutout=cutout,
                                           region_format=region_format, mom0_err=mom0_err,
                                           mom1_err=mom1_err, mom2=mom2, mom2_err=mom2_err,
-                                          mom2_window=mom2_window)
+                                          mom2_window=mom2_window, names=names)
         distances = results.check_distances(distance, len(obs))
         if mom0_err is not None and not self.refine:
             warnings.warn("mom0_err and mom1_err are used by refinement only, and this fitter "

@@ -104,6 +104,8 @@ class Observation:
     mom2_low, mom2_high : `numpy.ndarray` or None
         The velocity range (km/s) each sightline's mask kept when mom2 was
         made from a cube, when given.
+    name : str or None
+        The galaxy's name in messages, when given.
     """
 
     mom0: np.ndarray
@@ -122,6 +124,7 @@ class Observation:
     mom2_err: np.ndarray | None = None
     mom2_low: np.ndarray | None = None
     mom2_high: np.ndarray | None = None
+    name: str | None = None
 
     @property
     def noise_maps(self):
@@ -159,7 +162,7 @@ def _looks_like_beam_tuple(value):
 
 def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=None,
                reject_spurious=True, cutout=True, region_format=None, mom0_err=None,
-               mom1_err=None, mom2=None, mom2_err=None, mom2_window=None):
+               mom1_err=None, mom2=None, mom2_err=None, mom2_window=None, names=None):
     """Read moment maps of one or more galaxies into `Observation` objects.
 
     Parameters
@@ -205,6 +208,10 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
     mom2_window : tuple, optional
         ``(v_low, v_high)`` velocity maps: the range of each sightline that
         the cube's mask kept when mom2 was made (needs ``mom2``).
+    names : sequence of str, optional
+        One name per galaxy, used in errors and warnings (default: its
+        index). Odd data get a `~astrokin.exceptions.DataQualityWarning`
+        naming the galaxy (see `astrokin.fitting.data_quality`).
 
     Returns
     -------
@@ -232,11 +239,17 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
     beams = _as_list(beam, n, "beam")
     masks = _as_list(mask, n, "mask")
     excludes = _as_list(exclude, n, "exclude")
+    if names is not None:
+        if isinstance(names, str) or len(names) != n:
+            raise ValueError(f"names must be a sequence of one name per galaxy ({n}); got "
+                             f"{names!r}.")
+        names = [str(v) for v in names]
+    labels = names if names is not None else [f"galaxy {i}" for i in range(n)]
     out = []
     given_beams = {}
     pairs = enumerate(zip(maps0, maps1, strict=True))
     for i, ((d0, unit0, wcs0, hdr0), (d1, unit1, wcs1, hdr1)) in pairs:
-        label = f" (galaxy {i})" if n > 1 else ""
+        label = f" ({labels[i]})" if n > 1 or names is not None else ""
         if d0.shape != d1.shape:
             raise ValueError(
                 f"mom0 and mom1 have different shapes{label}: {d0.shape} vs {d1.shape}."
@@ -347,10 +360,25 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                   zip(windows[i], ("mom2_window[0]", "mom2_window[1]"), strict=True))
         read = Observation(d0, d1, ps, bp, wcs, flipped, theta, tuple(shape), rejected=rejected,
                            mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2,
-                           mom2_low=lo, mom2_high=hi)
+                           mom2_low=lo, mom2_high=hi, name=None if names is None else names[i])
         out.append(read)
+    from astrokin.fitting import data_quality
+
+    problems = [data_quality.unit_problems(r.mom1, np.isfinite(r.mom0)) for r in out]
     if reject_spurious:
         _reject_spurious(out)
+    for p, r in zip(problems, out, strict=True):
+        p.update(data_quality.quality_problems(r.mom0, r.mom1,
+                                               beam_area_pixels(r.beam, r.pixel_scale)))
+    data_quality.warn_problems(problems, labels)
+    for p, r, name in zip(problems, out, labels, strict=True):
+        if not (np.isfinite(r.mom1) & np.isfinite(r.mom0)).any():
+            counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in r.rejected.items())
+            hint = (" Its values look like m/s: give mom1 with its unit (mom1 * u.m / u.s) or "
+                    "a FITS BUNIT of 'm/s'." if "m/s" in p else
+                    " Check its units, or pass reject_spurious=False.")
+            raise ValueError(f"mom1 ({name}) has no valid pixels left after the spurious-pixel "
+                             f"rejection ({counts}).{hint}")
     return [_cut_and_mirror(read, cutout=cutout) for read in out]
 
 

@@ -19,8 +19,8 @@ import torch
 from astropy import units as u
 from astropy.modeling.fitting import Covariance, StandardDeviations
 from astropy.table import QTable
-from astropy.utils.exceptions import AstropyUserWarning
 
+from astrokin.exceptions import BoundWarning
 from astrokin.fitting.frames import FRAMED_PARAMETERS
 
 __all__ = ["add_observation_columns", "assemble_results", "check_distances", "fitted_amplitude"]
@@ -253,7 +253,7 @@ def _table(model, layout, observations, frames, mean, std, names, units, held=()
 def add_observation_columns(fitted, fit_info, observations, distances, layout, std_scale=None):
     """Rejected pixels, cut-outs, distances and lengths in kpc; MC samples onto the model.
 
-    Warns (`~astropy.utils.exceptions.AstropyUserWarning`) when a free
+    Warns (`~astrokin.exceptions.BoundWarning`) when a free
     parameter's MC samples do not spread at all: it is pinned at the edge of
     the range the network can predict, and the table's ``at_bound`` column
     names it.
@@ -275,22 +275,23 @@ def add_observation_columns(fitted, fit_info, observations, distances, layout, s
                float(np.ravel(fit_info["std"][nm].value)[g]) == 0.0]
               for g in range(len(observations))]
     table["at_bound"] = [",".join(p) for p in pinned]
+    names = [o.name or f"galaxy {g}" for g, o in enumerate(observations)]
     if any(pinned):
-        which = "; ".join(f"galaxy {g}: {', '.join(p)}" for g, p in enumerate(pinned) if p)
+        which = "; ".join(f"{names[g]}: {', '.join(p)}" for g, p in enumerate(pinned) if p)
         warnings.warn(
             f"Parameters at the edge of the network's range, with no MC spread ({which}). "
             "The galaxy lies outside the range the network was trained on for these: treat "
             "the values as limits (see the table's 'at_bound' column).",
-            AstropyUserWarning, stacklevel=3,
+            BoundWarning, stacklevel=3,
         )
     bounded = fit_info.get("at_model_bounds") or [[] for _ in observations]
     table["at_model_bound"] = [",".join(b.split("=")[0] for b in p) for p in bounded]
     if any(bounded):
-        which = "; ".join(f"galaxy {g}: {', '.join(p)}" for g, p in enumerate(bounded) if p)
+        which = "; ".join(f"{names[g]}: {', '.join(p)}" for g, p in enumerate(bounded) if p)
         warnings.warn(
             f"Parameters at the bounds of the model given ({which}): the maps want values "
             "beyond them. Widen the bounds, or treat these as limits (the table's "
-            "'at_model_bound' column).", AstropyUserWarning, stacklevel=3)
+            "'at_model_bound' column).", BoundWarning, stacklevel=3)
     fitted.mc_samples = fit_info.get("samples")
     fitted.mc_std_scale = dict(std_scale) if std_scale else None
     fitted.distance = None

@@ -530,8 +530,11 @@ def _fit_rows(fitter, model, task, which):
     which = list(which)
     mom0, mom1 = load_maps([task["mom0"][k] for k in which], [task["mom1"][k] for k in which])
     first = task["index"][which[0]]
+    # Warnings name each galaxy by its catalogue id (else its mom1 file).
+    names = [str(task["id"][k]) if task["id"][k] not in (None, "") else str(task["mom1"][k])
+             for k in which]
     fitter(model, mom0, mom1, pixel_scale=task["pixel_scale"], beam=task["beam"],
-           first_index=first)
+           first_index=first, names=names)
     table = fitter.fit_info["table"]
     table["galaxy"] = np.asarray([task["index"][k] for k in which], dtype=np.int64)
     table.add_column([task["id"][k] for k in which], index=1, name="id")

@@ -48,6 +48,13 @@ def _fit(mom0, mom1, model=None, **kw):
     return fitter(model if model is not None else ExponentialArctanDisk(), mom0, mom1, **kw)
 
 
+def _cut(a, radius=12.0):
+    """A map blanked beyond ``radius`` pixels from its centre (a source with an edge)."""
+    y, x = np.mgrid[:a.shape[0], :a.shape[1]]
+    far = np.hypot(x - (a.shape[1] - 1) / 2, y - (a.shape[0] - 1) / 2) > radius
+    return np.where(far, np.nan, a)
+
+
 def _parse(mom0, mom1, **kw):
     from astrokin.fitting.preprocessing import parse_maps
 
@@ -115,6 +122,8 @@ def cases():
     m1 = mom1.value
     nan = np.full_like(mom0, np.nan)
     V, T, UE = ValueError, TypeError, u.UnitsError
+    from astrokin.exceptions import DataQualityWarning as DQ
+
     out = [
         # ---- maps (parse_maps, used by every fit)
         Case("mom0 and mom1 of different shapes", "fitter call", lambda: _fit(mom0, m1[:, :-2]),
@@ -123,6 +132,27 @@ def cases():
         Case("mom0 all NaN", "fitter call", lambda: _fit(nan, m1), (V,)),
         Case("mom0 all zero", "fitter call", lambda: _fit(np.zeros_like(mom0), m1), (V,)),
         Case("mom0 negative everywhere", "fitter call", lambda: _fit(-mom0, m1), (V,)),
+        # ---- odd data: a DataQualityWarning naming the galaxy
+        Case("mom1 in m/s as plain numbers", "parse_maps (every fit)",
+             lambda: _parse(mom0, m1 * 1000.0, pixel_scale=PS, beam=BEAM, names=["NGC 42"]),
+             (V,), "m/s"),
+        Case("mom1 x 1e30", "parse_maps (every fit)",
+             lambda: _parse(mom0, m1 * 1e30, pixel_scale=PS, beam=BEAM), (V,),
+             "no valid pixels left"),
+        Case("one hot mom0 pixel (1e30)", "parse_maps (every fit)",
+             lambda: _parse(np.where(np.arange(mom0.size).reshape(mom0.shape) == 500, 1e30,
+                                     mom0), m1, pixel_scale=PS, beam=BEAM), (DQ,), "hot"),
+        Case("a single valid velocity pixel", "parse_maps (every fit)",
+             lambda: _parse(mom0, np.where(np.arange(m1.size).reshape(m1.shape) == 500, m1,
+                                           np.nan), pixel_scale=PS, beam=BEAM), (DQ,),
+             "Too few beams"),
+        Case("a map holding two galaxies", "parse_maps (every fit)",
+             lambda: _parse(np.hstack([_cut(mom0), _cut(mom0)]),
+                            np.hstack([_cut(m1), _cut(m1) + 300.0]), pixel_scale=PS,
+                            beam=BEAM), (DQ,), "More than one source"),
+        Case("a velocity field without a gradient", "parse_maps (every fit)",
+             lambda: _parse(mom0, np.full_like(m1, 1500.0), pixel_scale=PS, beam=BEAM), (DQ,),
+             "No velocity gradient"),
         Case("maps of 3x3 pixels", "fitter call", lambda: _fit(mom0[:3, :3], m1[:3, :3]), (V,)),
         Case("maps of 1x32 pixels", "fitter call", lambda: _fit(mom0[:1], m1[:1]), (V,)),
         Case("an empty list of maps", "fitter call", lambda: _fit([], []), (V,)),
@@ -395,13 +425,21 @@ def _evil(name):
 
 
 def outcome(case):
-    """``(exception type or None, message)`` of one case, run in the current directory."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    """``(exception or warning type, or None; message)`` of one case, run in the current directory.
+
+    A case that expects a warning class gets the first warning of that class
+    when the call raises nothing.
+    """
+    wanted = tuple(k for k in case.expect if issubclass(k, Warning))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
         try:
             case.call()
         except Exception as err:  # noqa: BLE001 - classifying is the point
             return type(err), str(err)
+    for w in record:
+        if wanted and issubclass(w.category, wanted):
+            return w.category, str(w.message)
     return None, ""
 
 
