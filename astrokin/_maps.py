@@ -158,6 +158,30 @@ def header_unit(header):
     return None if isinstance(unit, u.UnrecognizedUnit) else unit
 
 
+def check_data_size(hdu, path, what):
+    """Refuse an HDU whose header claims more data than its file holds.
+
+    A lying or truncated header (``NAXIS1 = NAXIS2 = 100000`` over a few
+    bytes) would otherwise make numpy allocate the whole claimed array (tens
+    of GB) before anything can say what is wrong.
+    """
+    if isinstance(hdu, fits.CompImageHDU):
+        return
+    header = hdu.header
+    n = header.get("NAXIS", 0)
+    try:
+        dims = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(n) + 1)]
+        claimed = abs(int(header.get("BITPIX", 8))) // 8 * int(np.prod(dims, dtype=object))
+    except (TypeError, ValueError):
+        return
+    size = os.path.getsize(path)
+    if claimed > size:
+        shape = " x ".join(str(d) for d in dims)
+        raise ValueError(f"{what}: the header of {path!r} claims {shape} pixels "
+                         f"({claimed / 1e9:.3g} GB of data) but the file holds {size} bytes: it "
+                         "is truncated, or its NAXIS cards are wrong.")
+
+
 def read_fits_map(path, what):
     """``(data, unit, wcs, header)`` of the first image HDU of a FITS file."""
     path = os.fspath(path)
@@ -165,8 +189,10 @@ def read_fits_map(path, what):
         raise FileNotFoundError(f"{what}: no such file {path!r}.")
     data = header = None
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
             for hdu in hdul:
+                if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+                    check_data_size(hdu, path, what)
                 if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) \
                         and hdu.data is not None:
                     data = np.array(hdu.data, dtype=float)

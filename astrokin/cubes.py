@@ -24,6 +24,8 @@ import warnings
 import numpy as np
 from astropy import units as u
 
+from astrokin._maps import check_data_size
+
 __all__ = ["MIN_CHANNELS_MOM2", "cube_moments", "moment_maps"]
 
 _KMS = u.km / u.s
@@ -42,8 +44,13 @@ def _load(cube, beam):
         data = None
         try:
             with fits.open(path, memmap=False) as hdul:
-                hdu = next((h for h in hdul if getattr(h, "data", None) is not None
-                            and h.data.ndim >= 3), None)
+                hdu = None
+                for h in hdul:
+                    if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU)):
+                        check_data_size(h, path, "cube")
+                    if getattr(h, "data", None) is not None and h.data.ndim >= 3:
+                        hdu = h
+                        break
                 if hdu is not None:
                     data, header = np.array(hdu.data, dtype=float), hdu.header.copy()
         except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
@@ -70,11 +77,19 @@ def _load(cube, beam):
             beam = Beam.from_fits_header(header)
         except NoBeamException:
             beam = None
-    from astropy.wcs import FITSFixedWarning
+    from astropy.wcs import FITSFixedWarning, InvalidTransformError, SingularMatrixError
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        wcs = WCS(header)
+        try:
+            wcs = WCS(header)
+            wcs.wcs.set()
+        except (SingularMatrixError, InvalidTransformError, ValueError) as err:
+            cards = ", ".join(f"{k}={header.get(k)!r}" for k in
+                              ("CDELT1", "CDELT2", "CDELT3", "CD3_3", "PC3_3") if k in header)
+            reason = str(err).strip().splitlines()[-1].rstrip(".")
+            raise ValueError(f"The cube's WCS cannot be used ({cards}): {reason}. A zero "
+                             "CDELT (channel width or pixel size) is the usual cause.") from None
     # Drop degenerate (length-1) axes such as Stokes, keeping 2 celestial + spectral.
     shape_fits = data.shape[::-1]
     for k in reversed(range(wcs.naxis)):

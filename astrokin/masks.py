@@ -88,7 +88,9 @@ def pixel_mask(spec, shape, wcs=None, *, region_format=None, what="mask"):
             )
         spec = spec.to_pixel(wcs)
     if isinstance(spec, PixelRegion):
-        return spec.to_mask(mode="center").to_image(shape).astype(bool)
+        image = spec.to_mask(mode="center").to_image(shape)
+        # a region wholly outside the map covers none of it
+        return np.zeros(shape, dtype=bool) if image is None else image.astype(bool)
     arr = np.asarray(spec)
     if arr.dtype != bool:
         raise TypeError(

@@ -166,6 +166,10 @@ def fitting_frames(observations, batch):
             for g, o in enumerate(observations)]
 
 
+#: Largest fixed centre offset from the fitting grid's centre, in half-widths.
+MAX_FIXED_OFFSET = 2.0
+
+
 def framed_fixed(fixed, model, frames):
     """Fixed values with the user's ``x_0``, ``y_0`` and ``pa`` in each galaxy's fitting frame.
 
@@ -189,5 +193,17 @@ def framed_fixed(fixed, model, frames):
         if name not in fixed or not model.fixed[name]:
             continue
         values = [frame.from_input(name, fixed[name]) for frame in frames]
+        if name in ("x_0", "y_0"):
+            for g, (frame, value) in enumerate(zip(frames, values, strict=True)):
+                # The fitting grid spans +-half its side; a centre far beyond it
+                # leaves no disc on the maps.
+                half = 0.5 * frame.side * frame.pixel_scale
+                if abs(value) > MAX_FIXED_OFFSET * half:
+                    which = f" of galaxy {g}" if len(frames) > 1 else ""
+                    raise ValueError(
+                        f"The fixed {name} = {fixed[name]:.6g} arcsec puts the centre"
+                        f"{which} {abs(value) / (2 * half):.3g} map widths from the fitted "
+                        "map's centre: the disc would not be on the maps. x_0 and y_0 are "
+                        "offsets (arcsec) from the centre of the map as given.")
         out[name] = np.asarray(values, dtype=float)[:, None]
     return out

@@ -482,8 +482,18 @@ def tie_values(ties, params, order):
             ) from err
         if isinstance(value, u.Quantity):
             value = value.value
+        if isinstance(value, (str, bytes)) or not (
+                isinstance(value, torch.Tensor) or np.issubdtype(np.asarray(value).dtype,
+                                                                 np.number)):
+            raise ValueError(f"The tie of {name!r} returned {value!r} "
+                             f"({type(value).__name__}); a tie must return a number, such as "
+                             "`lambda m: 2 * m.r_scale`.")
         ref = current[name]
         value = torch.as_tensor(value, dtype=ref.dtype, device=ref.device)
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"The tie of {name!r} returned a non-finite value "
+                             f"({value.reshape(-1)[:3].tolist()}); a tie must give finite "
+                             "numbers for every galaxy.")
         current[name] = out[name] = value
     return out
 
@@ -582,9 +592,15 @@ def check_model(model):
                 f"Parameter {name!r} of {type(model).__name__} is {value}; "
                 "every parameter value must be finite."
             )
+        if model.tied[name]:
+            tied = _tied_on_model(model, name)
+            if (lo is not None and tied < lo) or (hi is not None and tied > hi):
+                unit = f" {par.unit}" if par.unit is not None else ""
+                raise ValueError(
+                    f"The tie of {name!r} gives {tied:.6g}{unit} on the model's own values, "
+                    f"outside its bounds ({lo}, {hi}){unit}: the tie is wrong, or the bounds.")
         if not model.fixed[name]:
             continue
-        lo, hi = par.bounds
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             unit = f" {par.unit}" if par.unit is not None else ""
             raise ValueError(
@@ -592,6 +608,28 @@ def check_model(model):
                 f"({lo}, {hi}){unit}; change the value or the bounds "
                 f"(model.bounds[{name!r}] = (low, high))."
             )
+
+
+def _tied_on_model(model, name):
+    """The value (in the parameter's unit) the tie of ``name`` gives on the model itself."""
+    par = getattr(model, name)
+    try:
+        value = model.tied[name](model)
+    except Exception as err:
+        raise ValueError(f"The tie of {name!r} could not be evaluated on the model "
+                         f"({type(err).__name__}: {err}); ties must be arithmetic on the "
+                         "model's parameters, such as `lambda m: 2 * m.r_scale`.") from err
+    if isinstance(value, u.Quantity):
+        value = value.to_value(par.unit) if par.unit is not None else value.value
+    if isinstance(value, (str, bytes)) or not np.issubdtype(np.asarray(value).dtype,
+                                                            np.number):
+        raise ValueError(f"The tie of {name!r} returned {value!r} ({type(value).__name__}); "
+                         "a tie must return a number, such as `lambda m: 2 * m.r_scale`.")
+    value = float(np.ravel(np.asarray(value, dtype=float))[0])
+    if not np.isfinite(value):
+        raise ValueError(f"The tie of {name!r} returned {value} on the model's own values; a "
+                         "tie must give a finite number.")
+    return value
 
 
 def _range_rule(name, lo, hi, canonical):

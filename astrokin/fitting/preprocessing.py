@@ -281,6 +281,13 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                 f"mom0 and mom1 have different pixel grids in their WCS{label}: "
                 "they must be maps of the same field on the same pixels."
             )
+        if wcs0 is not None and wcs1 is not None and wcs1 is not wcs0:
+            apart = _centre_separation(wcs0, wcs1, d0.shape)
+            if apart is not None and apart[0] > 0.5 * apart[1]:
+                raise ValueError(
+                    f"The WCSs of mom0 and mom1{label} place the map's centre {apart[0]:.4g} "
+                    f"arcsec apart ({apart[0] / apart[1]:.3g} pixels): they must be maps of the "
+                    "same field on the same pixels.")
         flipped, theta, ps = False, 0.0, None
         if wcs is not None and getattr(wcs, "has_celestial", False):
             flipped, theta, ps = wcs_orientation(wcs)
@@ -339,6 +346,10 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
 
             inside = pixel_mask(spec, shape, wcs, region_format=region_format,
                                 what="mask" if keep_inside else "exclude")
+            if keep_inside and not inside.any():
+                raise ValueError(f"mask= covers no pixel of the map{label} ({shape[1]}x"
+                                 f"{shape[0]}): its region lies wholly outside it (check its "
+                                 "centre, and that a sky region and the map's WCS agree).")
             drop = ~inside if keep_inside else inside
             rejected[reason] = np.flatnonzero(drop & (np.isfinite(d0) | np.isfinite(d1)))
             d0[drop] = np.nan
@@ -458,6 +469,29 @@ def _cut_and_mirror(read, *, cutout):
     return replace(read, mom0=np.ascontiguousarray(d0), mom1=np.ascontiguousarray(d1),
                    offset=offset, mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2,
                    mom2_low=lo, mom2_high=hi)
+
+
+def _centre_separation(wcs0, wcs1, shape):
+    """``(arcsec between the two WCSs' positions of the map centre, arcsec per pixel)``.
+
+    None when either WCS is not celestial or cannot place the centre.
+    """
+    if not (getattr(wcs0, "has_celestial", False) and getattr(wcs1, "has_celestial", False)):
+        return None
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    try:
+        with np.errstate(all="ignore"):
+            a = wcs0.celestial.pixel_to_world(cx, cy)
+            b = wcs1.celestial.pixel_to_world(cx, cy)
+            sep = float(a.separation(b).to_value(u.arcsec))
+            scale = float(np.mean(proj_plane_pixel_scales(wcs0.celestial))) * 3600.0
+    except (ValueError, TypeError, AttributeError, u.UnitsError):
+        return None
+    if not (np.isfinite(sep) and np.isfinite(scale) and scale > 0):
+        return None
+    return sep, scale
 
 
 def _noise_maps(mom0_err, mom1_err, n):

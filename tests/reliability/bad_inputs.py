@@ -55,6 +55,31 @@ def _cut(a, radius=12.0):
     return np.where(far, np.nan, a)
 
 
+def _far_circle():
+    from regions import CirclePixelRegion, PixCoord
+
+    return CirclePixelRegion(PixCoord(500, 500), radius=5)
+
+
+def _shifted(header, degrees):
+    header["CRVAL2"] = header["CRVAL2"] + degrees
+    return header
+
+
+def _lying_fits(name):
+    """A tiny FITS file whose header claims 100000 x 100000 pixels."""
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.zeros((2, 2), dtype=np.float32)).writeto(name, overwrite=True)
+    with open(name, "rb") as fh:
+        raw = fh.read()
+    for k in (b"NAXIS1", b"NAXIS2"):
+        raw = raw.replace(k + b"  =                    2", k + b"  =               100000")
+    with open(name, "wb") as fh:
+        fh.write(raw)
+    return name
+
+
 def _parse(mom0, mom1, **kw):
     from astrokin.fitting.preprocessing import parse_maps
 
@@ -153,6 +178,27 @@ def cases():
         Case("a velocity field without a gradient", "parse_maps (every fit)",
              lambda: _parse(mom0, np.full_like(m1, 1500.0), pixel_scale=PS, beam=BEAM), (DQ,),
              "No velocity gradient"),
+        Case("a mask region wholly outside the map", "fitter call",
+             lambda: _fit(mom0, m1, mask=_far_circle()), (V,), "outside"),
+        Case("mom0 and mom1 WCSs 1 deg apart", "fitter call",
+             lambda: _fit(_hdu(mom0, sky_header()), _hdu(m1, _shifted(sky_header(), 1.0))),
+             (V,), "apart"),
+        Case("a header claiming 10^10 pixels", "fitter call",
+             lambda: _fit(_lying_fits("lying.fits"), _lying_fits("lying.fits")), (V,),
+             "claims 100000 x 100000"),
+        Case("a tie returning NaN", "fitter call",
+             lambda: _fit(mom0, m1, ExponentialArctanDisk(tied={"pa": lambda m: np.nan})),
+             (V,), "tie of 'pa'"),
+        Case("a tie returning a string", "fitter call",
+             lambda: _fit(mom0, m1, ExponentialArctanDisk(tied={"pa": lambda m: "abc"})),
+             (V,), "tie of 'pa'"),
+        Case("a tie outside the bounds (inclination 500 deg)", "fitter call",
+             lambda: _fit(mom0, m1, ExponentialArctanDisk(
+                 tied={"inclination": lambda m: 500.0})), (V,), "outside its bounds"),
+        Case("a fixed centre 150 map widths away", "fitter call",
+             lambda: _fit(mom0, m1, ExponentialArctanDisk(
+                 x_0=4800 * u.arcsec, bounds={"x_0": (None, None)}, fixed={"x_0": True})),
+             (V,), "map widths"),
         Case("maps of 3x3 pixels", "fitter call", lambda: _fit(mom0[:3, :3], m1[:3, :3]), (V,)),
         Case("maps of 1x32 pixels", "fitter call", lambda: _fit(mom0[:1], m1[:1]), (V,)),
         Case("an empty list of maps", "fitter call", lambda: _fit([], []), (V,)),
@@ -344,6 +390,8 @@ def cases():
                  "spectral_smooth"),
             Case("rms = 3 km/s (not a flux)", "cubes.moment_maps",
                  lambda: moment_maps(_cube_file("c4.fits"), rms=3 * KMS), (UE,), "rms"),
+            Case("a cube with CDELT3 = 0", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("c5.fits", cdelt3=0.0)), (V,), "CDELT3"),
         ]
     return out
 
@@ -397,14 +445,14 @@ def _truncated_bytes(name, src):
     return name
 
 
-def _cube_file(name, fill=None):
+def _cube_file(name, fill=None, cdelt3=10.0):
     from astropy.io import fits
 
     from .helpers import sky_header
 
     h = sky_header()
     h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"], h["CUNIT3"] = (
-        "VRAD", 1000.0, 10.0, 1.0, "km/s")
+        "VRAD", 1000.0, cdelt3, 1.0, "km/s")
     data = np.random.default_rng(2).random((5, 32, 32)).astype(np.float32)
     if fill is not None:
         data[:] = fill
