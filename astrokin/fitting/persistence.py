@@ -310,6 +310,9 @@ def read_network_file(path):
     fixed = meta["fixed_values_at_training"]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fixed.values()):
         raise NetworkFormatError(f"{path} has non-numeric fixed values in its metadata.")
+    _check_slots(layout["slots"], path)
+    for key in ("calibration", "calibration_refined"):
+        _check_calibration(meta.get(key), key, path)
     state = data["state_dict"]
     for k, v in state.items():
         if not isinstance(v, torch.Tensor):
@@ -317,6 +320,43 @@ def read_network_file(path):
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise NetworkFormatError(f"{path}: weight {k!r} holds NaN or infinite values.")
     return meta, state
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _check_slots(slots, path):
+    """The layout's output slots: names, encoders and finite, ordered ranges."""
+    if not isinstance(slots, list) or not slots:
+        raise NetworkFormatError(f"{path}: the layout's 'slots' must be a non-empty list; the "
+                                 "file is damaged.")
+    for slot in slots:
+        if not isinstance(slot, dict) or not isinstance(slot.get("name"), str):
+            raise NetworkFormatError(f"{path}: a layout slot is malformed ({slot!r}); the file "
+                                     "is damaged.")
+        name = slot["name"]
+        lo, hi = slot.get("lo"), slot.get("hi")
+        for end, v in (("lo", lo), ("hi", hi)):
+            if v is not None and not _number(v):
+                raise NetworkFormatError(f"{path}: the range of slot {name!r} has {end} = "
+                                         f"{v!r}, not a finite number; the file is damaged.")
+        if _number(lo) and _number(hi) and not lo < hi:
+            raise NetworkFormatError(f"{path}: the range of slot {name!r} is ({lo}, {hi}), "
+                                     "not low < high; the file is damaged.")
+
+
+def _check_calibration(calibration, key, path):
+    """Calibration factors: None, or parameter names to positive finite numbers."""
+    if calibration is None:
+        return
+    if not isinstance(calibration, dict):
+        raise NetworkFormatError(f"{path}: its {key!r} must be a mapping of parameter names to "
+                                 f"factors; got {type(calibration).__name__}.")
+    bad = {k: v for k, v in calibration.items() if not (_number(v) and v > 0)}
+    if bad:
+        raise NetworkFormatError(f"{path}: its {key!r} factors must be positive finite numbers; "
+                                 f"got {bad}. The file is damaged or was edited by hand.")
 
 
 def model_class_named(name, expected, path):

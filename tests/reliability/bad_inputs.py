@@ -333,6 +333,16 @@ def cases():
         Case("a network from a newer format (version 99)", "NeuralKinematicFitter.load",
              lambda: _load(_network("future.pt", lambda m: m.update(format_version=99))),
              (NetworkFormatError,)),
+        Case("negative calibration factors in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("negcal.pt", lambda m: m.update(
+                 calibration={"inclination": -1.0, "pa": 1.0}))), (NetworkFormatError,),
+             "positive"),
+        Case("a slot range low > high in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("slots.pt", lambda m: m["layout"]["slots"][0].update(
+                 lo=90.0, hi=10.0))), (NetworkFormatError,), "low < high"),
+        Case("a slot range 'wide' in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("slots2.pt", lambda m: m["layout"]["slots"][0].update(
+                 hi="wide"))), (NetworkFormatError,), "finite number"),
         Case("a network without format_version", "NeuralKinematicFitter.load",
              lambda: _load(_network("nover.pt", lambda m: m.pop("format_version"))),
              (NetworkFormatError,)),
