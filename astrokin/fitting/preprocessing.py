@@ -232,6 +232,9 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
     if len(maps0) != len(maps1):
         raise ValueError(f"Got {len(maps0)} mom0 maps but {len(maps1)} mom1 maps.")
     n = len(maps0)
+    if n == 0:
+        raise ValueError(f"mom0 and mom1 hold no maps (got a stack of shape "
+                         f"{np.shape(mom0)}): give at least one galaxy's maps.")
     errors = _noise_maps(mom0_err, mom1_err, n)
     seconds = _second_moments(mom2, mom2_err, n)
     windows = _windows(mom2_window, mom2, n)

@@ -202,6 +202,8 @@ def cases():
         Case("maps of 3x3 pixels", "fitter call", lambda: _fit(mom0[:3, :3], m1[:3, :3]), (V,)),
         Case("maps of 1x32 pixels", "fitter call", lambda: _fit(mom0[:1], m1[:1]), (V,)),
         Case("an empty list of maps", "fitter call", lambda: _fit([], []), (V,)),
+        Case("an empty stack (0, 32, 32)", "fitter call",
+             lambda: _fit(np.zeros((0, 32, 32)), np.zeros((0, 32, 32))), (V,), "no maps"),
         Case("a 4D array", "fitter call", lambda: _fit(mom0[None, None], m1[None, None]), (V,)),
         Case("a list holding a 3D stack", "fitter call",
              lambda: _fit([mom0[None].repeat(2, 0)], [m1[None].repeat(2, 0)]), (V,)),
