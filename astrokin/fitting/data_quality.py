@@ -24,6 +24,10 @@ no velocity gradient
 cut by the map edge
     valid velocity pixels line more than `EDGE_BEAMS` beams and more than
     `EDGE_FRACTION` of one side of the map: the disc continues beyond it.
+a beam outside the network's training range
+    (in the fitter, `beam_problems`) the beam's FWHM, as a fraction of the
+    fitted map's side, is more than twice the largest or less than half the
+    smallest the pre-trained network saw: the network never reads the beam.
 more than one source
     a second group of connected valid pixels holds at least
     `SECOND_SOURCE_FRACTION` of the largest one, and several beams: the
@@ -36,7 +40,7 @@ import numpy as np
 
 from astrokin.exceptions import DataQualityWarning
 
-__all__ = ["quality_problems", "unit_problems", "warn_problems"]
+__all__ = ["beam_problems", "quality_problems", "unit_problems", "warn_problems"]
 
 #: Largest plausible span (km/s) of mom1's central 90% (5th to 95th percentile).
 MAX_VELOCITY_SPAN = 5000.0
@@ -76,6 +80,10 @@ _MESSAGES = {
                  "unconstrained."),
     "edge": ("Cut by the map edge", "valid pixels line {detail} beams of one side: the disc "
              "continues beyond the map, and its outer parts are not fitted."),
+    "beam": ("A beam outside the network's training range", "the beam's FWHM is {detail} "
+             "of the fitted map's side, beyond the range the network was trained on; the "
+             "network does not read the beam, so its fit of these maps is an extrapolation "
+             "(refinement, refine=True, models the beam itself)."),
     "sources": ("More than one source", "a second group of pixels holds {detail} of the "
                 "largest one's; the fit treats the map as one disc. Mask the others (mask= or "
                 "exclude=)."),
@@ -189,6 +197,52 @@ def quality_problems(mom0, mom1, beam_area):
         if sizes[1] >= SECOND_SOURCE_FRACTION * sizes[0] and sizes[1] >= 4 * area:
             out["sources"] = f"{sizes[1] / sizes[0]:.0%}"
     return out
+
+
+def beam_problems(beam, half_width, recipe):
+    """Galaxies whose beam is outside the range a pre-trained network saw.
+
+    Parameters
+    ----------
+    beam : `numpy.ndarray`
+        ``(N, 3)`` beams in arcsec (NaN rows: none), as prepared.
+    half_width : `numpy.ndarray`
+        ``(N,)`` half the side (arcsec) of each galaxy's fitted map.
+    recipe : dict or None
+        The network's pre-training recipe (``beam_major_px`` and
+        ``beam_major_px_large_maps`` in pixels of its ``shapes``); None (a
+        network trained on the user's own maps): no test.
+
+    Returns
+    -------
+    problems : list of dict
+        Per galaxy, ``{'beam': detail}`` where the beam's FWHM, as a
+        fraction of the map's side, is more than twice the largest or less
+        than half the smallest the network saw.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.data_quality import beam_problems
+    >>> recipe = {"beam_major_px": [1.0, 4.0], "shapes": [64, 100]}
+    >>> beam_problems(np.array([[2.0, 2.0, 0.0], [20.0, 20.0, 0.0]]), np.array([32.0, 32.0]),
+    ...               recipe)
+    [{}, {'beam': '0.31'}]
+    """
+    n = len(half_width)
+    if not isinstance(recipe, dict) or "beam_major_px" not in recipe or not recipe.get("shapes"):
+        return [{} for _ in range(n)]
+    try:
+        sizes = [float(v) for v in recipe["shapes"]]
+        ranges = [recipe["beam_major_px"], recipe.get("beam_major_px_large_maps")
+                  or recipe["beam_major_px"]]
+        lo = min(float(ranges[0][0]), float(ranges[1][0])) / max(sizes)
+        hi = max(float(ranges[0][1]), float(ranges[1][1])) / min(sizes)
+    except (TypeError, ValueError, IndexError):
+        return [{} for _ in range(n)]
+    fraction = np.asarray(beam, dtype=float)[:, 0] / (2.0 * np.asarray(half_width, dtype=float))
+    return [{"beam": f"{f:.2g}"} if np.isfinite(f) and (f > 2.0 * hi or f < 0.5 * lo) else {}
+            for f in fraction]
 
 
 def warn_problems(problems, names):

@@ -271,6 +271,18 @@ class NeuralKinematicFitter(Fitter):
         if outcome.error is not None:
             raise outcome.error
 
+    def _warn_beams_outside_training(self, batch, observations):
+        """A DataQualityWarning for beams a pre-trained network never saw."""
+        from astrokin.fitting import data_quality
+
+        if self.trained is None:
+            return
+        recipe = self.trained.metadata.get("recipe_pretraining")
+        problems = data_quality.beam_problems(batch.beam, batch.half_width, recipe)
+        if any(problems):
+            data_quality.warn_problems(
+                problems, [o.name or f"galaxy {g}" for g, o in enumerate(observations)])
+
     def __call__(self, model, mom0, mom1=None, *, pixel_scale=None, beam=None, mask=None,
                  exclude=None, distance=None, training_data=None, mc_samples=None,
                  first_index=0, reject_spurious=True, cutout=True, region_format=None,
@@ -396,6 +408,7 @@ class NeuralKinematicFitter(Fitter):
                                           mom1_err=mom1_err, mom2=mom2, mom2_err=mom2_err,
                                           mom2_window=mom2_window, names=names)
         distances = results.check_distances(distance, len(obs))
+        self._warn_beams_outside_training(batch, obs)
         if mom0_err is not None and not self.refine:
             warnings.warn("mom0_err and mom1_err are used by refinement only, and this fitter "
                           "does not refine (refine=False): they are ignored.",

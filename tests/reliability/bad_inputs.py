@@ -80,6 +80,14 @@ def _lying_fits(name):
     return name
 
 
+def _blind(mom0, mom1, **kw):
+    from astrokin.fitting import NeuralKinematicFitter
+    from astrokin.models import ExponentialArctanDisk
+
+    fitter = NeuralKinematicFitter.pretrained(mc_samples=4, seed=0, progress=False, refine=False)
+    return fitter(ExponentialArctanDisk(), mom0, mom1, pixel_scale=PS, **kw)
+
+
 def _parse(mom0, mom1, **kw):
     from astrokin.fitting.preprocessing import parse_maps
 
@@ -175,6 +183,10 @@ def cases():
              lambda: _parse(np.hstack([_cut(mom0), _cut(mom0)]),
                             np.hstack([_cut(m1), _cut(m1) + 300.0]), pixel_scale=PS,
                             beam=BEAM), (DQ,), "More than one source"),
+        Case("a beam of 1e-6 arcsec (outside the training range)", "fitter call (pre-trained)",
+             lambda: _blind(mom0, m1, beam=1e-6 * u.arcsec), (DQ,), "training range"),
+        Case("a beam of 20 arcsec on a 32 arcsec map", "fitter call (pre-trained)",
+             lambda: _blind(mom0, m1, beam=20 * u.arcsec), (DQ,), "training range"),
         Case("a velocity field without a gradient", "parse_maps (every fit)",
              lambda: _parse(mom0, np.full_like(m1, 1500.0), pixel_scale=PS, beam=BEAM), (DQ,),
              "No velocity gradient"),
