@@ -22,8 +22,9 @@ no velocity gradient
     mom1's central 90% spans less than `MIN_VELOCITY_SPAN` km/s: a face-on
     or non-rotating source, whose inclination and rotation are unconstrained.
 cut by the map edge
-    valid velocity pixels line more than `EDGE_BEAMS` beams and more than
-    `EDGE_FRACTION` of one side of the map: the disc continues beyond it.
+    valid velocity pixels brighter than `EDGE_LEVEL` of the peak line more
+    than `EDGE_BEAMS` beams and more than `EDGE_FRACTION` of one side of
+    the map: the disc continues beyond it.
 a beam outside the network's training range
     (in the fitter, `beam_problems`) the beam's FWHM, as a fraction of the
     fitted map's side, is more than twice the largest or less than half the
@@ -55,6 +56,9 @@ MIN_VELOCITY_SPAN = 10.0
 #: Length of the map's border (in beams) lined with valid pixels that says the
 #: disc continues beyond the map.
 EDGE_BEAMS = 2.0
+#: Intensity (relative to mom0's 99th percentile) of the pixels that count
+#: as the disc reaching the edge.
+EDGE_LEVEL = 0.02
 #: Fraction of one side of the map lined with valid pixels that says so too.
 EDGE_FRACTION = 1.0 / 3.0
 #: Size of a second group of valid pixels, relative to the largest, that is a
@@ -167,7 +171,7 @@ def quality_problems(mom0, mom1, beam_area):
     >>> quality_problems(mom0, np.full((40, 40), 1500.0), beam_area=4.0)
     {'gradient': '0'}
     >>> quality_problems(np.exp(-r / 5), 1500.0 + 5.0 * (x - 20), beam_area=4.0)
-    {'edge': '21'}
+    {'edge': '11'}
     """
     from scipy import ndimage
 
@@ -187,7 +191,13 @@ def quality_problems(mom0, mom1, beam_area):
         if span < MIN_VELOCITY_SPAN:
             out["gradient"] = f"{span:.2g}"
     fwhm = np.sqrt(area * 4.0 * np.log(2.0) / np.pi)  # of a round beam of this area
-    sides = [valid[0], valid[-1], valid[:, 0], valid[:, -1]]
+    # Only emission above EDGE_LEVEL of the (robust) peak counts: a noiseless
+    # model map has faint values out to its corners.
+    bright = valid.copy()
+    if ok0.any():
+        level = EDGE_LEVEL * _quantiles(mom0[ok0], (0.99,))[0]
+        bright &= np.where(ok0, mom0, -np.inf) > level
+    sides = [bright[0], bright[-1], bright[:, 0], bright[:, -1]]
     lined = max(int(side.sum()) for side in sides)
     if lined > EDGE_BEAMS * fwhm and any(side.mean() > EDGE_FRACTION for side in sides):
         out["edge"] = f"{lined / fwhm:.2g}"

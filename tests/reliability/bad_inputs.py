@@ -499,8 +499,9 @@ def _evil(name):
 def outcome(case):
     """``(exception or warning type, or None; message)`` of one case, run in the current directory.
 
-    A case that expects a warning class gets the first warning of that class
-    when the call raises nothing.
+    A case that expects a warning class gets the warning of that class (the
+    one naming ``case.mentions`` when several are given) when the call raises
+    nothing.
     """
     wanted = tuple(k for k in case.expect if issubclass(k, Warning))
     with warnings.catch_warnings(record=True) as record:
@@ -509,9 +510,11 @@ def outcome(case):
             case.call()
         except Exception as err:  # noqa: BLE001 - classifying is the point
             return type(err), str(err)
-    for w in record:
-        if wanted and issubclass(w.category, wanted):
-            return w.category, str(w.message)
+    hits = [w for w in record if wanted and issubclass(w.category, wanted)]
+    # the warning that names the problem, when several warn
+    hits.sort(key=lambda w: case.mentions not in str(w.message))
+    if hits:
+        return hits[0].category, str(hits[0].message)
     return None, ""
 
 
