@@ -311,6 +311,13 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
             fwhm_pix = smooth * np.sqrt(bmaj * bmin) / pix
         else:
             fwhm_pix = float(smooth)
+        if not fwhm_pix <= max(data.shape[1:]):
+            raise ValueError(f"smooth={smooth} is {fwhm_pix:.4g} pixels FWHM, wider than the "
+                             f"cube ({data.shape[2]}x{data.shape[1]} pixels); give a few beams "
+                             "(default 1.5).")
+        if int(spectral_smooth) > data.shape[0]:
+            raise ValueError(f"spectral_smooth={spectral_smooth} channels is more than the "
+                             f"cube's {data.shape[0]}; give a few channels (default 3).")
         sigma = fwhm_pix / np.sqrt(8 * np.log(2))
         smoothed = ndimage.gaussian_filter(np.where(finite, data, 0.0),
                                            sigma=(0.0, sigma, sigma))

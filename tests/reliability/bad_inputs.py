@@ -414,6 +414,11 @@ def cases():
                  "spectral_smooth"),
             Case("rms = 3 km/s (not a flux)", "cubes.moment_maps",
                  lambda: moment_maps(_cube_file("c4.fits"), rms=3 * KMS), (UE,), "rms"),
+            Case("smooth = 1e9 beams (a 27 GB kernel)", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("c6.fits"), smooth=1e9), (V,), "wider than"),
+            Case("spectral_smooth = 10**9 channels", "cubes.moment_maps",
+                 lambda: moment_maps(_cube_file("c7.fits"), spectral_smooth=10**9), (V,),
+                 "more than the cube's"),
             Case("a cube with CDELT3 = 0", "cubes.moment_maps",
                  lambda: moment_maps(_cube_file("c5.fits", cdelt3=0.0)), (V,), "CDELT3"),
         ]

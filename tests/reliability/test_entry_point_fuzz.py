@@ -20,7 +20,10 @@ from .helpers import galaxy_maps
 pytest.importorskip("torch")
 
 ALLOWED = (ValueError, TypeError, u.UnitsError)
-SETTINGS = settings(max_examples=40, deadline=None,
+# Derandomised: the same examples on every run, so CI cannot fail by chance (a
+# random run once drew smooth=1e9 beams, whose 27 GB Gaussian kernel was then
+# allocated; moment_maps now refuses smoothing wider than the cube).
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 mom0_ref, mom1_ref = galaxy_maps((16, 16))
