@@ -98,16 +98,21 @@ def blind_network(fitter, gals, batches, mc_samples, device, clock):
     return rows
 
 
+def _fit_rate(fitter, model, gals, n, label, device):
+    """One row: galaxies per second of ``fitter`` on the first ``n`` galaxies (after a warm-up)."""
+    mom1 = gals.mom1 * u.km / u.s
+    kw = dict(pixel_scale=1 * u.arcsec, beam=2 * u.arcsec)
+    fitter(model, gals.mom0[:2], mom1[:2], **kw)
+    _reset_peak(device)
+    dt, _ = _timed(lambda: fitter(model, gals.mom0[:n], mom1[:n], **kw), device)
+    return [(label, n, n / dt, _peak_mb(device))]
+
+
 def blind_end_to_end(fitter, gals, n, device, clock):
     if clock.left() < 30:
         return [("blind, end to end (skipped: budget)", n, None, None)]
-    model = ExponentialArctanDisk()
-    mom1 = gals.mom1 * u.km / u.s
-    kw = dict(pixel_scale=1 * u.arcsec, beam=2 * u.arcsec)
-    fitter(model, gals.mom0[:4], mom1[:4], **kw)
-    _reset_peak(device)
-    dt, _ = _timed(lambda: fitter(model, gals.mom0[:n], mom1[:n], **kw), device)
-    return [("blind, end to end (host parsing included)", n, n / dt, _peak_mb(device))]
+    return _fit_rate(fitter, ExponentialArctanDisk(), gals, n,
+                     "blind, end to end (host parsing included)", device)
 
 
 def refinement(device, gals, n, mc_samples, clock):
@@ -115,13 +120,8 @@ def refinement(device, gals, n, mc_samples, clock):
         return [("refinement (skipped: budget)", n, None, None)]
     fitter = NeuralKinematicFitter.pretrained(mc_samples=mc_samples, seed=0, progress=False,
                                               keep_samples=False, refine=True, device=device)
-    model = ExponentialArctanDisk(bounds={"v_max": (20, 3000)})
-    mom1 = gals.mom1 * u.km / u.s
-    kw = dict(pixel_scale=1 * u.arcsec, beam=2 * u.arcsec)
-    fitter(model, gals.mom0[:2], mom1[:2], **kw)
-    _reset_peak(device)
-    dt, _ = _timed(lambda: fitter(model, gals.mom0[:n], mom1[:n], **kw), device)
-    return [("refinement (8 free parameters)", n, n / dt, _peak_mb(device))]
+    return _fit_rate(fitter, ExponentialArctanDisk(bounds={"v_max": (20, 3000)}), gals, n,
+                     "refinement (8 free parameters)", device)
 
 
 def training(device, gals, batch_size, epochs, clock):

@@ -41,7 +41,8 @@ import numpy as np
 
 from astrokin.exceptions import DataQualityWarning
 
-__all__ = ["beam_problems", "quality_problems", "unit_problems", "warn_problems"]
+__all__ = ["beam_problems", "galaxy_names", "quality_problems", "unit_problems",
+           "warn_problems"]
 
 #: Largest plausible span (km/s) of mom1's central 90% (5th to 95th percentile).
 MAX_VELOCITY_SPAN = 5000.0
@@ -92,6 +93,22 @@ _MESSAGES = {
                 "largest one's; the fit treats the map as one disc. Mask the others (mask= or "
                 "exclude=)."),
 }
+
+
+def galaxy_names(observations):
+    """How messages name each galaxy: its ``name``, else ``'galaxy i'``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.data_quality import galaxy_names
+    >>> from astrokin.fitting.preprocessing import Observation
+    >>> maps = np.zeros((8, 8))
+    >>> galaxy_names([Observation(maps, maps, 1.0, None, name="NGC 42"),
+    ...               Observation(maps, maps, 1.0, None)])
+    ['NGC 42', 'galaxy 1']
+    """
+    return [o.name or f"galaxy {g}" for g, o in enumerate(observations)]
 
 
 def _quantiles(v, qs):

@@ -280,8 +280,7 @@ class NeuralKinematicFitter(Fitter):
         recipe = self.trained.metadata.get("recipe_pretraining")
         problems = data_quality.beam_problems(batch.beam, batch.half_width, recipe)
         if any(problems):
-            data_quality.warn_problems(
-                problems, [o.name or f"galaxy {g}" for g, o in enumerate(observations)])
+            data_quality.warn_problems(problems, data_quality.galaxy_names(observations))
 
     def __call__(self, model, mom0, mom1=None, *, pixel_scale=None, beam=None, mask=None,
                  exclude=None, distance=None, training_data=None, mc_samples=None,

@@ -140,6 +140,11 @@ def _dropout_masks(generators, counts, n_samples, width, keep, dtype):
     for i, gen in enumerate(generators):
         # the full signed 64-bit range: every bit uniform
         bits[i, :, :(counts[i] + 1) // 2].random_(-2**63, None, generator=gen)
+    return _kept(bits, width, keep, dtype)
+
+
+def _kept(bits, width, keep, dtype):
+    """Masks from 64-bit random words: each 32-bit half below ``keep * 2**32`` keeps a unit."""
     words = bits.view(torch.int32)[..., :width]
     return (words < round(keep * 2**32) - 2**31).to(dtype)
 
@@ -184,8 +189,7 @@ def _counter_masks(keys, encoder, done, n_samples, width, keep, dtype):
     counter = (sample[:, None] * (HIDDEN_SIZE // 2) + (int(encoder) << 40)
                + torch.arange(pairs, dtype=torch.int64, device=device)[None, :])
     z = _splitmix(counter[None] * _GOLDEN + keys[:, None, None])
-    words = z.view(torch.int32)[..., :width]
-    return (words < round(keep * 2**32) - 2**31).to(dtype)
+    return _kept(z, width, keep, dtype)
 
 
 def _galaxy_key(seed, index):

@@ -21,6 +21,7 @@ from astropy.modeling.fitting import Covariance, StandardDeviations
 from astropy.table import QTable
 
 from astrokin.exceptions import BoundWarning
+from astrokin.fitting.data_quality import galaxy_names
 from astrokin.fitting.frames import FRAMED_PARAMETERS
 
 __all__ = ["add_observation_columns", "assemble_results", "check_distances", "fitted_amplitude"]
@@ -275,7 +276,7 @@ def add_observation_columns(fitted, fit_info, observations, distances, layout, s
                float(np.ravel(fit_info["std"][nm].value)[g]) == 0.0]
               for g in range(len(observations))]
     table["at_bound"] = [",".join(p) for p in pinned]
-    names = [o.name or f"galaxy {g}" for g, o in enumerate(observations)]
+    names = galaxy_names(observations)
     if any(pinned):
         which = "; ".join(f"{names[g]}: {', '.join(p)}" for g, p in enumerate(pinned) if p)
         warnings.warn(
