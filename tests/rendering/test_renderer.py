@@ -171,6 +171,33 @@ def test_a_batch_of_small_and_large_beams_renders_each_galaxy_as_alone(weighted)
     assert torch.all(pg["inclination"].grad != 0)
 
 
+def test_a_batch_rendered_in_parts_equals_one_pass(monkeypatch):
+    """Batches over RENDER_CELLS are rendered in parts: same maps, same gradients."""
+    from astrokin.rendering import renderer as module
+
+    n = 7
+    p = batch(ExponentialArctanDisk, n, seed=4)
+    ps = torch.linspace(0.5, 1.5, n, dtype=torch.float64)
+    beam = torch.tensor([[2.5, 2.0, 30.0]], dtype=torch.float64).expand(n, 3)
+    weights = 0.5 + torch.rand(n, 20, 28, dtype=torch.float64)
+    r = DiskRenderer(ExponentialArctanDisk, (20, 28), dtype=torch.float64)
+
+    def maps_and_gradient():
+        pg = {k: v.clone().requires_grad_(True) for k, v in p.items()}
+        out = r(pg, ps, beam, weights=weights, moment2=True)
+        sum(m.sum() for m in out).backward()
+        return [m.detach() for m in out], pg["inclination"].grad
+
+    whole, grad = maps_and_gradient()
+    cells = r.fft_shape[0] * (r.fft_shape[1] // 2 + 1)
+    monkeypatch.setattr(module, "RENDER_CELLS", 3 * cells)  # parts of 3, 3 and 1
+    parts, grad_parts = maps_and_gradient()
+    # (to rounding: a matrix product's sums depend a little on its batch size)
+    for a, b in zip(whole, parts, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad, grad_parts, rtol=1e-8, atol=1e-9)
+
+
 def test_alias_order_auto_uses_beam_size_and_bad_options_fail():
     r = DiskRenderer(ExponentialArctanDisk, (16, 16))
     ps = torch.ones(2)
