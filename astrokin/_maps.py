@@ -25,6 +25,20 @@ def _is_hdu(obj):
     return isinstance(obj, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU, fits.HDUList))
 
 
+def _real_array(data):
+    """The map's values as an array of real numbers, not copied when they already are.
+
+    Integer and floating arrays (a float32 FITS image) are kept as they are:
+    `astrokin.fitting.preprocessing.parse_maps` copies them into float64 or,
+    for maps too large for that, reads them a strip at a time
+    (`astrokin.fitting.binning`). Anything else is converted to float64.
+    """
+    if isinstance(data, np.ndarray) and not isinstance(data, np.ma.MaskedArray) \
+            and data.dtype.kind in "fiu":
+        return data
+    return np.asarray(data, dtype=float)
+
+
 def read_map(obj, what):
     """``(data ndarray, unit or None, wcs or None, header or None)`` of one input."""
     if isinstance(obj, (str, os.PathLike)):
@@ -39,7 +53,7 @@ def read_map(obj, what):
         unit = header_unit(header)
         if obj.data is None:
             raise ValueError(f"The HDU given as {what} has no data.")
-        data = np.asarray(obj.data, dtype=float)
+        data = _real_array(obj.data)
         return _image_data(data, header, what), unit, LazyWCS(header), header
     if isinstance(obj, NDData):
         wcs = obj.wcs
@@ -48,7 +62,7 @@ def read_map(obj, what):
         if wcs is not None:
             wcs = wcs.celestial
         header = obj.meta if hasattr(obj.meta, "keys") else None
-        data = np.asarray(obj.data, dtype=float)
+        data = _real_array(obj.data)
         if obj.mask is not None:
             data = np.where(np.asarray(obj.mask, dtype=bool), np.nan, data)
         return data, obj.unit, wcs, header
@@ -62,10 +76,10 @@ def read_map(obj, what):
         return data, None, None, None
     if isinstance(obj, u.Quantity):
         wcs = getattr(obj, "wcs", None)
-        return np.asarray(obj.value, dtype=float), obj.unit, wcs, None
+        return _real_array(obj.value), obj.unit, wcs, None
     if isinstance(obj, np.ndarray) or np.isscalar(obj) is False:
         try:
-            data = np.asarray(obj, dtype=float)
+            data = _real_array(obj)
         except (TypeError, ValueError) as err:
             raise TypeError(
                 f"{what} must be a numpy array, Quantity, FITS HDU, NDData, a stack of maps, or a "
@@ -195,7 +209,7 @@ def read_fits_map(path, what):
                     check_data_size(hdu, path, what)
                 if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) \
                         and hdu.data is not None:
-                    data = np.array(hdu.data, dtype=float)
+                    data = _real_array(hdu.data)
                     header = hdu.header.copy()
                     break
     except (OSError, ValueError, TypeError, IndexError, KeyError) as err:

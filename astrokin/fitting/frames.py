@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from astrokin.fitting.binning import Reduction
 from astrokin.fitting.encoders import IMAGE_SIZE
 
 __all__ = ["FRAMED_PARAMETERS", "FittingFrame", "fitting_frames", "framed_fixed"]
@@ -33,13 +34,14 @@ class FittingFrame:
     Attributes
     ----------
     pixel_scale : float
-        Arcsec per pixel of the input map.
+        Arcsec per pixel of the map as read (the input map's, times the
+        ``reduction``'s binning).
     shape : tuple of int
         ``(ny, nx)`` of the cut-out that was fitted.
     full_shape : tuple of int
-        ``(ny, nx)`` of the input map.
+        ``(ny, nx)`` of the map as read.
     offset : tuple of int
-        ``(row, column)`` of the cut-out's first pixel in the input map.
+        ``(row, column)`` of the cut-out's first pixel in the map as read.
     flipped : bool
         Whether the columns were mirrored.
     north_angle : float
@@ -49,6 +51,9 @@ class FittingFrame:
         cut-out.
     size : int
         Side of the network's grid (64).
+    reduction : `~astrokin.fitting.binning.Reduction` or None
+        How the map as read was cut and binned from the input map (None:
+        it is the input map).
 
     Examples
     --------
@@ -73,13 +78,27 @@ class FittingFrame:
     pad_y: int
     pad_x: int
     size: int = IMAGE_SIZE
+    reduction: Reduction | None = None
+
+    def __post_init__(self):
+        if self.reduction is None:
+            object.__setattr__(self, "reduction", Reduction(input_shape=tuple(self.full_shape)))
 
     @classmethod
     def of(cls, obs, side, pad_y, pad_x, size=IMAGE_SIZE):
         """The frame of an `~astrokin.fitting.preprocessing.Observation` padded as given."""
         return cls(float(obs.pixel_scale), tuple(obs.shape), tuple(obs.full_shape),
                    tuple(obs.offset), bool(obs.flipped), float(obs.north_angle), int(side),
-                   int(pad_y), int(pad_x), int(size))
+                   int(pad_y), int(pad_x), int(size), getattr(obs, "reduction", None))
+
+    @property
+    def input_pixel_scale(self):
+        """Arcsec per pixel of the input map."""
+        return self.pixel_scale / self.reduction.binning
+
+    def input_cutout(self):
+        """The input map's ``(rows, columns)`` slices under the cut-out that was fitted."""
+        return self.reduction.input_slices(self.offset, self.shape)
 
     def grid_shift(self, name):
         """``s``: the map-frame value of ``name`` is its grid-frame value plus ``s``.
@@ -105,16 +124,16 @@ class FittingFrame:
         accounts for.
         """
         self._check(name)
-        ps = self.pixel_scale
+        if name == "pa":
+            return 1.0, -self.north_angle
         ny, nx = self.shape
-        fy, fx = self.full_shape
+        # From the cut-out's centre to the input map's centre.
+        x, y = self.reduction.to_input_pixels(self.offset[1] + (nx - 1) / 2,
+                                              self.offset[0] + (ny - 1) / 2)
+        fy, fx = self.reduction.input_shape
         if name == "x_0":
-            # From the cut-out's centre to the input map's centre.
-            return (-1.0 if self.flipped else 1.0), ps * (self.offset[1] + (nx - 1) / 2
-                                                          - (fx - 1) / 2)
-        if name == "y_0":
-            return 1.0, ps * (self.offset[0] + (ny - 1) / 2 - (fy - 1) / 2)
-        return 1.0, -self.north_angle
+            return (-1.0 if self.flipped else 1.0), self.input_pixel_scale * (x - (fx - 1) / 2)
+        return 1.0, self.input_pixel_scale * (y - (fy - 1) / 2)
 
     def affine(self, name):
         """``(a, b)``: the input-map value of ``name`` is ``a * fitting-frame value + b``.
@@ -143,8 +162,9 @@ class FittingFrame:
 
     def input_pixels(self, x_0, y_0):
         """0-based pixel coordinates in the input map of offsets ``x_0``, ``y_0`` (arcsec)."""
-        ny, nx = self.full_shape
-        return (nx - 1) / 2 + x_0 / self.pixel_scale, (ny - 1) / 2 + y_0 / self.pixel_scale
+        ny, nx = self.reduction.input_shape
+        ps = self.input_pixel_scale
+        return (nx - 1) / 2 + x_0 / ps, (ny - 1) / 2 + y_0 / ps
 
     def grid_to_input_pixels(self, x_grid, y_grid):
         """0-based input-map pixel coordinates of points on the ``size`` x ``size`` grid.

@@ -55,6 +55,7 @@ from astrokin._maps import LazyWCS, resolve_wcs, same_grid_cards, split_maps, wc
 from astrokin._validation import pixel_scale_arcsec
 from astrokin.beams import beam_area_pixels, beam_parameters
 from astrokin.fitting.batch import PreparedBatch
+from astrokin.fitting.binning import MAX_MAP_SIDE, Reduction, reduce_map, reduced_map, reduced_noise
 from astrokin.fitting.encoders import IMAGE_SIZE
 from astrokin.fitting.frames import FittingFrame, fitting_frames
 
@@ -88,13 +89,15 @@ class Observation:
     north_angle : float
         ``theta`` in degrees: ``PA_pixel = PA_sky + theta``.
     full_shape : tuple of int or None
-        ``(ny, nx)`` of the input map (None: same as the maps).
+        ``(ny, nx)`` of the map as read: the input map, or its reduction
+        (None: same as the maps).
     offset : tuple of int
-        ``(row, column)`` of the cut-out's first pixel in the input map.
+        ``(row, column)`` of the cut-out's first pixel in the map as read.
     rejected : dict
         Pixels left out of the fit, by reason (``'outside_mask'``,
         ``'excluded'``, and the tests of `astrokin.fitting.cleaning`): flat
-        indices into the input map (``numpy.unravel_index(i, full_shape)``).
+        indices into the input map
+        (``numpy.unravel_index(i, reduction.input_shape)``).
     mom0_err, mom1_err : `numpy.ndarray` or None
         Noise maps (1-sigma, mom0's units and km/s) on the same pixels as
         ``mom0``/``mom1``, when given.
@@ -106,6 +109,11 @@ class Observation:
         made from a cube, when given.
     name : str or None
         The galaxy's name in messages, when given.
+    reduction : `~astrokin.fitting.binning.Reduction`
+        How the map as read (``full_shape``) was made from the input map: the
+        identity, or for maps larger than
+        `~astrokin.fitting.binning.MAX_MAP_SIDE` a cut-out and a binning
+        (``pixel_scale`` is then that of the binned map).
     """
 
     mom0: np.ndarray
@@ -125,6 +133,7 @@ class Observation:
     mom2_low: np.ndarray | None = None
     mom2_high: np.ndarray | None = None
     name: str | None = None
+    reduction: Reduction | None = None
 
     @property
     def noise_maps(self):
@@ -136,6 +145,8 @@ class Observation:
     def __post_init__(self):
         if self.full_shape is None:
             self.full_shape = tuple(self.mom0.shape)
+        if self.reduction is None:
+            self.reduction = Reduction(input_shape=tuple(self.full_shape))
 
     @property
     def shape(self):
@@ -265,13 +276,20 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                 f"mom0 is in velocity units ({unit0}){label}: mom0 and mom1 may be swapped. "
                 "mom0 is the integrated intensity, mom1 the velocity."
             )
-        # Copies: the caller's arrays are never modified.
-        d0 = np.array(d0, dtype=float)
-        d1 = np.array(d1, dtype=float)
+        to_kms = 1.0
         if unit1 is not None and unit1 != u.dimensionless_unscaled:
             if not unit1.is_equivalent(_KMS):
                 raise u.UnitsError(f"mom1 must be in velocity units{label}; got {unit1}.")
-            d1 = (d1 * unit1).to_value(_KMS)
+            to_kms = float((1.0 * unit1).to_value(_KMS))
+        # Maps larger than MAX_MAP_SIDE are cut out and binned before any
+        # full-size copy is made (astrokin.fitting.binning).
+        large = max(d0.shape) > MAX_MAP_SIDE
+        if not large:
+            # Copies: the caller's arrays are never modified.
+            d0 = np.array(d0, dtype=float)
+            d1 = np.array(d1, dtype=float)
+            if to_kms != 1.0:
+                d1 *= to_kms
         wcs0 = resolve_wcs(wcs0)
         if isinstance(wcs1, LazyWCS) and wcs0 is not None and hdr0 is not None and \
                 same_grid_cards(hdr0, hdr1):
@@ -341,6 +359,7 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
             bp = (bp[0], bp[1], float(np.remainder(bp[2] + theta, 180.0)))
         rejected = {}
         shape = d0.shape
+        keep = None
         for spec, keep_inside, reason in ((masks[i], True, "outside_mask"),
                                           (excludes[i], False, "excluded")):
             if spec is None:
@@ -355,8 +374,17 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                                  "centre, and that a sky region and the map's WCS agree).")
             drop = ~inside if keep_inside else inside
             rejected[reason] = np.flatnonzero(drop & (np.isfinite(d0) | np.isfinite(d1)))
-            d0[drop] = np.nan
-            d1[drop] = np.nan
+            if large:
+                keep = ~drop if keep is None else keep & ~drop
+            else:
+                d0[drop] = np.nan
+                d1[drop] = np.nan
+        reduction = None
+        if large:
+            d0, d1, reduction = reduce_map(d0, d1, keep, 1.0 if bp is None else bp[0] / ps,
+                                           max_side=MAX_MAP_SIDE)
+            d1 *= to_kms
+            ps *= reduction.binning
         valid0 = np.isfinite(d0)
         if not valid0.any():
             raise ValueError(f"mom0 has no finite pixels{label} (all NaN or masked).")
@@ -365,16 +393,21 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
         if not (np.isfinite(d1) & valid0).any():
             raise ValueError(f"mom1 has no finite pixels where mom0 has data{label} "
                              "(all NaN or masked).")
-        e0, e1 = _noise_in_units(errors[i], unit0, d0.shape, label)
-        m2, e2 = (_velocity_map(v, what, d0.shape, label) for v, what in
+        e0, e1 = _noise_in_units(errors[i], unit0, shape, label)
+        m2, e2 = (_velocity_map(v, what, shape, label) for v, what in
                   zip(seconds[i], ("mom2", "mom2_err"), strict=True))
+        lo, hi = (_velocity_map(w, what, shape, label, width=False) for w, what in
+                  zip(windows[i], ("mom2_window[0]", "mom2_window[1]"), strict=True))
+        if reduction is not None:
+            beam_area = beam_area_pixels(bp, ps / reduction.binning)
+            e0, e1, e2 = (reduced_noise(e, reduction, keep, beam_area) for e in (e0, e1, e2))
+            m2, lo, hi = (reduced_map(m, reduction, keep) for m in (m2, lo, hi))
         if m2 is not None:
             m2[~(np.isfinite(d1) & np.isfinite(d0))] = np.nan
-        lo, hi = (_velocity_map(w, what, d0.shape, label, width=False) for w, what in
-                  zip(windows[i], ("mom2_window[0]", "mom2_window[1]"), strict=True))
-        read = Observation(d0, d1, ps, bp, wcs, flipped, theta, tuple(shape), rejected=rejected,
+        read = Observation(d0, d1, ps, bp, wcs, flipped, theta, rejected=rejected,
                            mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2,
-                           mom2_low=lo, mom2_high=hi, name=None if names is None else names[i])
+                           mom2_low=lo, mom2_high=hi, name=None if names is None else names[i],
+                           reduction=reduction)
         out.append(read)
     from astrokin.fitting import data_quality
 
@@ -443,7 +476,8 @@ def _reject_in_stack(group):
     for k, read in enumerate(group):
         for reason, bad in flags.items():
             if bad[k].any():
-                read.rejected[reason] = np.flatnonzero(bad[k])
+                read.rejected[reason] = read.reduction.input_indices(np.flatnonzero(bad[k]),
+                                                                     bad[k].shape)
                 read.mom1[bad[k]] = np.nan
 
 

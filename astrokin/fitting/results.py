@@ -235,8 +235,8 @@ def _table(model, layout, observations, frames, mean, std, names, units, held=()
         x, y = frame.input_pixels(mean[g, ix], mean[g, iy])
         xs.append(x)
         ys.append(y)
-        xerr.append(std[g, ix] / frame.pixel_scale)
-        yerr.append(std[g, iy] / frame.pixel_scale)
+        xerr.append(std[g, ix] / frame.input_pixel_scale)
+        yerr.append(std[g, iy] / frame.input_pixel_scale)
     table["x_center_pix"] = np.array(xs)
     table["y_center_pix"] = np.array(ys)
     table["x_center_pix_std"] = np.array(xerr)
@@ -247,7 +247,7 @@ def _table(model, layout, observations, frames, mean, std, names, units, held=()
         coords = [o.wcs.pixel_to_world(x, y)
                   for o, x, y in zip(observations, xs, ys, strict=True)]
         table["center"] = SkyCoord(coords)
-    table["pixel_scale"] = np.array([o.pixel_scale for o in observations]) * u.arcsec
+    table["pixel_scale"] = np.array([f.input_pixel_scale for f in frames]) * u.arcsec
     return table
 
 
@@ -263,14 +263,14 @@ def add_observation_columns(fitted, fit_info, observations, distances, layout, s
     table["n_rejected"] = np.array([sum(len(v) for v in o.rejected.values())
                                     for o in observations])
     fit_info["rejected"] = [
-        {reason: np.unravel_index(idx, o.full_shape) for reason, idx in o.rejected.items()}
+        {reason: np.unravel_index(idx, o.reduction.input_shape)
+         for reason, idx in o.rejected.items()}
         for o in observations
     ]
     fit_info["rejected_counts"] = [{r: len(i) for r, i in o.rejected.items()}
                                    for o in observations]
-    fit_info["cutout"] = [
-        (slice(o.offset[0], o.offset[0] + o.shape[0]),
-         slice(o.offset[1], o.offset[1] + o.shape[1])) for o in observations]
+    fit_info["cutout"] = [o.reduction.input_slices(o.offset, o.shape) for o in observations]
+    fit_info["binning"] = [o.reduction.binning for o in observations]
     free = fit_info["free_parameters"]
     pinned = [[nm for nm in free if nm in fit_info["std"] and
                float(np.ravel(fit_info["std"][nm].value)[g]) == 0.0]

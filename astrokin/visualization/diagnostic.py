@@ -369,15 +369,24 @@ def frame_model(model, obs):
     Returns
     -------
     frame : `~astrokin.models.KinematicDiskModel`
-        A copy with ``pa`` and ``x_0`` in the observation's frame.
+        A copy with ``pa``, ``x_0`` and ``y_0`` in the frame of
+        ``obs.mom0``'s pixels (mirrored, cut out and binned as parsed;
+        `~astrokin.fitting.frames.FittingFrame.map_affine`).
     """
-    frame = model.copy()
+    from astrokin.fitting.frames import FittingFrame
+
+    out = model.copy()
     values = model.canonical_values()
-    pa = float(values["pa"]) + obs.north_angle
-    x0 = -float(values["x_0"]) if obs.flipped else float(values["x_0"])
-    frame.pa = np.remainder(pa, 360.0) * u.deg
-    frame.x_0 = x0 * u.arcsec
-    return frame
+    frame = FittingFrame.of(obs, side=max(obs.shape), pad_y=0, pad_x=0)
+    mapped = {}
+    for name in ("x_0", "y_0", "pa"):
+        # The input-map value is a * (map-frame value) + c.
+        a, c = frame.map_affine(name)
+        mapped[name] = (float(values[name]) - c) / a
+    out.pa = np.remainder(mapped["pa"], 360.0) * u.deg
+    out.x_0 = mapped["x_0"] * u.arcsec
+    out.y_0 = mapped["y_0"] * u.arcsec
+    return out
 
 
 def _single_model(fitted, galaxy):
