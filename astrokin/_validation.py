@@ -8,8 +8,8 @@ message wherever it is given. Nothing here imports another part of astrokin.
 import numpy as np
 from astropy import units as u
 
-__all__ = ["MAX_SIDE", "check_integer", "check_real", "check_shape", "pixel_scale_arcsec",
-           "plain_value"]
+__all__ = ["MAX_SIDE", "check_bool", "check_integer", "check_real", "check_shape",
+           "pixel_scale_arcsec", "plain_value"]
 
 #: Longest map side the renderer accepts (pixels).
 MAX_SIDE = 16384
@@ -85,7 +85,28 @@ def check_real(name, value, lo=None, hi=None):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}.")
     if not np.isfinite(value) or (lo is not None and not value > lo) \
             or (hi is not None and not value < hi):
-        rng = {(True, True): f"in ({lo}, {hi})", (True, False): f"> {lo}",
-               (False, True): f"< {hi}", (False, False): "finite"}[(lo is not None,
-                                                                      hi is not None)]
-        raise ValueError(f"{name} must be a finite number {rng}; got {value!r}.")
+        rng = {(True, True): f" in ({lo}, {hi})", (True, False): f" > {lo}",
+               (False, True): f" < {hi}", (False, False): ""}[(lo is not None,
+                                                                hi is not None)]
+        raise ValueError(f"{name} must be a finite number{rng}; got {value!r}.")
+
+
+def check_bool(name, value):
+    """``value`` must be True or False (a Python or numpy bool): no other truthy value.
+
+    ``refine='no'`` would otherwise mean ``refine=True``. Returns the value as
+    a Python bool.
+
+    Examples
+    --------
+    >>> from astrokin._validation import check_bool
+    >>> check_bool("refine", False)
+    False
+    >>> check_bool("refine", "no")
+    Traceback (most recent call last):
+    ...
+    TypeError: refine must be True or False; got str 'no'.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}.")
+    return bool(value)

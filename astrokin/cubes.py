@@ -273,8 +273,10 @@ def moment_maps(cube, *, beam=None, velocity_convention="radio", rest_value=None
     >>> bool(12 < mom2.data[24, 30] < 16)  # the line's 15 km/s, a little less in the mask
     True
     """
-    from astrokin._validation import check_integer, check_real
+    from astrokin._validation import check_bool, check_integer, check_real
 
+    for name, value in (("errors", errors), ("moment2", moment2), ("window", window)):
+        check_bool(name, value)
     check_real("clip", clip, 0.0)
     check_real("smooth", smooth, -1e-300)  # 0: no spatial smoothing
     check_integer("spectral_smooth", spectral_smooth, 1)

@@ -63,7 +63,8 @@ def run(args):
 
     from astrokin.fitting import pretraining
 
-    recipe = pretraining.read_recipe(args.recipe, args.set)
+    recipe = pretraining.read_recipe(args.recipe, args.set,
+                                     base=pretraining.RING_RECIPE if args.rings else None)
     if args.rings:
         recipe = {**pretraining.RING_RECIPE, **recipe}
     if args.init:

@@ -130,8 +130,9 @@ def truth_columns(truth, model_class, names, n):
         The model class fitted (gives the canonical units).
     names : list of str
         The names to look for.
-    n : int
-        Galaxies fitted.
+    n : int or None
+        Galaxies fitted; None (before the maps are read): the columns need
+        only be of one length.
 
     Returns
     -------
@@ -141,9 +142,10 @@ def truth_columns(truth, model_class, names, n):
     Raises
     ------
     TypeError
-        If ``truth`` is none of the accepted kinds.
+        If ``truth`` is none of the accepted kinds, or a column does not
+        hold numbers.
     ValueError
-        If a column does not hold one value per galaxy.
+        If a column does not hold one finite value per galaxy.
     astropy.units.UnitConversionError
         If a Quantity has the wrong kind of unit.
     """
@@ -165,15 +167,39 @@ def truth_columns(truth, model_class, names, n):
         if nm not in items:
             continue
         value = items[nm]
+        unit = u.km / u.s if nm == "vsini" else model_class.canonical_unit(nm)
+        if not isinstance(value, u.Quantity) and getattr(value, "unit", None) is not None \
+                and hasattr(value, "quantity"):
+            value = value.quantity  # a Table column with a unit
         if isinstance(value, u.Quantity):
-            unit = u.km / u.s if nm == "vsini" else model_class.canonical_unit(nm)
+            if unit is not None and not value.unit.is_equivalent(unit):
+                raise u.UnitConversionError(
+                    f"truth[{nm!r}] must be in units of {unit} (or plain numbers in {unit}); "
+                    f"got {value.unit}.")
             value = value.to_value(unit) if unit is not None else value.value
-        value = np.atleast_1d(np.asarray(value, dtype=float))
-        if value.shape != (n,):
-            raise ValueError(
-                f"truth[{nm!r}] has {value.size} value(s) for {n} galaxies fitted."
-            )
+        try:
+            if isinstance(value, str) or np.asarray(value).dtype.kind not in "iuf":
+                raise TypeError
+            value = np.atleast_1d(np.asarray(value, dtype=float))
+        except (TypeError, ValueError):
+            raise TypeError(f"truth[{nm!r}] must hold numbers (a Quantity, or plain numbers in "
+                            f"{unit or 'its units'}), one per galaxy; got "
+                            f"{type(items[nm]).__name__} {items[nm]!r:.80}.") from None
+        if value.ndim != 1:
+            raise ValueError(f"truth[{nm!r}] must be one value per galaxy, 1D; got shape "
+                             f"{value.shape}.")
+        if n is not None and value.shape != (n,):
+            raise ValueError(f"truth[{nm!r}] has {value.size} value(s) for {n} galaxies: give "
+                             "one per galaxy of the maps, in their order.")
+        bad = np.flatnonzero(~np.isfinite(value))
+        if bad.size:
+            raise ValueError(f"truth[{nm!r}] must be finite numbers; it has {value[bad[0]]} "
+                             f"for galaxy {bad[0]} ({bad.size} galaxies in all).")
         out[nm] = value
+    lengths = {nm: len(v) for nm, v in out.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"truth must give one value per galaxy for every parameter; its "
+                         f"columns have {lengths} values.")
     return out
 
 
@@ -190,8 +216,8 @@ def calibration_targets(truth, model_class, free, parameters, n):
     parameters : list of str or None
         The parameters asked for (default: every free one the truth gives,
         and ``vsini``).
-    n : int
-        Galaxies fitted.
+    n : int or None
+        Galaxies fitted (None: not yet known, see `truth_columns`).
 
     Returns
     -------
@@ -202,6 +228,8 @@ def calibration_targets(truth, model_class, free, parameters, n):
 
     Raises
     ------
+    TypeError, ValueError, astropy.units.UnitConversionError
+        As `truth_columns` for a malformed ``truth``.
     ValueError
         If ``parameters`` names one that is not free or that ``truth``
         lacks, or ``truth`` gives none of them.

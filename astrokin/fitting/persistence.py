@@ -157,6 +157,20 @@ def read_network(path, model=None):
     model_class = model_class_named(meta["layout"]["model_class"], expected, path)
     meta = with_dispersion_parameters(meta, model_class)
     check_parameter_names(meta, model_class, path)
+    layout = meta["layout"]
+    odd = [s["name"] for s in layout["slots"]
+           if s["name"] not in layout["param_names"] or s["name"] in layout["fixed_names"]]
+    if odd:
+        raise NetworkFormatError(f"{path}: the layout predicts {odd}, not free parameters of "
+                                 f"{model_class.__name__}; the file is damaged.")
+    predicted = {s["name"] for s in layout["slots"]} | set(layout["tied_names"])
+    missing = [n for n in layout["param_names"] if n not in predicted
+               and n not in meta["fixed_values_at_training"]
+               and n not in model_class.dispersion_parameters]
+    if missing:
+        raise NetworkFormatError(f"{path} gives no value at training for the parameters "
+                                 f"{missing}, which its network does not predict; the file is "
+                                 "damaged.")
     return meta, state, model_class
 
 
@@ -233,12 +247,17 @@ def read_network_file(path):
 
     Raises
     ------
+    TypeError
+        If ``path`` is not a str or path-like.
     FileNotFoundError
         If ``path`` does not exist or is not a file.
     astrokin.exceptions.NetworkFormatError
         If the file is not a readable network file of a version this
         astrokin reads, or its metadata or weights are malformed.
     """
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be the name of a network file (a str or path-like); got "
+                        f"{type(path).__name__} {path!r}.")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No network file {path}.")
     if not os.path.isfile(path):
@@ -303,6 +322,15 @@ def read_network_file(path):
         if key not in layout:
             raise NetworkFormatError(f"{path} lacks the layout entry {key!r}; the file is "
                                      "damaged.")
+    for key in ("param_names", "fixed_names", "tied_names"):
+        names = layout[key]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise NetworkFormatError(f"{path}: the layout's {key!r} must be a list of parameter "
+                                     f"names; got {names!r}. The file is damaged.")
+    history = meta.get("loss_history", [])
+    if not (isinstance(history, list) and all(_number(v) for v in history)):
+        raise NetworkFormatError(f"{path}: its 'loss_history' must be a list of finite "
+                                 f"numbers; got {type(history).__name__}. The file is damaged.")
     if not isinstance(layout["model_class"], str) or ":" not in layout["model_class"]:
         raise NetworkFormatError(
             f"{path} names its model class as {layout['model_class']!r}, not 'module:Class'."
@@ -326,24 +354,49 @@ def _number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
+#: What a layout slot may say (`astrokin.fitting.parameters.ParameterLayout`).
+_SLOT_CHOICES = {"encoder": ("intensity", "velocity"), "kind": ("linear", "angle", "log"),
+                 "rule": ("absolute", "half_width", "v_sys", "v_half", "projected")}
+
+
 def _check_slots(slots, path):
-    """The layout's output slots: names, encoders and finite, ordered ranges."""
+    """The layout's output slots: names, encoders, kinds, rules and finite, ordered ranges."""
     if not isinstance(slots, list) or not slots:
         raise NetworkFormatError(f"{path}: the layout's 'slots' must be a non-empty list; the "
                                  "file is damaged.")
+    seen = set()
     for slot in slots:
         if not isinstance(slot, dict) or not isinstance(slot.get("name"), str):
             raise NetworkFormatError(f"{path}: a layout slot is malformed ({slot!r}); the file "
                                      "is damaged.")
         name = slot["name"]
+        if name in seen:
+            raise NetworkFormatError(f"{path}: the layout predicts {name!r} twice; the file is "
+                                     "damaged.")
+        seen.add(name)
+        for key, choices in _SLOT_CHOICES.items():
+            if not isinstance(slot.get(key), str) or slot[key] not in choices:
+                raise NetworkFormatError(
+                    f"{path}: the slot of {name!r} has {key} = {slot.get(key)!r}, expected one "
+                    f"of {list(choices)}; the file is damaged.")
         lo, hi = slot.get("lo"), slot.get("hi")
         for end, v in (("lo", lo), ("hi", hi)):
-            if v is not None and not _number(v):
+            if not _number(v):
                 raise NetworkFormatError(f"{path}: the range of slot {name!r} has {end} = "
                                          f"{v!r}, not a finite number; the file is damaged.")
-        if _number(lo) and _number(hi) and not lo < hi:
+        if not lo < hi:
             raise NetworkFormatError(f"{path}: the range of slot {name!r} is ({lo}, {hi}), "
                                      "not low < high; the file is damaged.")
+        if slot["kind"] == "log" and not lo > 0:
+            raise NetworkFormatError(f"{path}: the logarithmic range of slot {name!r} is "
+                                     f"({lo}, {hi}), not positive; the file is damaged.")
+        if slot["rule"] == "projected":
+            bounds = slot.get("bounds")
+            if not (isinstance(bounds, list) and len(bounds) == 2
+                    and all(_number(b) for b in bounds) and 0 <= bounds[0] < bounds[1]):
+                raise NetworkFormatError(
+                    f"{path}: the slot of {name!r} needs 'bounds' [low, high] with "
+                    f"0 <= low < high; got {bounds!r}. The file is damaged.")
 
 
 def _check_calibration(calibration, key, path):

@@ -53,8 +53,33 @@ import time
 import numpy as np
 from astropy import units as u
 
-__all__ = ["DEFAULT_RECIPE", "RING_RECIPE", "calibrate", "calibrate_network", "pretrain",
-           "read_recipe", "run"]
+from astrokin._validation import check_bool, check_integer, check_real
+
+__all__ = ["DEFAULT_RECIPE", "MAX_BATCH_SIZE", "MAX_BEAM_PX", "MAX_HELD_OUT", "MAX_MAP_SIDE",
+           "MAX_SEED", "MAX_STEPS", "MIN_MAP_SIDE", "RING_RECIPE", "calibrate",
+           "calibrate_network", "check_recipe", "pretrain", "read_recipe", "run"]
+
+#: Limits of a recipe (`check_recipe`): generous, but a typo such as
+#: ``shapes=[16384]`` or ``calibration_size=10**9`` is refused before it starts
+#: a job of days or of terabytes.
+#:
+#: Sides of the square training maps (``shapes``), in pixels: the renderer's
+#: Fourier tables and every batch grow with the square of the side (the
+#: bundled networks train on 64-128).
+MIN_MAP_SIDE, MAX_MAP_SIDE = 16, 1024
+#: Galaxies per training step (``batch_size``; the bundled networks: 64).
+MAX_BATCH_SIZE = 4096
+#: Optimiser steps of a phase (``supervised_steps``, ``selfsupervised_steps``)
+#: and ``eval_every`` (the bundled networks: 24,000 steps in all).
+MAX_STEPS = 1_000_000
+#: Held-out galaxies (``validation_size``, ``calibration_size``): all are held
+#: in memory at once, ~72 kB each (3.6 GB at the limit; the default: 1024).
+MAX_HELD_OUT = 50_000
+#: Beam FWHM in pixels (``beam_major_px``, ``beam_major_px_large_maps``): as
+#: wide as the network's 64-pixel input.
+MAX_BEAM_PX = 64.0
+#: ``seed``: each phase seeds numpy and torch with the seed plus small offsets.
+MAX_SEED = 2**32 - 1
 
 #: The recipe of the bundled network. Lengths are fractions of the map
 #: half-width (the model's defaults), beams in pixels of the rendered maps.
@@ -123,41 +148,267 @@ def _model_from_recipe(recipe):
     """
     import fnmatch
 
-    from astrokin.fitting.persistence import model_class_named
-
-    model_class = model_class_named(str(recipe["model"]), None, "the pre-training recipe")
+    model_class = _recipe_model_class(recipe["model"])
     model = model_class()
     scale = model_class.velocity_scale_parameter
     if scale is not None:
         getattr(model, scale).bounds = tuple(recipe["v_max_bounds"])
     for name in recipe.get("free") or ():
-        if name not in model.param_names:
-            raise ValueError(f"The recipe frees {name!r}, not a parameter of "
-                             f"{model_class.__name__}.")
         model.fixed[name] = False
     for pattern, (lo, hi) in (recipe.get("bounds") or {}).items():
-        names = fnmatch.filter(model.param_names, pattern)
-        if not names:
-            raise ValueError(f"The recipe's bounds name {pattern!r}, which matches no "
-                             f"parameter of {model_class.__name__}.")
-        for name in names:
+        for name in fnmatch.filter(model.param_names, pattern):
             model.bounds[name] = (lo, hi)
     return model
 
 
 def _recipe_prior(model, name, value):
-    """A recipe's prior of one parameter: ``[lo, hi]`` or one value, canonical units."""
-    if name not in model.param_names:
-        raise ValueError(f"The recipe's priors name {name!r}, not a parameter of "
-                         f"{type(model).__name__} ({', '.join(model.param_names)}).")
+    """A recipe's prior of one parameter (checked by `check_recipe`): ``(lo, hi)``, canonical."""
     lohi = np.atleast_1d(np.asarray(value, dtype=float))
     if lohi.size == 1:
         lohi = np.repeat(lohi, 2)
-    if lohi.shape != (2,) or not np.all(np.isfinite(lohi)) or lohi[0] > lohi[1]:
-        raise ValueError(f"The recipe's prior of {name!r} must be one value or [low, high] "
-                         f"with low <= high; got {value!r}.")
     unit = type(model).canonical_unit(name)
     return tuple(lohi) * unit if unit is not None else tuple(lohi)
+
+
+# ----------------------------------------------------------------------
+# Checking a recipe, every key, before anything runs.
+
+#: Counts: ``key: (minimum, maximum, what the maximum is)``.
+_COUNTS = {
+    "batch_size": (1, MAX_BATCH_SIZE, "MAX_BATCH_SIZE"),
+    "supervised_steps": (0, MAX_STEPS, "MAX_STEPS"),
+    "selfsupervised_steps": (0, MAX_STEPS, "MAX_STEPS"),
+    "eval_every": (1, MAX_STEPS, "MAX_STEPS"),
+    "validation_size": (1, MAX_HELD_OUT, "MAX_HELD_OUT: all are held in memory at once"),
+    "calibration_size": (1, MAX_HELD_OUT, "MAX_HELD_OUT: all are held in memory at once"),
+    "calibration_mc_samples": (2, None, "MAX_MC_SAMPLES"),
+}
+#: Numbers: ``key: (the range in words, test)``.
+_NUMBERS = {
+    "noise_fraction": ("in [0, 1] (a fraction of the galaxies)", lambda x: 0 <= x <= 1),
+    "texture_fraction": ("in [0, 1] (a fraction of the galaxies)", lambda x: 0 <= x <= 1),
+    "mask_snr": (">= 0 (a clip in units of the noise)", lambda x: x >= 0),
+    "supervised_lr": ("in (0, 1] (a learning rate)", lambda x: 0 < x <= 1),
+    "selfsupervised_lr": ("in (0, 1] (a learning rate)", lambda x: 0 < x <= 1),
+    "anchor_weight": (">= 0", lambda x: x >= 0),
+    "lr_final_fraction": ("in (0, 1] (the final fraction of the learning rate)",
+                          lambda x: 0 < x <= 1),
+    "dropout": ("in [0, 1) (a probability)", lambda x: 0 <= x < 1),
+}
+#: Ranges ``[low, high]``: ``key: (the condition in words, test)``.
+_RANGES = {
+    "v_max_bounds": ("0 <= low < high (km/s)", lambda lo, hi: 0 <= lo < hi),
+    "vsini_range": ("0 < low <= high (km/s)", lambda lo, hi: 0 < lo <= hi),
+    "inclination_range": ("0 < low <= high <= 90 (deg)", lambda lo, hi: 0 < lo <= hi <= 90),
+    "v_sys_range": ("low <= high (km/s)", lambda lo, hi: lo <= hi),
+    "beam_major_px": (f"0 < low <= high <= {MAX_BEAM_PX:g} (pixels, MAX_BEAM_PX)",
+                      lambda lo, hi: 0 < lo <= hi <= MAX_BEAM_PX),
+    "beam_major_px_large_maps": (f"0 < low <= high <= {MAX_BEAM_PX:g} (pixels, MAX_BEAM_PX)",
+                                 lambda lo, hi: 0 < lo <= hi <= MAX_BEAM_PX),
+    "beam_axis_ratio": ("0 < low <= high <= 1", lambda lo, hi: 0 < lo <= hi <= 1),
+    "snr_range": ("0 < low <= high", lambda lo, hi: 0 < lo <= hi),
+    "diameter_beams": ("0 < low <= high", lambda lo, hi: 0 < lo <= hi),
+}
+_PRIORS = ("paper", "realistic")
+
+
+def _key(key):
+    return f"The recipe's {key!r}"
+
+
+def _recipe_model_class(name):
+    """The disc model class a recipe's ``model`` names (never importing a foreign module)."""
+    from astrokin.exceptions import NetworkFormatError
+    from astrokin.fitting.persistence import model_class_named
+
+    if not isinstance(name, str):
+        raise TypeError(f"{_key('model')} must name a disc model class as 'module:Class' (e.g. "
+                        f"{DEFAULT_RECIPE['model']!r}); got {type(name).__name__} {name!r}.")
+    if ":" not in name:
+        raise ValueError(f"{_key('model')} must name a disc model class as 'module:Class' (e.g. "
+                         f"{DEFAULT_RECIPE['model']!r}); got {name!r}.")
+    try:
+        return model_class_named(name, None, "the recipe")
+    except NetworkFormatError as err:
+        raise ValueError(f"{_key('model')} {name!r} cannot be used: {err}") from None
+
+
+def _check_pair(key, value, words, test, allow_none=False):
+    """A ``[low, high]`` pair of finite numbers (None too when ``allow_none``) passing ``test``."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") \
+            or len(value) != 2:
+        raise TypeError(f"{key} must be [low, high], two numbers with {words}; got "
+                        f"{type(value).__name__} {value!r}.")
+    for end, v in zip(("low", "high"), value, strict=True):
+        if not (allow_none and v is None):
+            check_real(f"{key} {end}", v)
+    if not test(*value):
+        raise ValueError(f"{key} must be [low, high] with {words}; got {list(value)!r}.")
+
+
+def _check_names(key, value):
+    """A list of strings."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
+            or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{_key(key)} must be a list of parameter names; got "
+                        f"{type(value).__name__} {value!r}.")
+
+
+def check_recipe(recipe, base=None):
+    """Check a pre-training recipe, every key, before anything runs; the full recipe.
+
+    Every key of ``recipe`` (overrides of `DEFAULT_RECIPE`, applied over
+    ``base``) must be known, and every value of the full recipe of the
+    right type and in a sane range: sizes, counts and steps positive
+    integers up to the limits of this module (`MAX_MAP_SIDE`,
+    `MAX_BATCH_SIZE`, `MAX_STEPS`, `MAX_HELD_OUT`,
+    `~astrokin.fitting.fitter.MAX_MC_SAMPLES`, `MAX_SEED`), fractions and
+    probabilities in [0, 1], ranges ``[low, high]`` ordered, the model an
+    astrokin disc model (a module that is neither astrokin's nor imported is
+    never imported), the parameters that ``priors``, ``free`` and
+    ``bounds`` name its own, and ``prior`` one of ``'paper'`` and
+    ``'realistic'`` (which draws ring discs: a
+    `~astrokin.models.TiltedRingDisk` model). `read_recipe`, `pretrain`,
+    `run` and `calibrate_network` call it, and ``--calibrate-only`` checks
+    the recipe stored in the network file with it.
+
+    Parameters
+    ----------
+    recipe : dict or None
+        Overrides of `DEFAULT_RECIPE`.
+    base : dict, optional
+        Overrides the recipe applies over (e.g. `RING_RECIPE`); they are
+        checked too.
+
+    Returns
+    -------
+    full : dict
+        `DEFAULT_RECIPE` updated with ``base`` and ``recipe``; counts as
+        ``int``, ``init`` as ``str``.
+
+    Raises
+    ------
+    TypeError
+        If ``recipe`` is not a dict, or a value is of the wrong type (the
+        message names the key, the value and what was expected).
+    ValueError
+        For an unknown key (the message lists the known ones), or a value
+        out of its range.
+
+    Examples
+    --------
+    >>> from astrokin.fitting.pretraining import check_recipe
+    >>> check_recipe({"shapes": [64, 100], "supervised_steps": 8000})["supervised_steps"]
+    8000
+    >>> check_recipe({"calibration_size": 10**9})
+    Traceback (most recent call last):
+    ...
+    ValueError: The recipe's 'calibration_size' must be at most 50,000 (...); got 1,000,000,000.
+    >>> check_recipe({"epochs": 300})
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown recipe keys: ['epochs']; the known keys are ['anchor_weight', ...].
+    """
+    import fnmatch
+
+    from astrokin.fitting.fitter import MAX_MC_SAMPLES
+
+    full = dict(DEFAULT_RECIPE)
+    for what, given in (("base", base), ("recipe", recipe)):
+        if given is None:
+            continue
+        if not isinstance(given, dict):
+            raise TypeError(f"{what} must be a dict of DEFAULT_RECIPE overrides (KEY: VALUE); "
+                            f"got {type(given).__name__} {given!r}.")
+        unknown = [k for k in given if k not in DEFAULT_RECIPE]
+        if unknown:
+            raise ValueError(f"Unknown recipe keys: {sorted(unknown, key=str)}; the known keys "
+                             f"are {sorted(DEFAULT_RECIPE)}.")
+        full.update(given)
+    for key, (minimum, maximum, why) in _COUNTS.items():
+        value = full[key]
+        check_integer(_key(key), value, minimum)
+        maximum = MAX_MC_SAMPLES if maximum is None else maximum
+        if value > maximum:
+            raise ValueError(f"{_key(key)} must be at most {maximum:,} ({why}); got "
+                             f"{int(value):,}.")
+        full[key] = int(value)
+    if full["seed"] is not None:
+        check_integer(_key("seed"), full["seed"], 0)
+        if full["seed"] > MAX_SEED:
+            raise ValueError(f"{_key('seed')} must be at most {MAX_SEED} (MAX_SEED) or null; "
+                             f"got {full['seed']}.")
+        full["seed"] = int(full["seed"])
+    for key, (words, test) in _NUMBERS.items():
+        check_real(_key(key), full[key])
+        if not test(full[key]):
+            raise ValueError(f"{_key(key)} must be a number {words}; got {full[key]!r}.")
+    for key, (words, test) in _RANGES.items():
+        _check_pair(_key(key), full[key], words, test)
+    shapes = full["shapes"]
+    if isinstance(shapes, (list, tuple)) and not shapes:
+        raise ValueError(f"{_key('shapes')} must hold at least one map side (e.g. [64, 100]); "
+                         "got [].")
+    if not isinstance(shapes, (list, tuple)):
+        raise TypeError(f"{_key('shapes')} must be a non-empty list of map sides in pixels "
+                        f"(e.g. [64, 100]); got {type(shapes).__name__} {shapes!r}.")
+    for side in shapes:
+        check_integer(f"{_key('shapes')} side {side!r}", side, MIN_MAP_SIDE)
+        if side > MAX_MAP_SIDE:
+            raise ValueError(f"{_key('shapes')} holds {side!r}: map sides must be "
+                             f"{MIN_MAP_SIDE} to {MAX_MAP_SIDE} pixels (MAX_MAP_SIDE; every "
+                             "batch grows with the square of the side).")
+    full["shapes"] = [int(side) for side in shapes]
+    init = full["init"]
+    if init is not None:
+        if isinstance(init, os.PathLike):
+            init = full["init"] = os.fspath(init)
+        if not isinstance(init, str) or not init:
+            raise TypeError(f"{_key('init')} must be null, 'pretrained' or the file of a saved "
+                            f"network; got {type(init).__name__} {init!r}.")
+    if not isinstance(full["prior"], str) or full["prior"] not in _PRIORS:
+        raise ValueError(f"{_key('prior')} must be 'paper' or 'realistic', not "
+                         f"{full['prior']!r}.")
+    model_class = _recipe_model_class(full["model"])
+    names = list(model_class.param_names)
+    if full["prior"] == "realistic":
+        from astrokin.models import TiltedRingDisk
+
+        if not (issubclass(model_class, TiltedRingDisk) and model_class.n_rings >= 1):
+            raise ValueError(f"The recipe's 'prior' 'realistic' draws ring discs: its model must "
+                             f"be a TiltedRingDisk of n rings (e.g. "
+                             f"{RING_RECIPE['model']!r}); got {full['model']!r}.")
+    free = full["free"] or []
+    _check_names("free", free)
+    for name in free:
+        if name not in names:
+            raise ValueError(f"The recipe frees {name!r} (its 'free'), not a parameter of "
+                             f"{model_class.__name__}.")
+    priors, bounds = full["priors"] or {}, full["bounds"] or {}
+    for key, given in (("priors", priors), ("bounds", bounds)):
+        if not isinstance(given, dict):
+            raise TypeError(f"{_key(key)} must be an object of parameter: [low, high]"
+                            f"{' or value' if key == 'priors' else ''}; got "
+                            f"{type(given).__name__} {given!r}.")
+    for name, value in priors.items():
+        if name not in names:
+            raise ValueError(f"The recipe's 'priors' name {name!r}, not a parameter of "
+                             f"{model_class.__name__} ({', '.join(names)}).")
+        try:
+            lohi = np.atleast_1d(np.asarray(value, dtype=float))
+        except (TypeError, ValueError):
+            lohi = np.array([])
+        if isinstance(value, (bool, str)) or lohi.shape not in ((1,), (2,)) \
+                or not np.all(np.isfinite(lohi)) or lohi[0] > lohi[-1]:
+            raise ValueError(f"The recipe's 'priors' of {name!r} must be one value or [low, high] "
+                             f"with low <= high; got {value!r}.")
+    for pattern, value in bounds.items():
+        if not fnmatch.filter(names, pattern):
+            raise ValueError(f"The recipe's 'bounds' name {pattern!r}, which matches no "
+                             f"parameter of {model_class.__name__}.")
+        _check_pair(f"The recipe's 'bounds' of {pattern!r}", value, "low < high (null: none)",
+                    lambda lo, hi: lo is None or hi is None or lo < hi, allow_none=True)
+    return full
 
 
 def _generators(model, recipe, seed):
@@ -309,6 +560,12 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
         In ``'blind'`` mode, with the calibration and the recipe in its
         metadata; save it with ``fitter.save(path)``.
 
+    Raises
+    ------
+    TypeError, ValueError
+        For a recipe that `check_recipe` refuses (checked before anything
+        runs), or ``progress`` not True or False.
+
     Examples
     --------
     A (very) short run, to show the call:
@@ -330,11 +587,11 @@ def pretrain(recipe=None, *, device="auto", progress=True, log=print, checkpoint
     from astrokin.fitting.trained import TrainedNetwork
     from astrokin.fitting.training import TrainingLoop
 
-    rec = dict(DEFAULT_RECIPE)
-    unknown = set(recipe or {}) - set(rec)
-    if unknown:
-        raise ValueError(f"Unknown recipe keys: {sorted(unknown)}.")
-    rec.update(recipe or {})
+    rec = check_recipe(recipe)
+    progress = check_bool("progress", progress)
+    if not callable(log):
+        raise TypeError(f"log must be a callable taking one line of text; got "
+                        f"{type(log).__name__} {log!r}.")
     dev = resolve_device(device)
     seed = rec["seed"]
     rng = np.random.default_rng(seed)
@@ -490,8 +747,13 @@ def calibrate_network(fitter, recipe=None, *, log=print):
     -------
     fitter : `~astrokin.fitting.NeuralKinematicFitter`
         The same fitter, with ``std_scale`` and its metadata updated.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a recipe that `check_recipe` refuses.
     """
-    rec = {**DEFAULT_RECIPE, **(recipe or {})}
+    rec = check_recipe(recipe)
     seed = rec["seed"]
     model = _model_from_recipe(rec)
     rng = np.random.default_rng(None if seed is None else seed + 123)
@@ -531,7 +793,7 @@ def main(argv=None):
         parser.error(f"{args.out} already exists; pass --overwrite to replace it.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = read_recipe(args.recipe, args.set)
+    recipe = read_recipe(args.recipe, args.set, base=RING_RECIPE if args.rings else None)
     if args.rings:
         recipe = {**RING_RECIPE, **recipe}
     run(recipe, args.out, device=args.device, progress=not args.no_progress,
@@ -539,8 +801,8 @@ def main(argv=None):
     return 0
 
 
-def read_recipe(path=None, items=()):
-    """Recipe overrides from a JSON file and ``KEY=VALUE`` strings (values as JSON).
+def read_recipe(path=None, items=(), *, base=None):
+    """Recipe overrides from a JSON file and ``KEY=VALUE`` strings (values as JSON), checked.
 
     Parameters
     ----------
@@ -549,10 +811,22 @@ def read_recipe(path=None, items=()):
     items : sequence of str
         ``KEY=VALUE`` overrides applied after the file's, e.g.
         ``'supervised_steps=8000'`` or ``'priors={"pa": 0}'``.
+    base : dict, optional
+        The overrides these apply over (e.g. `RING_RECIPE`), for the check.
 
     Returns
     -------
     recipe : dict
+        The overrides, checked whole with `check_recipe` (over ``base``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    TypeError, ValueError
+        If the file is not a JSON object, an item is not ``KEY=VALUE`` with
+        a JSON value, or `check_recipe` refuses the recipe (an unknown key,
+        a value of the wrong type or out of range).
 
     Examples
     --------
@@ -561,12 +835,22 @@ def read_recipe(path=None, items=()):
     {'supervised_steps': 8000, 'priors': {'pa': 0}}
     """
     recipe = {}
+    if path is not None and (isinstance(path, bool)
+                             or not isinstance(path, (str, os.PathLike))):
+        raise TypeError(f"path must be the name of a JSON recipe file (a str or path-like); "
+                        f"got {type(path).__name__} {path!r}.")
+    if isinstance(items, (str, bytes)) or not all(isinstance(item, str) for item in items):
+        raise TypeError(f"items must be a list of 'KEY=VALUE' strings; got {items!r}.")
     if path:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             try:
-                recipe.update(json.load(f))
-            except json.JSONDecodeError as err:
+                given = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise ValueError(f"{path} is not a JSON recipe: {err}") from None
+        if not isinstance(given, dict):
+            raise ValueError(f"{path} is not a JSON recipe: expected an object of KEY: VALUE "
+                             f"overrides, got a JSON {type(given).__name__}.")
+        recipe.update(given)
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
@@ -578,10 +862,8 @@ def read_recipe(path=None, items=()):
                 f"The value of {key.strip()!r} must be JSON (strings in double quotes), "
                 f"got {value!r}."
             ) from None
-    unknown = set(recipe) - set(DEFAULT_RECIPE)
-    if unknown:
-        raise ValueError(f"Unknown recipe keys: {sorted(unknown)}.")
-    return recipe
+    full = check_recipe(recipe, base)
+    return {key: full[key] for key in recipe}
 
 
 def run(recipe, out, *, device="auto", progress=True, calibrate_only=None, overwrite=False,
@@ -608,6 +890,18 @@ def run(recipe, out, *, device="auto", progress=True, calibrate_only=None, overw
     -------
     fitter : `~astrokin.fitting.NeuralKinematicFitter`
 
+    Raises
+    ------
+    TypeError, ValueError
+        For a recipe that `check_recipe` refuses (checked before the network
+        of ``calibrate_only`` is read, and again over its stored recipe), or
+        ``progress`` or ``overwrite`` not True or False.
+    FileExistsError
+        If ``out`` exists and ``overwrite`` is False.
+    astrokin.exceptions.NetworkFormatError
+        If ``calibrate_only`` is not a readable network, or the recipe stored
+        in it (``recipe_pretraining``) is not one `check_recipe` accepts.
+
     Examples
     --------
     A (very) short specialisation of the bundled network to round 2-pixel
@@ -625,16 +919,32 @@ def run(recipe, out, *, device="auto", progress=True, calibrate_only=None, overw
     >>> out.exists(), fitter.metadata["recipe_pretraining"]["beam_major_px"]
     (True, [2, 2])
     """
+    progress, overwrite = check_bool("progress", progress), check_bool("overwrite", overwrite)
+    if not calibrate_only:
+        check_recipe(recipe)
+    elif recipe is not None and not isinstance(recipe, dict):
+        check_recipe(recipe)  # its TypeError; the keys are checked over the stored recipe
     if os.path.lexists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to "
                               "replace it.")
     if calibrate_only:
+        from astrokin.exceptions import NetworkFormatError
         from astrokin.fitting import NeuralKinematicFitter
 
         fitter = NeuralKinematicFitter.load(calibrate_only, device=device)
         saved = fitter.metadata.get("recipe_pretraining") or {}
-        calibrate_network(fitter, {**{k: v for k, v in saved.items() if k in DEFAULT_RECIPE},
-                                   **recipe}, log=log)
+        if not isinstance(saved, dict):
+            raise NetworkFormatError(
+                f"{calibrate_only}: its 'recipe_pretraining' must be an object of recipe "
+                f"keys; got {type(saved).__name__}. The file is damaged.")
+        # Keys of older recipes, no longer used, are left out.
+        saved = {k: v for k, v in saved.items() if k in DEFAULT_RECIPE}
+        try:
+            check_recipe(saved)
+        except (TypeError, ValueError) as err:
+            raise NetworkFormatError(f"{calibrate_only} holds an invalid pre-training recipe "
+                                     f"(its 'recipe_pretraining'): {err}") from None
+        calibrate_network(fitter, check_recipe(recipe, saved), log=log)
         fitter.save(out, overwrite=overwrite)
         log(f"saved {out} (recalibrated)")
         return fitter

@@ -118,6 +118,13 @@ def load_maps(mom0_paths, mom1_paths):
     mom0, mom1 : list of `~astropy.io.fits.PrimaryHDU`
         Copies of the data with their headers (WCS, ``BMAJ``..., ``BUNIT``).
 
+    Raises
+    ------
+    FileNotFoundError
+        If a file does not exist.
+    ValueError
+        If a file is not a readable FITS image, or the lists differ in length.
+
     Examples
     --------
     >>> from importlib import resources
@@ -132,7 +139,11 @@ def load_maps(mom0_paths, mom1_paths):
     def read(path):
         if not Path(path).is_file():
             raise FileNotFoundError(f"Moment map {path} does not exist.")
-        data, header = fits.getdata(path, header=True, memmap=False)
+        try:
+            data, header = fits.getdata(path, header=True, memmap=False)
+        except (OSError, ValueError, TypeError, IndexError) as err:
+            raise ValueError(f"Moment map {path} is not a readable FITS image (truncated, "
+                             f"corrupt, or not FITS: {err}).") from None
         return fits.PrimaryHDU(np.array(data, copy=True), header.copy())
 
     if len(mom0_paths) != len(mom1_paths):
@@ -223,6 +234,22 @@ def fit_catalogue(catalogue, output, *, model=None, network=None, client=None, s
         ``ra``/``dec`` (ICRS, deg; NaN without a WCS); ``output`` when
         ``return_table`` is False.
 
+    Raises
+    ------
+    TypeError, ValueError, astropy.units.UnitsError
+        For an option of the wrong type or value (checked before anything is
+        read or written: the boolean options ``resume``, ``overwrite``,
+        ``keep_parts``, ``return_table`` and ``refine`` must be True or
+        False), or a catalogue that is malformed.
+    FileNotFoundError
+        If the catalogue, a map, ``network`` or the directory of
+        ``output`` does not exist.
+    FileExistsError
+        If ``output`` or its parts exist and neither ``resume`` nor
+        ``overwrite`` is given.
+    astrokin.exceptions.CatalogueLockedError
+        If another run is writing ``output``.
+
     Examples
     --------
     >>> import astropy.units as u
@@ -250,16 +277,12 @@ def fit_catalogue(catalogue, output, *, model=None, network=None, client=None, s
     ...                       pixel_scale=1 * u.arcsec, mc_samples=50,
     ...                       batch_size=2)  # doctest: +SKIP
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}.")
-    for name, value in (("batch_size", batch_size), ("mc_samples", mc_samples),
-                        ("threads_per_worker", threads_per_worker)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    if sum(x is not None for x in (client, scheduler, n_workers)) > 1:
-        raise ValueError("Give at most one of client=, scheduler= and n_workers=.")
-    if n_workers is not None and (int(n_workers) != n_workers or n_workers < 1):
-        raise ValueError(f"n_workers must be a positive integer; got {n_workers!r}.")
+    _check_options(on_error=on_error, batch_size=batch_size, mc_samples=mc_samples,
+                   threads_per_worker=threads_per_worker, n_workers=n_workers,
+                   max_in_flight=max_in_flight, seed=seed, client=client, scheduler=scheduler,
+                   model=model, device=device, pixel_scale=pixel_scale, beam=beam, log=log,
+                   output=output, network=network, resume=resume, overwrite=overwrite,
+                   keep_parts=keep_parts, return_table=return_table, refine=refine)
     log = log or (lambda line: None)
     table = read_catalogue(catalogue)
     output = Path(output)
@@ -329,6 +352,55 @@ def fit_catalogue(catalogue, output, *, model=None, network=None, client=None, s
     from astropy.table import QTable
 
     return QTable.read(output, format="ascii.ecsv")
+
+
+def _check_options(*, on_error, batch_size, mc_samples, threads_per_worker, n_workers,
+                   max_in_flight, seed, client, scheduler, model, device, pixel_scale, beam,
+                   log, output, network, resume, overwrite, keep_parts, return_table, refine):
+    """Check `fit_catalogue`'s options before anything is read, locked or written."""
+    from astrokin._validation import check_bool, check_integer, pixel_scale_arcsec
+    from astrokin.beams import to_beam
+    from astrokin.fitting.devices import resolve_device
+    from astrokin.fitting.fitter import MAX_MC_SAMPLES
+    from astrokin.fitting.parameters import check_model
+
+    for name, value in (("resume", resume), ("overwrite", overwrite),
+                        ("keep_parts", keep_parts), ("return_table", return_table),
+                        ("refine", refine)):
+        check_bool(name, value)  # resume='no' must not resume
+    if not isinstance(on_error, str) or on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}.")
+    for name, value, minimum in (("batch_size", batch_size, 1), ("mc_samples", mc_samples, 2),
+                                 ("threads_per_worker", threads_per_worker, 1)):
+        check_integer(name, value, minimum)
+    if mc_samples > MAX_MC_SAMPLES:
+        raise ValueError(f"mc_samples must be at most {MAX_MC_SAMPLES:,}; got {mc_samples:,}.")
+    for name, value, minimum in (("n_workers", n_workers, 1),
+                                 ("max_in_flight", max_in_flight, 1), ("seed", seed, 0)):
+        if value is not None:
+            check_integer(name, value, minimum)
+    if sum(x is not None for x in (client, scheduler, n_workers)) > 1:
+        raise ValueError("Give at most one of client=, scheduler= and n_workers=.")
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be the address of a Dask scheduler, a str such as "
+                        f"'tcp://10.0.0.1:8786'; got {type(scheduler).__name__} {scheduler!r}.")
+    for name, value in (("output", output), ("network", network)):
+        if (value is not None or name == "output") and (
+                isinstance(value, bool) or not isinstance(value, (str, os.PathLike))):
+            raise TypeError(f"{name} must be a file name (a str or path-like); got "
+                            f"{type(value).__name__} {value!r}.")
+    if network is not None and not Path(network).is_file():
+        raise FileNotFoundError(f"network: no network file {network}.")
+    if model is not None:
+        check_model(model)
+    resolve_device(device)
+    if pixel_scale is not None:
+        pixel_scale_arcsec(pixel_scale)
+    if beam is not None:
+        to_beam(beam)
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be a callable taking one line of text, or None; got "
+                        f"{type(log).__name__} {log!r}.")
 
 
 # ----------------------------------------------------------------------

@@ -161,6 +161,7 @@ def train_distributed(shards, output, *, model=None, epochs=10, batch_size=64,
     import torch
     import torch.distributed as dist
 
+    from astrokin._validation import check_bool, check_integer
     from astrokin.fitting import NeuralKinematicFitter
     from astrokin.fitting.devices import resolve_device
     from astrokin.fitting.network import KinematicAutoencoder, galaxy_losses
@@ -172,8 +173,8 @@ def train_distributed(shards, output, *, model=None, epochs=10, batch_size=64,
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("lr_decay_every", lr_decay_every),
                         ("checkpoint_every", checkpoint_every)):
-        if int(value) != value or value < (0 if name == "epochs" else 1):
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        check_integer(name, value, 0 if name == "epochs" else 1)
+    check_bool("overwrite", overwrite)
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
     if seed is None or int(seed) != seed:

@@ -43,8 +43,10 @@ class _ShardWriter:
     """Appends prepared batches to a new shard directory, one shard at a time."""
 
     def __init__(self, directory, shard_size, overwrite):
-        if int(shard_size) != shard_size or shard_size < 1:
-            raise ValueError(f"shard_size must be a positive integer; got {shard_size!r}.")
+        from astrokin._validation import check_bool, check_integer
+
+        check_integer("shard_size", shard_size, 1)
+        check_bool("overwrite", overwrite)
         self.directory = Path(directory)
         self.shard_size = int(shard_size)
         _prepare_directory(self.directory, overwrite)

@@ -257,7 +257,10 @@ def test_pretrain_specialises_the_bundled_network(tmp_path, capsys):
             (["--overwrite", "--set", "epochs=4"], "Unknown recipe keys: ['epochs']"),
             (["--overwrite", "--set", "priors={pa: 0}"], "must be JSON"),
             (["--overwrite", "--set", "supervised_steps"], "KEY=VALUE"),
-            (["--overwrite", "--set", "priors={\"colour\": 1}"], "not a parameter")):
+            (["--overwrite", "--set", "priors={\"colour\": 1}"], "not a parameter"),
+            (["--overwrite", "--set", "shapes=[16384]"], "MAX_MAP_SIDE"),
+            (["--overwrite", "--set", "calibration_size=1000000000"], "at most 50,000"),
+            (["--overwrite", "--set", "noise_fraction=\"most\""], "'noise_fraction' must be")):
         status, _, err = _run(["pretrain", "-o", net, *argv], capsys)
         assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
         assert net.stat().st_size == size

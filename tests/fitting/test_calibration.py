@@ -104,10 +104,41 @@ def test_truth_as_dict_or_model_set_and_bad_truth():
                          model_set, parameters=["pa"], **kw)
     with pytest.raises(ValueError, match=r"truth gives no values of \['r_turn'\]"):
         fitter.calibrate(*args, as_dict, parameters=["inclination", "r_turn"], **kw)
-    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+    with pytest.raises(ValueError, match=r"level must be a finite number in \(0.0, 1.0\)"):
         fitter.calibrate(*args, as_dict, level=68, **kw)
     with pytest.raises(u.UnitConversionError):
         fitter.calibrate(*args, {"inclination": np.ones(20) * u.km / u.s}, **kw)
     solo = NeuralKinematicFitter(mode="solo", progress=False)
     with pytest.raises(ValueError, match="needs a trained network in blind mode"):
         solo.calibrate(*args, as_dict, **kw)
+
+
+def test_a_bad_truth_fails_before_the_fit():
+    fitter = NeuralKinematicFitter.pretrained(mc_samples=50, seed=0, progress=False,
+                                              refine=False)
+    before = dict(fitter.std_scale)
+    gals = _galaxies(4, seed=5)
+    args = (ExponentialArctanDisk(), gals.mom0, gals.mom1 * u.km / u.s)
+    kw = dict(pixel_scale=gals.pixel_scale, beam=SETUP["beam"])
+    ones = np.ones(4)
+    for truth, kind, match in (
+            ({"inclination": [np.nan, 30.0, 40.0, 50.0]}, ValueError,
+             r"truth\['inclination'\] must be finite numbers; it has nan for galaxy 0"),
+            ({"inclination": ["sixty"] * 4}, TypeError,
+             r"truth\['inclination'\] must hold numbers"),
+            ({"inclination": np.ones((4, 2))}, ValueError, "one value per galaxy, 1D"),
+            ({"inclination": ones, "pa": np.ones(3)}, ValueError,
+             "one value per galaxy for every parameter"),
+            ({"inclination": ones * u.km / u.s}, u.UnitConversionError,
+             r"truth\['inclination'\] must be in units of deg"),
+            ([30.0, 40.0], TypeError, "truth must be a Table, a dict or a model set"),
+            ({"inclination": np.ones(3)}, ValueError, r"has 3 value\(s\) for 4 galaxies"),
+            ({"colour": ones}, ValueError, "truth gives none of the parameters")):
+        with pytest.raises(kind, match=match):
+            fitter.calibrate(*args, truth, **kw)
+        # nothing was fitted (the old check came after the fit), nothing changed
+        assert fitter.fit_info == {} and fitter.std_scale == before
+    with pytest.raises(ValueError, match=r"Cannot calibrate \['pa'\]"):
+        fitter.calibrate(ExponentialArctanDisk(pa=0 * u.deg, fixed={"pa": True}), *args[1:],
+                         {"pa": ones}, parameters=["pa"], **kw)
+    assert fitter.fit_info == {}

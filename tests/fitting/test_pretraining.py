@@ -9,7 +9,18 @@ import torch
 
 from astrokin.fitting import NeuralKinematicFitter
 from astrokin.fitting.parameters import ParameterLayout
-from astrokin.fitting.pretraining import DEFAULT_RECIPE, calibrate, pretrain
+from astrokin.fitting.pretraining import (
+    DEFAULT_RECIPE,
+    MAX_HELD_OUT,
+    MAX_MAP_SIDE,
+    MAX_STEPS,
+    RING_RECIPE,
+    calibrate,
+    check_recipe,
+    pretrain,
+    read_recipe,
+    run,
+)
 from astrokin.models import ExponentialArctanDisk
 
 KMS = u.km / u.s
@@ -164,9 +175,10 @@ def test_recipe_priors_set_the_training_galaxies():
     assert vsini.min() >= 50 and vsini.max() <= 500
     for bad, match in (({"colour": 1.0}, "not a parameter of ExponentialArctanDisk"),
                        ({"pa": [10, 0]}, "one value or \\[low, high\\]"),
-                       ({"pa": [0, 1, 2]}, "one value or \\[low, high\\]")):
+                       ({"pa": [0, 1, 2]}, "one value or \\[low, high\\]"),
+                       ({"pa": "north"}, "one value or \\[low, high\\]")):
         with pytest.raises(ValueError, match=match):
-            _generators(model, {**rec, "priors": bad}, 1)
+            check_recipe({"priors": bad})
 
 
 def test_specialising_starts_from_the_bundled_network():
@@ -213,7 +225,7 @@ def test_specialising_to_one_setup_makes_it_more_accurate_there():
 
 
 def test_the_ring_recipe_frees_the_outer_radius_and_narrows_the_brightness():
-    from astrokin.fitting.pretraining import RING_RECIPE, _batch, _generators, _model_from_recipe
+    from astrokin.fitting.pretraining import _batch, _generators, _model_from_recipe
 
     rec = {**DEFAULT_RECIPE, **RING_RECIPE, "shapes": [64]}
     model = _model_from_recipe(rec)
@@ -235,7 +247,7 @@ def test_the_ring_recipe_frees_the_outer_radius_and_narrows_the_brightness():
                        ({"bounds": {"w_*": [0, 1]}}, "matches no parameter"),
                        ({"prior": "kinms"}, "'paper' or 'realistic'")):
         with pytest.raises(ValueError, match=match):
-            _generators(_model_from_recipe({**rec, **bad}), {**rec, **bad}, 1)
+            check_recipe({**RING_RECIPE, **bad})
 
 
 def test_node_speeds_are_deprojected_with_the_inclination():
@@ -258,3 +270,126 @@ def test_node_speeds_are_deprojected_with_the_inclination():
     back = layout.to_outputs(params, ctx)
     for k in out:
         torch.testing.assert_close(back[k], out[k], rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------
+# check_recipe: every key, whole, before anything runs
+
+
+def test_the_shipped_recipes_pass_the_check():
+    from pathlib import Path
+
+    from astrokin.fitting.persistence import read_network_file
+
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "benchmarks" / "recipes").glob("*.json"))
+    assert files
+    for path in files:
+        assert check_recipe(read_recipe(path))["model"] == DEFAULT_RECIPE["model"]
+    assert check_recipe(None) == DEFAULT_RECIPE and check_recipe(RING_RECIPE)["prior"] == \
+        "realistic"
+    networks = sorted((resources.files("astrokin") / "data" / "networks").glob("*.pt"))
+    for path in networks:
+        stored = read_network_file(path)[0]["recipe_pretraining"]
+        assert set(stored) <= set(DEFAULT_RECIPE), path
+        assert check_recipe(stored)["shapes"] == stored["shapes"]
+
+
+@pytest.mark.parametrize("key, value, kind, match", [
+    ("shapes", [16384], ValueError, "holds 16384: map sides must be 16 to 1024"),
+    ("shapes", [8], ValueError, "must be an integer >= 16"),
+    ("shapes", [], ValueError, "at least one map side"),
+    ("shapes", 64, TypeError, "non-empty list of map sides"),
+    ("shapes", [64.5], ValueError, "integer"),
+    ("calibration_size", 10**9, ValueError, "at most 50,000 .MAX_HELD_OUT"),
+    ("validation_size", 0, ValueError, "'validation_size' must be a positive integer"),
+    ("supervised_steps", 10**12, ValueError, "at most 1,000,000 .MAX_STEPS"),
+    ("supervised_steps", -1, ValueError, "non-negative integer"),
+    ("supervised_steps", "many", ValueError, "'supervised_steps' must be a non-negative"),
+    ("eval_every", 0, ValueError, "positive integer"),
+    ("batch_size", 10**6, ValueError, "at most 4,096"),
+    ("batch_size", True, ValueError, "'batch_size' must be a positive integer; got True"),
+    ("calibration_mc_samples", 1, ValueError, "integer >= 2"),
+    ("calibration_mc_samples", 10**9, ValueError, "MAX_MC_SAMPLES"),
+    ("seed", -3, ValueError, "'seed' must be a non-negative integer"),
+    ("seed", 2**40, ValueError, "MAX_SEED"),
+    ("noise_fraction", 1.5, ValueError, r"'noise_fraction' must be a number in \[0, 1\]"),
+    ("texture_fraction", "half", TypeError, "'texture_fraction' must be a real number"),
+    ("dropout", 1.0, ValueError, r"in \[0, 1\)"),
+    ("supervised_lr", 0.0, ValueError, r"in \(0, 1\]"),
+    ("lr_final_fraction", float("nan"), ValueError, "finite number"),
+    ("mask_snr", -1, ValueError, ">= 0"),
+    ("anchor_weight", None, TypeError, "real number"),
+    ("snr_range", [10, 5], ValueError, "0 < low <= high; got \\[10, 5\\]"),
+    ("snr_range", "high", TypeError, "two numbers"),
+    ("snr_range", [1, 2, 3], TypeError, "two numbers"),
+    ("beam_major_px", [1, 500], ValueError, "MAX_BEAM_PX"),
+    ("beam_major_px", [1, "4"], TypeError, "'beam_major_px' high must be a real number"),
+    ("beam_axis_ratio", [0.5, 2], ValueError, "high <= 1"),
+    ("inclination_range", [0, 90], ValueError, "0 < low"),
+    ("v_max_bounds", [300, 300], ValueError, "low < high"),
+    ("diameter_beams", [0, 30], ValueError, "0 < low"),
+    ("prior", 5, ValueError, "'paper' or 'realistic'"),
+    ("prior", "realistic", ValueError, "draws ring discs"),
+    ("model", "Disk", ValueError, "'module:Class'"),
+    ("model", 3, TypeError, "'module:Class'"),
+    ("model", "astrokin.models:Nope", ValueError, "cannot be found"),
+    ("model", "numpy:ndarray", ValueError, "not an astrokin disc model"),
+    ("init", 5, TypeError, "'init' must be null, 'pretrained' or the file"),
+    ("init", "", TypeError, "'init'"),
+    ("free", "r_outer", TypeError, "list of parameter names"),
+    ("priors", [1, 2], TypeError, "'priors' must be an object"),
+    ("priors", {"pa": [1, float("inf")]}, ValueError, "'priors' of 'pa'"),
+    ("bounds", {"pa": [5, 1]}, ValueError, "'bounds' of 'pa' must be"),
+    ("bounds", {"pa": "wide"}, TypeError, "'bounds' of 'pa' must be \\[low, high\\]"),
+])
+def test_check_recipe_names_the_key_the_value_and_what_was_expected(key, value, kind, match):
+    with pytest.raises(kind, match=match) as info:
+        check_recipe({key: value})
+    assert repr(key) in str(info.value)
+    # Not a subclass that hides the kind: exactly the documented type.
+    assert type(info.value) is kind
+
+
+def test_check_recipe_refuses_unknown_keys_listing_the_known_ones():
+    with pytest.raises(ValueError, match=r"Unknown recipe keys: \['epochs'\]; the known keys "
+                                         r"are \['anchor_weight', 'batch_size'"):
+        check_recipe({"epochs": 300})
+    with pytest.raises(TypeError, match="recipe must be a dict"):
+        check_recipe([("seed", 1)])
+
+
+def test_check_recipe_gives_the_full_recipe_with_integer_counts():
+    full = check_recipe({"supervised_steps": 8000.0, "shapes": [64.0, 100], "seed": None})
+    assert full["supervised_steps"] == 8000 and type(full["supervised_steps"]) is int
+    assert full["shapes"] == [64, 100] and all(type(n) is int for n in full["shapes"])
+    assert full["seed"] is None and full["vsini_range"] == DEFAULT_RECIPE["vsini_range"]
+    # the limits are generous: the bundled schedules are far inside them
+    assert check_recipe({"shapes": [MAX_MAP_SIDE], "calibration_size": MAX_HELD_OUT,
+                         "supervised_steps": MAX_STEPS})["shapes"] == [MAX_MAP_SIDE]
+
+
+def test_read_recipe_checks_over_the_recipe_it_overrides(tmp_path):
+    # The ring recipe frees r_outer; over the default recipe it is no parameter.
+    assert read_recipe(items=['free=["r_outer"]'], base=RING_RECIPE) == {"free": ["r_outer"]}
+    with pytest.raises(ValueError, match="frees 'r_outer' .its 'free'., not a parameter"):
+        read_recipe(items=['free=["r_outer"]'])
+    path = tmp_path / "huge.json"
+    path.write_text('{"shapes": [64], "calibration_size": 1000000000}')
+    with pytest.raises(ValueError, match="'calibration_size' must be at most 50,000"):
+        read_recipe(path)
+    with pytest.raises(TypeError, match="KEY=VALUE"):
+        read_recipe(items="seed=1")
+    with pytest.raises(TypeError, match="path must be the name of a JSON recipe"):
+        read_recipe(5)
+
+
+def test_run_refuses_a_bad_recipe_before_anything_is_written(tmp_path):
+    out = tmp_path / "net.pt"
+    with pytest.raises(ValueError, match="'noise_fraction' must be a number in"):
+        run({"noise_fraction": 2.0}, out, progress=False, log=lambda line: None)
+    with pytest.raises(TypeError, match="overwrite must be True or False; got str 'yes'"):
+        run({}, out, overwrite="yes", log=lambda line: None)
+    with pytest.raises(ValueError, match="Unknown recipe keys"):
+        pretrain({"supervised_step": 3}, progress=False, log=lambda line: None)
+    assert not any(tmp_path.iterdir())

@@ -308,6 +308,10 @@ def cases():
                  mc_samples=10**12))), (NetworkFormatError,), "mc_samples"),
         Case("mc_samples = 'many' in the call", "fitter call",
              lambda: _fit(mom0, m1, mc_samples="many"), (V,), "mc_samples"),
+        Case("refine = 'no' (a string, not False)", "NeuralKinematicFitter()",
+             lambda: _fitter(refine="no"), (T,), "refine must be True or False"),
+        Case("keep_samples = 1 (not True)", "NeuralKinematicFitter()",
+             lambda: _fitter(keep_samples=1), (T,), "keep_samples"),
         Case("inverted bounds (v_max 500-50 km/s)", "fitter call",
              lambda: _fit(mom0, m1, model=ExponentialArctanDisk(bounds={"v_max": (500, 50)})),
              (V,), "v_max"),
@@ -366,6 +370,22 @@ def cases():
         Case("a network naming a module not imported", "NeuralKinematicFitter.load",
              lambda: _load(_network("foreign.pt", lambda m: m["layout"].update(
                  model_class="evil_module:Disk"))), (NetworkFormatError,)),
+        Case("a slot range rule 'abc' in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("rule.pt", lambda m: m["layout"]["slots"][0].update(
+                 rule="abc"))), (NetworkFormatError,), "rule"),
+        Case("a slot without its encoder in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("noenc.pt", lambda m: m["layout"]["slots"][0].pop(
+                 "encoder"))), (NetworkFormatError,), "encoder"),
+        Case("param_names = 5 in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("names.pt", lambda m: m["layout"].update(param_names=5))),
+             (NetworkFormatError,), "param_names"),
+        Case("loss_history = 'abc' in a network file", "NeuralKinematicFitter.load",
+             lambda: _load(_network("loss.pt", lambda m: m.update(loss_history="abc"))),
+             (NetworkFormatError,), "loss_history"),
+        Case("a network path of None", "NeuralKinematicFitter.load", lambda: _load(None), (T,),
+             "path"),
+        Case("mode= given to load", "NeuralKinematicFitter.load",
+             lambda: _load(_network("mode.pt", lambda m: None), mode="solo"), (T,), "mode"),
         Case("saving over an existing file", "NeuralKinematicFitter.save",
              lambda: _load(_network("exists.pt", lambda m: None)).save("exists.pt"),
              (FileExistsError,)),
@@ -393,6 +413,65 @@ def cases():
              "1D"),
         Case("beam bpa in km/s", "to_beam",
              lambda: _to_beam((2 * u.arcsec, 1 * u.arcsec, 3 * KMS)), (UE,)),
+        # ---- masks
+        Case("a mask circle at x = inf", "pixel_mask",
+             lambda: _pixel_mask(_circle(np.inf, 5.0, 2.0), (16, 16)), (V,), "not a finite"),
+        Case("a mask point region (no area)", "pixel_mask",
+             lambda: _pixel_mask(_point(), (16, 16)), (T,), "no area"),
+        Case("mask shape None", "pixel_mask",
+             lambda: _pixel_mask(_circle(5.0, 5.0, 2.0), None), (T,), "shape"),
+        Case("mask wcs = 'RA---TAN' (a string)", "pixel_mask",
+             lambda: _pixel_mask(_circle(5.0, 5.0, 2.0), (16, 16), wcs="RA---TAN"), (T,),
+             "wcs"),
+        Case("region_format = 5", "pixel_mask",
+             lambda: _pixel_mask(_region_file("five.reg"), (16, 16), region_format=5), (T,),
+             "region_format"),
+        Case("an empty region file", "pixel_mask",
+             lambda: _pixel_mask(_empty("empty.reg"), (16, 16)), (V,), "holds no region"),
+        # ---- calibration
+        Case("calibrate level = '0.5' (a string)", "fitter.calibrate",
+             lambda: _calibrate(level="0.5"), (T,), "level"),
+        Case("calibrate parameters = 'inclination' (not a list)", "fitter.calibrate",
+             lambda: _calibrate(parameters="inclination"), (T,), "parameters"),
+        Case("calibrate truth with a NaN inclination", "fitter.calibrate",
+             lambda: _calibrate(truth={"inclination": [np.nan]}), (V,), "finite"),
+        Case("calibrate truth of strings", "fitter.calibrate",
+             lambda: _calibrate(truth={"inclination": ["sixty"]}), (T,), "inclination"),
+        Case("calibrate truth with two values for one galaxy", "fitter.calibrate",
+             lambda: _calibrate(truth={"inclination": [50.0, 60.0]}), (V,), "2 value(s)"),
+        # ---- catalogues
+        Case("fit_catalogue batch_size = inf", "survey.fit_catalogue",
+             lambda: _catalogue(batch_size=float("inf")), (V,), "batch_size"),
+        Case("fit_catalogue n_workers = True", "survey.fit_catalogue",
+             lambda: _catalogue(n_workers=True), (V,), "n_workers"),
+        Case("fit_catalogue seed = 'abc'", "survey.fit_catalogue",
+             lambda: _catalogue(seed="abc"), (V,), "seed"),
+        Case("fit_catalogue log = 5", "survey.fit_catalogue", lambda: _catalogue(log=5),
+             (T,), "log"),
+        Case("fit_catalogue network that does not exist", "survey.fit_catalogue",
+             lambda: _catalogue(network="missing.pt"), (FileNotFoundError,), "missing.pt"),
+        Case("a catalogue map of junk bytes", "survey.fit_catalogue",
+             lambda: _catalogue(junk=True), (V,), "corrupt.fits"),
+        Case("fit_catalogue resume = 'no' (a string, not False)", "survey.fit_catalogue",
+             lambda: _catalogue(resume="no"), (T,), "resume must be True or False"),
+        # ---- the command line
+        Case("astrokin pretrain --recipe of a FITS file", "astrokin pretrain",
+             lambda: _recipe_file(_write_fits("recipe.fits", m1)), (V,), "not a JSON recipe"),
+        Case("astrokin pretrain --recipe holding a JSON list", "astrokin pretrain",
+             lambda: _recipe_file(_text("list.json", "[1, 2]")), (V,), "JSON list"),
+        Case("astrokin pretrain --set 'shapes=[16384]'", "astrokin pretrain",
+             lambda: _recipe_items("shapes=[16384]"), (V,), "MAX_MAP_SIDE"),
+        Case("astrokin pretrain --set calibration_size=1000000000", "astrokin pretrain",
+             lambda: _recipe_items("calibration_size=1000000000"), (V,), "calibration_size"),
+        Case("astrokin pretrain --set 'snr_range=\"high\"'", "astrokin pretrain",
+             lambda: _recipe_items('snr_range="high"'), (T,), "snr_range"),
+        Case("a recipe file with noise_fraction = 1.5", "astrokin pretrain",
+             lambda: _recipe_file(_text("noise.json", '{"noise_fraction": 1.5}')), (V,),
+             "noise_fraction"),
+        Case("a network whose stored recipe has shapes = 'abc' (--calibrate-only)",
+             "astrokin pretrain", lambda: _recalibrate(_network(
+                 "recipe.pt", lambda m: m.setdefault("recipe_pretraining", {}).update(
+                     shapes="abc"))), (NetworkFormatError,), "recipe_pretraining"),
     ]
     moment_maps = _cubes()
     if moment_maps is not None:
@@ -448,6 +527,77 @@ def _to_beam(beam):
     from astrokin.beams import to_beam
 
     return to_beam(beam)
+
+
+def _circle(x, y, r):
+    from regions import CirclePixelRegion, PixCoord
+
+    return CirclePixelRegion(PixCoord(x, y), radius=r)
+
+
+def _point():
+    from regions import PixCoord, PointPixelRegion
+
+    return PointPixelRegion(PixCoord(5, 5))
+
+
+def _pixel_mask(spec, shape, **kw):
+    from astrokin.masks import pixel_mask
+
+    return pixel_mask(spec, shape, **kw)
+
+
+def _region_file(name):
+    return _text(name, "image\ncircle(5,5,2)\n")
+
+
+def _text(name, text):
+    with open(name, "w") as f:
+        f.write(text)
+    return name
+
+
+def _calibrate(truth=None, **kw):
+    from astrokin.fitting import NeuralKinematicFitter
+    from astrokin.models import ExponentialArctanDisk
+
+    mom0, mom1 = _maps()
+    fitter = NeuralKinematicFitter.load(_network("cal.pt", lambda m: None), progress=False,
+                                        mc_samples=4, refine=False)
+    truth = {"inclination": [55.0], "pa": [130.0]} if truth is None else truth
+    return fitter.calibrate(ExponentialArctanDisk(), mom0, mom1, truth, pixel_scale=PS,
+                            beam=BEAM, **kw)
+
+
+def _catalogue(junk=False, **kw):
+    from astrokin.survey import fit_catalogue
+
+    mom0, mom1 = _maps()
+    pairs = [(_write_fits("c_mom0.fits", mom0), _write_fits("c_mom1.fits", mom1.value))]
+    if junk:
+        pairs.append((_garbage("corrupt.fits"), "c_mom1.fits"))
+    kw.setdefault("network", _network("survey.pt", lambda m: None))
+    return fit_catalogue(pairs, "fits.ecsv", pixel_scale=PS, beam=BEAM, mc_samples=4,
+                         refine=False, overwrite=True, return_table=False, **kw)
+
+
+def _recipe_file(name):
+    from astrokin.fitting.pretraining import read_recipe
+
+    return read_recipe(name)
+
+
+def _recipe_items(*items):
+    from astrokin.fitting.pretraining import read_recipe
+
+    return read_recipe(items=items)
+
+
+def _recalibrate(network):
+    from astrokin.fitting.pretraining import run
+
+    return run({}, "recalibrated.pt", calibrate_only=network, progress=False,
+               log=lambda line: None)
 
 
 def _garbage(name):

@@ -129,6 +129,21 @@ def test_existing_output_is_protected(catalogue, tmp_path):
     assert len(again) == 8
 
 
+@pytest.mark.parametrize("option", ["resume", "overwrite", "keep_parts", "return_table",
+                                    "refine"])
+def test_boolean_options_take_true_or_false_only(catalogue, tmp_path, option):
+    # resume="no" would otherwise resume, overwrite="no" overwrite.
+    out = tmp_path / "fits.ecsv"
+    with pytest.raises(TypeError, match=f"^{option} must be True or False; got str 'no'.$"):
+        fit_catalogue(read_catalogue(catalogue)[:2], out, **{option: "no"}, **FIT)
+    assert not any(tmp_path.iterdir())  # refused before anything is read or written
+    # numpy's bools are bools
+    kw = {"mc_samples": 4, "seed": 0, "refine": np.False_, option: np.bool_(option == "resume")}
+    fitted = fit_catalogue(read_catalogue(catalogue)[:1], out, **kw)
+    assert len(QTable.read(out)) == 1
+    assert fitted == out if option == "return_table" else len(fitted) == 1
+
+
 def test_read_catalogue_inputs(catalogue, tmp_path):
     from_file = read_catalogue(catalogue)
     assert from_file["mom0"][0] == str(catalogue.parent / "gal0000_mom0.fits")
