@@ -13,7 +13,7 @@ import warnings
 from astropy.modeling.fitting import Fitter
 from astropy.utils.exceptions import AstropyUserWarning
 
-from astrokin._validation import check_integer, check_real
+from astrokin._validation import check_bool, check_integer, check_real
 from astrokin.fitting.calibration import calibrate_parameters, calibration_targets, table_values
 from astrokin.fitting.devices import resolve_device
 from astrokin.fitting.parameters import check_model, fixed_values
@@ -21,6 +21,9 @@ from astrokin.fitting.parameters import check_model, fixed_values
 __all__ = ["NeuralKinematicFitter"]
 
 _MODES = ("solo", "combined", "blind")
+#: Galaxies read, prepared and fitted at a time by a blind fit (a block of 64x64
+#: maps holds about 250 kB per galaxy while it is fitted).
+STREAM_BLOCK = 2048
 
 
 class NeuralKinematicFitter(Fitter):
@@ -108,6 +111,11 @@ class NeuralKinematicFitter(Fitter):
 
     Raises
     ------
+    TypeError
+        From the constructor, for a boolean option (``progress``,
+        ``keep_samples``, ``refine``, ``data_weighted``) that is not True or
+        False (``refine='no'`` is refused, not taken as true), or a
+        ``trained`` that is not a trained network.
     ValueError
         From the constructor, for an unknown option value or a ``device``
         that does not exist on this machine (e.g. ``'cuda'`` without CUDA).
@@ -165,6 +173,11 @@ class NeuralKinematicFitter(Fitter):
             raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
         if seed is not None:
             check_integer("seed", seed, 0)
+        # refine='no' must not mean refine=True
+        progress, keep_samples, refine, data_weighted = (
+            check_bool(name, value) for name, value in (
+                ("progress", progress), ("keep_samples", keep_samples), ("refine", refine),
+                ("data_weighted", data_weighted)))
         resolve_device(device)  # an unknown or absent device fails here, not mid-fit
         if trained is not None and not all(hasattr(trained, k) for k in
                                            ("network", "layout", "fixed_values")):
@@ -177,11 +190,11 @@ class NeuralKinematicFitter(Fitter):
         self.dropout, self.device, self.seed = float(dropout), device, seed
         self.progress, self.keep_samples = progress, keep_samples
         self.encoder_assignment = encoder_assignment
-        self.refine = bool(refine)
-        self.data_weighted = bool(data_weighted)
+        self.refine, self.data_weighted = refine, data_weighted
         self.trained, self.std_scale, self.warm_start = None, None, False
         self.refined_std_scale = None
         self.metadata_extra, self.training_info, self.fit_info = {}, {}, {}
+        self._on_read = None  # called with the number of galaxies once the maps are read
         if trained is not None:
             self._attach(trained)
 
@@ -374,20 +387,34 @@ class NeuralKinematicFitter(Fitter):
 
         Raises
         ------
+        TypeError
+            If ``inplace`` is not True or False.
         ValueError
             For a blind fit without a network, a combined one without
             ``training_data``, or ``inplace=True`` with several galaxies.
+
+        Notes
+        -----
+        A blind fit is streamed: `STREAM_BLOCK` galaxies at a time are read,
+        cleaned, prepared and fitted, and only their results are kept, so the
+        memory of one call does not grow with the number of galaxies (beyond
+        the results, and the MC samples when ``keep_samples``). A galaxy's
+        result does not depend on the block it is fitted in (its dropout
+        masks depend on the seed and its index only). Solo and combined fits
+        train on all their galaxies at once.
         """
         import torch
 
         from astrokin.fitting import results
-        from astrokin.fitting.preprocessing import prepare_maps, with_training_data
+        from astrokin.fitting.frames import fitting_frames
+        from astrokin.fitting.preprocessing import map_blocks, prepare_batch
 
         check_model(model)
         if mc_samples is not None:
             check_integer("mc_samples", mc_samples, 2)
             _check_mc_samples(mc_samples)
         check_integer("first_index", first_index, 0)
+        inplace = check_bool("inplace", inplace)
         t0 = time.perf_counter()
         if mom1 is None:
             from astrokin.cubes import cube_moments
@@ -400,44 +427,100 @@ class NeuralKinematicFitter(Fitter):
                 mom0, **(cube_options or {}))
         elif cube_options is not None:
             raise ValueError("cube_options= is for a cube given as mom0 (without mom1).")
-        obs, batch, frames = prepare_maps(mom0, mom1, pixel_scale=pixel_scale, beam=beam,
-                                          mask=mask, exclude=exclude,
-                                          reject_spurious=reject_spurious, cutout=cutout,
-                                          region_format=region_format, mom0_err=mom0_err,
-                                          mom1_err=mom1_err, mom2=mom2, mom2_err=mom2_err,
-                                          mom2_window=mom2_window, names=names)
-        distances = results.check_distances(distance, len(obs))
-        self._warn_beams_outside_training(batch, obs)
+        base = _held_dispersion(model)  # mom0 and mom1 say nothing of the dispersion
+        rings = _ring_start(base, self)  # a ring disc is fitted from a parametric fit
+        fit_model = base if rings is None else rings
+        # A blind fit of many galaxies is streamed: a block at a time is read,
+        # prepared and fitted, so memory holds one block's maps (solo and
+        # combined fits train on all of them, ring fits report their start fit).
+        streamed = self.mode == "blind" and rings is None
+        n, blocks = map_blocks(mom0, mom1, pixel_scale, beam, mask=mask, exclude=exclude,
+                               reject_spurious=reject_spurious, cutout=cutout,
+                               region_format=region_format, mom0_err=mom0_err,
+                               mom1_err=mom1_err, mom2=mom2, mom2_err=mom2_err,
+                               mom2_window=mom2_window, names=names,
+                               block_size=STREAM_BLOCK if streamed else None)
+        if self._on_read is not None:  # calibrate: the truth is checked before the fit
+            self._on_read(n)
+        distances = results.check_distances(distance, n)
         if mom0_err is not None and not self.refine:
             warnings.warn("mom0_err and mom1_err are used by refinement only, and this fitter "
                           "does not refine (refine=False): they are ignored.",
                           AstropyUserWarning, stacklevel=2)
-        if inplace and len(obs) != 1:
+        if inplace and n != 1:
             raise ValueError(f"inplace=True fits one galaxy into the model given; got "
-                             f"{len(obs)} galaxies (they make a model set: use inplace=False).")
+                             f"{n} galaxies (they make a model set: use inplace=False).")
         if training_data is not None and self.mode != "combined":
             raise ValueError(
                 f"training_data= is only used with mode='combined', not {self.mode!r}.")
-        t1 = time.perf_counter()
-        from astrokin.fitting.dispersion import fit_dispersion, fitted_dispersion
+        if self.mode == "combined" and training_data is None:
+            raise ValueError("mode='combined' needs training_data= (other maps to train on).")
+        if self.mode == "blind" and self.trained is None:
+            raise ValueError("mode='blind' needs a trained network: call fitter.train(...) "
+                             "first or use NeuralKinematicFitter.load(path).")
+        from astrokin.fitting.dispersion import fitted_dispersion
 
         dispersion = mom2 is not None and bool(fitted_dispersion(model))
         if mom2 is not None and not dispersion:
             warnings.warn(f"mom2 is not fitted: {type(model).__name__} has no free dispersion "
                           "parameter.", AstropyUserWarning, stacklevel=2)
-        base = _held_dispersion(model)  # mom0 and mom1 say nothing of the dispersion
-        rings = _ring_start(base, self)  # a ring disc is fitted from a parametric fit
-        fit_model = base if rings is None else rings
+        parts, kept, kept_frames = [], [], []
+        timings = dict.fromkeys(("preprocessing", "training", "mc_dropout", "refinement"), 0.0)
+        first = int(first_index)
+        t_read = time.perf_counter()
+        for obs in blocks:
+            batch = prepare_batch(obs)
+            frames = fitting_frames(obs, batch)
+            timings["preprocessing"] += time.perf_counter() - t_read
+            part = self._fit_block(model, base, rings, fit_model, obs, batch, frames,
+                                   mc_samples, first, dispersion, training_data, timings)
+            parts.append(part)
+            # What the results need of each galaxy: not its maps, once fitted.
+            kept += obs if not streamed else [o.without_maps() for o in obs]
+            kept_frames += frames
+            first += len(obs)
+            t_read = time.perf_counter()
+        part = parts[0] if len(parts) == 1 else _joined(parts)
+        t4 = time.perf_counter()
+        fitted, self.fit_info = results.assemble_results(
+            model, part["layout"], kept, kept_frames, part["summary"], part["names"],
+            std_scale=part["scale"], trained=self.trained, inplace=inplace,
+            amplitude=part["amplitude"], columns=part["columns"], fixed=part["fixed"],
+            unfitted=() if dispersion else type(model).dispersion_parameters)
+        results.add_observation_columns(fitted, self.fit_info, kept, distances, part["layout"],
+                                        part["scale"])
+        if rings is not None:
+            if part["start_fit"] is not None:
+                self.fit_info["start_fit"] = part["start_fit"]
+            self.fit_info["rings"] = fitted.ring_table()
+        n_samples = self.mc_samples if mc_samples is None else int(mc_samples)
+        timings["results"] = time.perf_counter() - t4
+        timings["total"] = time.perf_counter() - t0
+        self.fit_info.update(
+            loss_history=self.loss_history, mode=self.mode, mc_samples=n_samples,
+            timings=timings, n_blocks=len(parts),
+            device=str(resolve_device(self.device)), torch_threads=torch.get_num_threads())
+        return fitted
+
+    def _fit_block(self, model, base, rings, fit_model, obs, batch, frames, mc_samples,
+                   first_index, dispersion, training_data, timings):
+        """Train (solo, combined), MC dropout, refinement and dispersion of one block.
+
+        Returns what `~astrokin.fitting.results.assemble_results` needs of the
+        block (its amplitudes solved for while its maps are at hand);
+        ``timings`` is added to.
+        """
+        from astrokin.fitting import results
+        from astrokin.fitting.dispersion import fit_dispersion
+        from astrokin.fitting.preprocessing import with_training_data
+
+        t1 = time.perf_counter()
+        self._warn_beams_outside_training(batch, obs)
         framed = _framed(fit_model, frames)
         if self.mode == "solo":
             self._train(fit_model, batch, framed)
         elif self.mode == "combined":
-            if training_data is None:
-                raise ValueError("mode='combined' needs training_data= (other maps to train on).")
             self._train(fit_model, *with_training_data(fit_model, batch, framed, training_data))
-        elif self.trained is None:
-            raise ValueError("mode='blind' needs a trained network: call fitter.train(...) "
-                             "first or use NeuralKinematicFitter.load(path).")
         t2 = time.perf_counter()
         layout = self.layout.check_compatible(fit_model) if self.mode == "blind" else self.layout
         n_samples = self.mc_samples if mc_samples is None else int(mc_samples)
@@ -493,23 +576,14 @@ class NeuralKinematicFitter(Fitter):
                 n_samples=n_samples if self.keep_samples else 0, seed=self._dropout_seed(),
                 first_index=int(first_index))
             columns = {**(columns or {}), **extra}
-        t4 = time.perf_counter()
-        fitted, self.fit_info = results.assemble_results(
-            model, layout, obs, frames, summary, names, std_scale=scale,
-            trained=self.trained, batch=tensors, inplace=inplace, amplitude=amplitude,
-            columns=columns, fixed=fixed,
-            unfitted=() if dispersion else type(model).dispersion_parameters)
-        results.add_observation_columns(fitted, self.fit_info, obs, distances, layout, scale)
-        if rings is not None:
-            if start_fit is not None:
-                self.fit_info["start_fit"] = start_fit
-            self.fit_info["rings"] = fitted.ring_table()
-        self.fit_info.update(
-            loss_history=self.loss_history, mode=self.mode, mc_samples=n_samples,
-            timings={"preprocessing": t1 - t0, "training": t2 - t1, "mc_dropout": t3 - t2,
-                     "refinement": t4 - t3, "total": time.perf_counter() - t0},
-            device=str(resolve_device(self.device)), torch_threads=torch.get_num_threads())
-        return fitted
+        if amplitude is None and results.amplitude_is_free(model, layout):
+            # Solved here, while the block's maps are at hand.
+            amplitude = results.fitted_amplitude(self.trained, tensors, summary.mean, names)
+        timings["training"] += t2 - t1
+        timings["mc_dropout"] += t3 - t2
+        timings["refinement"] += time.perf_counter() - t3
+        return dict(summary=summary, names=names, amplitude=amplitude, columns=columns,
+                    scale=scale, layout=layout, fixed=fixed, start_fit=start_fit)
 
     def mc_summary(self, batch, n_samples=None, *, first_index=0):
         """MC-dropout summaries of a prepared batch, with the fitter's network and seed.
@@ -585,10 +659,16 @@ class NeuralKinematicFitter(Fitter):
 
         Raises
         ------
+        TypeError
+            If ``level`` is not a number, ``parameters`` not a list of
+            names, ``truth`` not a table, dict or model set, or a truth
+            column not numbers.
         ValueError
             Without a trained network in blind mode, for ``level`` outside
-            (0, 1), a ``truth`` without one value per galaxy or with none of
-            the parameters, or ``parameters`` naming one not free or absent.
+            (0, 1), a ``truth`` without one finite value per galaxy or with
+            none of the parameters, or ``parameters`` naming one not free or
+            absent. ``truth`` is checked before the fit (its length once the
+            maps are read, before the network runs).
         astropy.units.UnitConversionError
             If a truth Quantity has the wrong kind of unit.
 
@@ -615,12 +695,22 @@ class NeuralKinematicFitter(Fitter):
                 "calibrate() needs a trained network in blind mode (NeuralKinematicFitter.load, "
                 f".pretrained, or after fitter.train); this fitter is in mode {self.mode!r}"
                 + (" without a network." if self.trained is None else "."))
-        if not 0.0 < float(level) < 1.0:
-            raise ValueError(f"level must be between 0 and 1, got {level!r}.")
+        check_real("level", level, 0.0, 1.0)
+        if parameters is not None and (
+                isinstance(parameters, str) or not isinstance(parameters, (list, tuple))
+                or not all(isinstance(nm, str) for nm in parameters)):
+            raise TypeError("parameters must be a list of parameter names (e.g. "
+                            f"['inclination', 'pa']) or None; got {parameters!r}.")
+        check_model(model)
+        # The truth is checked before the fit: its kind, names, units and finite
+        # values now, one value per galaxy once the maps are read.
+        cls, free = type(model), _calibrated_free(model, mom1, kwargs)
+        calibration_targets(truth, cls, free, parameters, None)
         # The factors scale the errors this fitter gives: refined or MC-dropout ones.
         attr = "refined_std_scale" if self.refine else "std_scale"
         previous = getattr(self, attr)
         setattr(self, attr, None)
+        self._on_read = lambda n: calibration_targets(truth, cls, free, parameters, n)
         try:
             with warnings.catch_warnings():
                 # Galaxies pinned at a range edge are left out (the report's n).
@@ -629,7 +719,8 @@ class NeuralKinematicFitter(Fitter):
                 self(model, mom0, mom1, **kwargs)
         finally:
             setattr(self, attr, previous)
-        table, cls = self.fit_info["table"], self.layout.model_class
+            self._on_read = None
+        table = self.fit_info["table"]
         names, truths = calibration_targets(truth, cls, self.fit_info["free_parameters"],
                                             parameters, len(table))
         rows = calibrate_parameters(names, *table_values(table, names, cls), truths, level)
@@ -662,6 +753,8 @@ class NeuralKinematicFitter(Fitter):
 
         Raises
         ------
+        TypeError
+            If ``overwrite`` is not True or False.
         ValueError
             If there is no trained network to save.
         FileExistsError
@@ -671,6 +764,7 @@ class NeuralKinematicFitter(Fitter):
         """
         from astrokin.fitting.persistence import RECIPE_KEYS, save_network
 
+        check_bool("overwrite", overwrite)
         if self.trained is None:
             raise ValueError("Nothing to save: the network has not been trained yet.")
         save_network(path, self.trained, recipe={k: getattr(self, k) for k in RECIPE_KEYS},
@@ -703,6 +797,9 @@ class NeuralKinematicFitter(Fitter):
 
         Raises
         ------
+        TypeError
+            If ``path`` is not a str or path-like, ``model`` is not a disc
+            model, or ``mode=`` or ``trained=`` is given.
         FileNotFoundError
             If ``path`` does not exist or is not a file.
         astrokin.exceptions.NetworkFormatError
@@ -715,6 +812,13 @@ class NeuralKinematicFitter(Fitter):
         from astrokin.exceptions import NetworkFormatError
         from astrokin.fitting import persistence
 
+        for name in ("mode", "trained"):
+            if name in kwargs:
+                raise TypeError(
+                    f"load() takes no {name}=: it returns a 'blind' fitter with the file's "
+                    "network (to fine-tune it, set fitter.mode = 'solo' and fitter.warm_start "
+                    "= True, or use NeuralKinematicFitter.pretrained(mode=...) for a bundled "
+                    "one).")
         resolve_device(device)  # an unknown or absent device fails before reading
         meta, state, model_class = persistence.read_network(path, model)
         recipe = {k: v for k, v in meta["recipe"].items() if k in persistence.RECIPE_KEYS}
@@ -802,6 +906,17 @@ def _check_mc_samples(value):
                          f"to 1% from ~5,000); got {value:,}.")
 
 
+def _calibrated_free(model, mom1, options):
+    """The free parameters a fit of ``model`` reports (as `calibrate` will see them)."""
+    from astrokin.fitting.dispersion import fitted_dispersion
+
+    # The dispersion is fitted with mom2 (given, or made from a cube given as mom0).
+    dispersion = (options.get("mom2") is not None or mom1 is None) \
+        and bool(fitted_dispersion(model))
+    return [nm for nm in model.param_names if not model.fixed[nm] and not model.tied[nm]
+            and (dispersion or nm not in type(model).dispersion_parameters)]
+
+
 def _held_dispersion(model):
     """``model``, or a copy with its dispersion parameters fixed (they change mom2 only)."""
     names = [nm for nm in type(model).dispersion_parameters if not model.fixed[nm]]
@@ -853,3 +968,25 @@ def _framed(model, frames):
     from astrokin.fitting.frames import framed_fixed
 
     return framed_fixed(fixed_values(model), model, frames)
+
+
+def _joined(parts):
+    """The block results of a streamed fit (`NeuralKinematicFitter._fit_block`), as one."""
+    import numpy as np
+
+    from astrokin.fitting.mc_dropout import MCSummary
+
+    head = parts[0]
+
+    def joined(values):
+        values = list(values)
+        if values[0] is None:
+            return None
+        if isinstance(values[0], dict):
+            return {k: np.concatenate([v[k] for v in values]) for k in values[0]}
+        return np.concatenate(values)
+
+    return dict(head, summary=MCSummary.concatenate([p["summary"] for p in parts]),
+                amplitude=joined(p["amplitude"] for p in parts),
+                columns=joined(p["columns"] for p in parts),
+                fixed=joined(p["fixed"] for p in parts))

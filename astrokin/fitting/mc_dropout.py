@@ -288,6 +288,16 @@ class MCSummary:
     samples: np.ndarray | None
     n_samples: int
 
+    @classmethod
+    def concatenate(cls, parts):
+        """The summaries of several batches of galaxies as one, in order."""
+        parts = list(parts)
+        join = [np.concatenate([getattr(p, f) for p in parts])
+                for f in ("mean", "std", "mad", "cov")]
+        samples = (None if any(p.samples is None for p in parts)
+                   else np.concatenate([p.samples for p in parts]))
+        return cls(*join, samples, parts[0].n_samples)
+
 
 def _wrap(d, period):
     """Wrap differences into [-period/2, period/2)."""

@@ -59,8 +59,8 @@ from astrokin.fitting.binning import MAX_MAP_SIDE, Reduction, reduce_map, reduce
 from astrokin.fitting.encoders import IMAGE_SIZE
 from astrokin.fitting.frames import FittingFrame, fitting_frames
 
-__all__ = ["Observation", "grid_to_input_pixels", "parse_maps", "prepare_batch", "prepare_maps",
-           "prepare_training_data", "with_training_data"]
+__all__ = ["Observation", "grid_to_input_pixels", "map_blocks", "parse_maps", "prepare_batch",
+           "prepare_maps", "prepare_training_data", "with_training_data"]
 
 _KMS = u.km / u.s
 #: mom1 pixels where mom0 is below this fraction of its peak are not used.
@@ -153,6 +153,17 @@ class Observation:
         """``(ny, nx)`` of the (cut-out) maps that are fitted."""
         return self.mom0.shape
 
+    def without_maps(self):
+        """The record of the observation without its maps, for the results of a streamed fit.
+
+        The maps become read-only views of one NaN ("no data") of their
+        shape; the noise maps and mom2 are dropped. Everything else (frame,
+        beam, WCS, rejected pixels, name) is kept.
+        """
+        blank = np.broadcast_to(np.float64(np.nan), self.shape)
+        return replace(self, mom0=blank, mom1=blank, mom0_err=None, mom1_err=None, mom2=None,
+                       mom2_err=None, mom2_low=None, mom2_high=None)
+
 
 def _as_list(value, n, name):
     """Broadcast a per-galaxy argument to a list of length n."""
@@ -238,6 +249,60 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
     >>> len(obs), obs[0].pixel_scale, obs[0].beam
     (3, 0.5, (1.5, 1.5, 0.0))
     """
+    n, blocks = map_blocks(mom0, mom1, pixel_scale, beam, mask=mask, exclude=exclude,
+                           reject_spurious=reject_spurious, cutout=cutout,
+                           region_format=region_format, mom0_err=mom0_err, mom1_err=mom1_err,
+                           mom2=mom2, mom2_err=mom2_err, mom2_window=mom2_window, names=names)
+    return next(blocks)
+
+
+def map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, block_size=None, **options):
+    """`parse_maps` a block of galaxies at a time, for fits of any number of them.
+
+    The maps are split into single galaxies (views: nothing is copied) and
+    every argument is checked at once; each block is then read, cleaned and
+    cut out only when it is asked for, so that a fit of many galaxies holds
+    the copies of one block at a time.
+
+    Parameters
+    ----------
+    mom0, mom1, pixel_scale, beam, **options
+        As for `parse_maps`.
+    block_size : int, optional
+        Galaxies per block (default: all in one).
+
+    Returns
+    -------
+    n : int
+        The number of galaxies.
+    blocks : iterator of list of `Observation`
+        Their observations, ``block_size`` at a time, in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> from astrokin.fitting.preprocessing import map_blocks
+    >>> n, blocks = map_blocks(np.ones((5, 40, 40)), np.zeros((5, 40, 40)),
+    ...                        pixel_scale=0.5 * u.arcsec, block_size=2)
+    >>> n, [len(b) for b in blocks]
+    (5, [2, 2, 1])
+    """
+    from astrokin._validation import check_bool, check_integer
+
+    if block_size is not None:
+        check_integer("block_size", block_size, 1)
+    for name in ("reject_spurious", "cutout"):
+        if name in options:
+            check_bool(name, options[name])
+    return _map_blocks(mom0, mom1, pixel_scale, beam, block_size=block_size, **options)
+
+
+def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=None,
+                reject_spurious=True, cutout=True, region_format=None, mom0_err=None,
+                mom1_err=None, mom2=None, mom2_err=None, mom2_window=None, names=None,
+                block_size=None):
+    """`map_blocks` with every option named."""
     maps0 = split_maps(mom0, "mom0")
     maps1 = split_maps(mom1, "mom1")
     if len(maps0) != len(maps1):
@@ -259,10 +324,11 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                              f"{names!r}.")
         names = [str(v) for v in names]
     labels = names if names is not None else [f"galaxy {i}" for i in range(n)]
-    out = []
     given_beams = {}
-    pairs = enumerate(zip(maps0, maps1, strict=True))
-    for i, ((d0, unit0, wcs0, hdr0), (d1, unit1, wcs1, hdr1)) in pairs:
+    step = n if block_size is None else int(block_size)
+
+    def read_galaxy(i):
+        (d0, unit0, wcs0, hdr0), (d1, unit1, wcs1, hdr1) = maps0[i], maps1[i]
         label = f" ({labels[i]})" if n > 1 or names is not None else ""
         if d0.shape != d1.shape:
             raise ValueError(
@@ -408,25 +474,34 @@ def parse_maps(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=No
                            mom0_err=e0, mom1_err=e1, mom2=m2, mom2_err=e2,
                            mom2_low=lo, mom2_high=hi, name=None if names is None else names[i],
                            reduction=reduction)
-        out.append(read)
-    from astrokin.fitting import data_quality
+        return read
 
-    problems = [data_quality.unit_problems(r.mom1, np.isfinite(r.mom0)) for r in out]
-    if reject_spurious:
-        _reject_spurious(out)
-    for p, r in zip(problems, out, strict=True):
-        p.update(data_quality.quality_problems(r.mom0, r.mom1,
-                                               beam_area_pixels(r.beam, r.pixel_scale)))
-    data_quality.warn_problems(problems, labels)
-    for p, r, name in zip(problems, out, labels, strict=True):
-        if not (np.isfinite(r.mom1) & np.isfinite(r.mom0)).any():
-            counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in r.rejected.items())
-            hint = (" Its values look like m/s: give mom1 with its unit (mom1 * u.m / u.s) or "
-                    "a FITS BUNIT of 'm/s'." if "m/s" in p else
-                    " Check its units, or pass reject_spurious=False.")
-            raise ValueError(f"mom1 ({name}) has no valid pixels left after the spurious-pixel "
-                             f"rejection ({counts}).{hint}")
-    return [_cut_and_mirror(read, cutout=cutout) for read in out]
+    def finish(out, labels):
+        from astrokin.fitting import data_quality
+
+        problems = [data_quality.unit_problems(r.mom1, np.isfinite(r.mom0)) for r in out]
+        if reject_spurious:
+            _reject_spurious(out)
+        for p, r in zip(problems, out, strict=True):
+            p.update(data_quality.quality_problems(r.mom0, r.mom1,
+                                                   beam_area_pixels(r.beam, r.pixel_scale)))
+        data_quality.warn_problems(problems, labels)
+        for p, r, name in zip(problems, out, labels, strict=True):
+            if not (np.isfinite(r.mom1) & np.isfinite(r.mom0)).any():
+                counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in r.rejected.items())
+                hint = (" Its values look like m/s: give mom1 with its unit (mom1 * u.m / u.s) or "
+                        "a FITS BUNIT of 'm/s'." if "m/s" in p else
+                        " Check its units, or pass reject_spurious=False.")
+                raise ValueError(f"mom1 ({name}) has no valid pixels left after the spurious-pixel "
+                                 f"rejection ({counts}).{hint}")
+        return [_cut_and_mirror(read, cutout=cutout) for read in out]
+
+    def blocks():
+        for first in range(0, n, step):
+            members = range(first, min(first + step, n))
+            yield finish([read_galaxy(i) for i in members], [labels[i] for i in members])
+
+    return n, blocks()
 
 
 #: Most map pixels cleaned in one stack by `_reject_spurious`.

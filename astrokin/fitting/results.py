@@ -95,8 +95,7 @@ def assemble_results(model, layout, observations, frames, summary, names, *, std
     if std_scale:
         f = np.array([float(std_scale.get(nm, 1.0)) for nm in names])
         cov = cov * f[None, :, None] * f[None, None, :]
-    if "amplitude" in layout.param_names and not model.fixed["amplitude"] \
-            and not model.tied["amplitude"]:
+    if amplitude_is_free(model, layout):
         mean[:, names.index("amplitude")] = (
             fitted_amplitude(trained, batch, mean_frame, names) if amplitude is None
             else amplitude)
@@ -307,6 +306,12 @@ def add_observation_columns(fitted, fit_info, observations, distances, layout, s
             continue
         table[f"{name}_kpc"] = table[name].to_value(u.arcsec) * kpc_per_arcsec
         table[f"{name}_kpc_std"] = table[f"{name}_std"].to_value(u.arcsec) * kpc_per_arcsec
+
+
+def amplitude_is_free(model, layout):
+    """Whether the fit solves for the mom0 scale (``amplitude`` free in ``model``)."""
+    return ("amplitude" in layout.param_names and not model.fixed["amplitude"]
+            and not model.tied["amplitude"])
 
 
 def fitted_amplitude(trained, batch, mean, names):

@@ -1,17 +1,24 @@
-"""Peak memory and time of fitting one very large map, and what binning it costs.
+"""Peak memory: one very large map, and many galaxies in one fitter call.
 
-Renders an exponential disc (beam 3 px) filling a 500 x 500 map, and
-the same galaxy on finer grids up to ``--sides`` (default 2000, 4000 and
-8000 pixels a side), gridded by bilinear interpolation of the 500 x 500 maps
-(a strip of rows at a time, float32, as a large FITS image would be). Each
-map is fitted (bundled network, blind, refinement on) in a fresh process,
-which reports its peak resident memory (``ru_maxrss``: the maps themselves,
-torch and the fit), the memory above the maps and the modules, the wall
-time, and the geometry recovered, beside the truth. The maps larger than
-`astrokin.fitting.binning.MAX_MAP_SIDE` are cut out and binned before the
-fit; smaller ones are fitted as they are.
+**One large map** (``--sides``). Renders an exponential disc (beam 3 px)
+filling a 500 x 500 map, and the same galaxy on finer grids (default 2000,
+4000 and 8000 pixels a side), gridded by bilinear interpolation of the
+500 x 500 maps (a strip of rows at a time, float32, as a large FITS image
+would be). Each map is fitted (bundled network, blind, refinement on) in a
+fresh process, which reports its peak resident memory (``ru_maxrss``: the
+maps themselves, torch and the fit), the memory above the maps and the
+modules, the wall time, and the geometry recovered, beside the truth. The
+maps larger than `astrokin.fitting.binning.MAX_MAP_SIDE` are cut out and
+binned before the fit; smaller ones are fitted as they are.
 
-Run: ``python benchmarks/large_maps.py [--sides 500 2000 4000 8000] [--threads 2]``.
+**Many galaxies** (``--counts``). One call of the fitter (blind, MC dropout
+only, no samples kept) on a float32 stack of N noisy 64 x 64 galaxies, in a
+fresh process each: the peak memory, the part above the maps and the
+modules, per galaxy, and the rate. Blind fits are streamed
+(`astrokin.fitting.fitter.STREAM_BLOCK` galaxies at a time).
+
+Run: ``python benchmarks/memory.py [--sides 500 2000 4000 8000]
+[--counts 2048 8192 32768] [--threads 2]``.
 """
 
 import argparse
@@ -90,15 +97,64 @@ def _child(side, threads):
     print(json.dumps(out))
 
 
+def _child_many(n, threads):
+    """Fit ``n`` galaxies in one call in this process; print a JSON line."""
+    import warnings
+
+    import astropy.units as u
+    import torch
+
+    from astrokin.fitting import NeuralKinematicFitter
+    from astrokin.models import ExponentialArctanDisk
+    from astrokin.synthetic import make_galaxies
+
+    torch.set_num_threads(threads)
+    fitter = NeuralKinematicFitter.pretrained(refine=False, keep_samples=False)
+    gals = make_galaxies(ExponentialArctanDisk(), 256, shape=(64, 64), seed=3,
+                         beam=3 * u.pix, mask_snr=1)
+    reps = -(-n // 256)
+    mom0 = np.tile(np.asarray(gals.mom0, dtype=np.float32), (reps, 1, 1))[:n]
+    mom1 = np.tile(np.asarray(gals.mom1, dtype=np.float32), (reps, 1, 1))[:n]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitter(ExponentialArctanDisk(), mom0, mom1, pixel_scale=gals.pixel_scale,
+               beam=3 * u.arcsec * float(gals.pixel_scale.to_value(u.arcsec)))
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": n, "peak_mb": peak, "above_mb": peak - before, "wall_s": wall,
+                      "maps_mb": (mom0.nbytes + mom1.nbytes) / 2**20,
+                      "blocks": fitter.fit_info["n_blocks"]}))
+
+
+def _run_child(args, flag, value):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+         os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), flag, str(value),
+                          "--threads", str(args.threads)], capture_output=True, text=True,
+                         env=env, check=False)
+    if run.returncode != 0:
+        print(f"{value:6d} failed (exit {run.returncode}): {run.stderr.strip()[-300:]}")
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     """Run each size in its own process and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sides", type=int, nargs="+", default=[500, 2000, 4000, 8000])
+    parser.add_argument("--sides", type=int, nargs="*", default=[500, 2000, 4000, 8000])
+    parser.add_argument("--counts", type=int, nargs="*", default=[2048, 8192, 32768])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-many", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args.child, args.threads)
+        return
+    if args.child_many:
+        _child_many(args.child_many, args.threads)
         return
     import torch
 
@@ -113,17 +169,10 @@ def main(argv=None):
     print(f"{'truth':>6s} {'':>8s} {'':>8s} {'':>7s} {'':>4s} {'':>7s} "
           f"{TRUTH['inclination']:13.1f} {TRUTH['pa']:14.1f} {TRUTH['x_0']:12.1f} "
           f"{TRUTH['v_max']:12.1f}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-         os.environ.get("PYTHONPATH", "")]))
     for side in args.sides:
-        run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(side),
-                              "--threads", str(args.threads)], capture_output=True, text=True,
-                             env=env, check=False)
-        if run.returncode != 0:
-            print(f"{side:6d} failed (exit {run.returncode}): {run.stderr.strip()[-300:]}")
+        r = _run_child(args, "--child", side)
+        if r is None:
             continue
-        r = json.loads(run.stdout.strip().splitlines()[-1])
 
         def pm(name, r=r):
             return f"{r[name]:.2f}±{r[name + '_std']:.2f}"
@@ -132,6 +181,23 @@ def main(argv=None):
               f"{r['binning']:4d} {r['wall_s']:7.1f} {pm('inclination'):>13s} {pm('pa'):>14s} "
               f"{pm('x_0'):>12s} {pm('v_max'):>12s}")
 
+    if not args.counts:
+        return
+    from astrokin.fitting.fitter import STREAM_BLOCK
+
+    print()
+    print(f"# many 64x64 galaxies (float32) in one call, blind, 1000 MC samples, no samples "
+          f"kept; streamed {STREAM_BLOCK} at a time")
+    head = (f"{'N':>7s} {'maps MB':>8s} {'peak MB':>8s} {'fit MB':>7s} {'kB/galaxy':>9s} "
+            f"{'blocks':>6s} {'gal/s':>7s}")
+    print(head)
+    print("-" * len(head))
+    for n in args.counts:
+        r = _run_child(args, "--child-many", n)
+        if r is None:
+            continue
+        print(f"{n:7d} {r['maps_mb']:8.0f} {r['peak_mb']:8.0f} {r['above_mb']:7.0f} "
+              f"{1024 * r['above_mb'] / n:9.1f} {r['blocks']:6d} {n / r['wall_s']:7.0f}")
 
 if __name__ == "__main__":
     main()
