@@ -8,8 +8,8 @@ message wherever it is given. Nothing here imports another part of astrokin.
 import numpy as np
 from astropy import units as u
 
-__all__ = ["MAX_SIDE", "check_bool", "check_integer", "check_real", "check_shape",
-           "pixel_scale_arcsec", "plain_value"]
+__all__ = ["MAX_SIDE", "CheckedOption", "check_bool", "check_integer", "check_real",
+           "check_shape", "pixel_scale_arcsec", "plain_value"]
 
 #: Longest map side the renderer accepts (pixels).
 MAX_SIDE = 16384
@@ -110,3 +110,46 @@ def check_bool(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}.")
     return bool(value)
+
+
+class CheckedOption:
+    """An attribute checked whenever it is set, in the constructor or later.
+
+    ``check(name, value)`` returns the value to store or raises. A class
+    declares its options once, as class attributes, and its ``__init__``
+    simply assigns them: ``fitter.refine = 'no'`` then fails as
+    ``NeuralKinematicFitter(refine='no')`` does.
+
+    Examples
+    --------
+    >>> from astrokin._validation import CheckedOption, check_bool
+    >>> class Thing:
+    ...     verbose = CheckedOption(check_bool, "Print as it goes.")
+    ...     def __init__(self, verbose=False):
+    ...         self.verbose = verbose
+    >>> Thing(True).verbose
+    True
+    >>> Thing().verbose = "yes"
+    Traceback (most recent call last):
+    ...
+    TypeError: verbose must be True or False; got str 'yes'.
+    """
+
+    def __init__(self, check, doc=None):
+        self.check = check
+        self.__doc__ = doc
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{type(obj).__name__} has no {self.name} yet") from None
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = self.check(self.name, value)
+

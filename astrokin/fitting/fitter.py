@@ -13,7 +13,7 @@ import warnings
 from astropy.modeling.fitting import Fitter
 from astropy.utils.exceptions import AstropyUserWarning
 
-from astrokin._validation import check_bool, check_integer, check_real
+from astrokin._validation import CheckedOption, check_bool, check_integer, check_real
 from astrokin.fitting.calibration import calibrate_parameters, calibration_targets, table_values
 from astrokin.fitting.devices import resolve_device
 from astrokin.fitting.parameters import check_model, fixed_values
@@ -152,45 +152,49 @@ class NeuralKinematicFitter(Fitter):
 
     supported_constraints = ["bounds", "fixed", "tied"]
 
+    mode = CheckedOption(lambda name, v: _check_mode(v), "``'solo'``, ``'combined'`` or "
+                         "``'blind'``.")
+    epochs = CheckedOption(lambda name, v: _integer(name, v, 0), "Training epochs.")
+    batch_size = CheckedOption(lambda name, v: _integer(name, v, 1), "Training batch size.")
+    lr_decay_every = CheckedOption(lambda name, v: _integer(name, v, 1),
+                                   "Epochs between learning-rate decays.")
+    # (One MC sample has no spread: at least two.)
+    mc_samples = CheckedOption(lambda name, v: _check_mc_samples(_integer(name, v, 2)),
+                               "MC-dropout samples per galaxy.")
+    learning_rate = CheckedOption(lambda name, v: _real(name, v, 0.0, None),
+                                  "Adam's learning rate.")
+    lr_decay = CheckedOption(lambda name, v: _real(name, v, 0.0, None),
+                             "Learning-rate factor per decay.")
+    dropout = CheckedOption(lambda name, v: _check_dropout(v), "Dropout probability, [0, 1).")
+    seed = CheckedOption(lambda name, v: v if v is None else _integer(name, v, 0) and v,
+                         "Seed of training and of the MC-dropout masks (None: random).")
+    device = CheckedOption(lambda name, v: resolve_device(v) and v,
+                           "``'auto'``, ``'cpu'``, ``'cuda'``... (checked when set).")
+    progress = CheckedOption(check_bool, "Show training progress.")
+    keep_samples = CheckedOption(check_bool, "Keep each galaxy's MC samples.")
+    refine = CheckedOption(check_bool, "Refine each fit to the galaxy's own maps.")
+    data_weighted = CheckedOption(check_bool, "Weight the model's beam smearing by the data.")
+    warm_start = CheckedOption(check_bool, "Train from the current network, not a new one.")
+
     def __init__(self, mode="solo", *, epochs=300, batch_size=64, learning_rate=1e-4,
                  lr_decay=0.975, lr_decay_every=2, mc_samples=1000, dropout=0.1,
                  device="auto", seed=None, progress=True, keep_samples=True,
                  encoder_assignment=None, trained=None, refine=True, data_weighted=False):
         # Fitter.__init__ wants an optimizer and a statistic; this fitter has
         # neither in astropy's sense, so it is deliberately not called.
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}; got {mode!r}.")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                            ("lr_decay_every", lr_decay_every), ("mc_samples", mc_samples)):
-            # (One MC sample has no spread: at least two.)
-            check_integer(name, value, {"epochs": 0, "mc_samples": 2}.get(name, 1))
-        _check_mc_samples(mc_samples)
-        for name, value, lo, hi in (("learning_rate", learning_rate, 0.0, None),
-                                    ("lr_decay", lr_decay, 0.0, None),
-                                    ("dropout", dropout, None, 1.0)):
-            check_real(name, value, lo, hi)
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout}.")
-        if seed is not None:
-            check_integer("seed", seed, 0)
-        # refine='no' must not mean refine=True
-        progress, keep_samples, refine, data_weighted = (
-            check_bool(name, value) for name, value in (
-                ("progress", progress), ("keep_samples", keep_samples), ("refine", refine),
-                ("data_weighted", data_weighted)))
-        resolve_device(device)  # an unknown or absent device fails here, not mid-fit
+        # Each option is checked as it is set (CheckedOption), here and later.
+        self.mode = mode
+        self.epochs, self.batch_size = epochs, batch_size
+        self.learning_rate, self.lr_decay = learning_rate, lr_decay
+        self.lr_decay_every, self.mc_samples = lr_decay_every, mc_samples
+        self.dropout, self.device, self.seed = dropout, device, seed
+        self.progress, self.keep_samples = progress, keep_samples
+        self.refine, self.data_weighted = refine, data_weighted
         if trained is not None and not all(hasattr(trained, k) for k in
                                            ("network", "layout", "fixed_values")):
             raise TypeError("trained= must be an astrokin.fitting.trained.TrainedNetwork; got "
                             f"{type(trained).__name__}.")
-        self.mode = mode
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.learning_rate, self.lr_decay = float(learning_rate), float(lr_decay)
-        self.lr_decay_every, self.mc_samples = int(lr_decay_every), int(mc_samples)
-        self.dropout, self.device, self.seed = float(dropout), device, seed
-        self.progress, self.keep_samples = progress, keep_samples
         self.encoder_assignment = encoder_assignment
-        self.refine, self.data_weighted = refine, data_weighted
         self.trained, self.std_scale, self.warm_start = None, None, False
         self.refined_std_scale = None
         self.metadata_extra, self.training_info, self.fit_info = {}, {}, {}
@@ -904,6 +908,30 @@ def _check_mc_samples(value):
     if value > MAX_MC_SAMPLES:
         raise ValueError(f"mc_samples must be at most {MAX_MC_SAMPLES:,} (the spread is known "
                          f"to 1% from ~5,000); got {value:,}.")
+    return value
+
+
+def _check_mode(mode):
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}; got {mode!r}.")
+    return mode
+
+
+def _integer(name, value, minimum):
+    check_integer(name, value, minimum)
+    return int(value)
+
+
+def _real(name, value, lo, hi):
+    check_real(name, value, lo, hi)
+    return float(value)
+
+
+def _check_dropout(value):
+    _real("dropout", value, None, 1.0)
+    if not 0 <= value < 1:
+        raise ValueError(f"dropout must be in [0, 1); got {value}.")
+    return float(value)
 
 
 def _calibrated_free(model, mom1, options):
