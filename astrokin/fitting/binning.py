@@ -266,7 +266,7 @@ def reduce_map(d0, d1, keep=None, beam_pixels=0.0, max_side=None):
     >>> mom0 = np.where(np.hypot(x - 1500, y - 1500) < 1200, 1.0, np.nan)
     >>> m0, m1, r = reduce_map(mom0, x - 1500.0)
     >>> m0.shape, r.binning, r.crop
-    ((1000, 1000), 3, (0, 0))
+    ((500, 500), 6, (0, 0))
     """
     max_side = MAX_MAP_SIDE if max_side is None else int(max_side)
     shape = tuple(np.shape(d0))

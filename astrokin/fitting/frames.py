@@ -132,8 +132,9 @@ class FittingFrame:
                                               self.offset[0] + (ny - 1) / 2)
         fy, fx = self.reduction.input_shape
         if name == "x_0":
-            return (-1.0 if self.flipped else 1.0), self.input_pixel_scale * (x - (fx - 1) / 2)
-        return 1.0, self.input_pixel_scale * (y - (fy - 1) / 2)
+            return (-1.0 if self.flipped else 1.0), float(self.input_pixel_scale
+                                                          * (x - (fx - 1) / 2))
+        return 1.0, float(self.input_pixel_scale * (y - (fy - 1) / 2))
 
     def affine(self, name):
         """``(a, b)``: the input-map value of ``name`` is ``a * fitting-frame value + b``.
