@@ -52,9 +52,11 @@ def main(outdir=".", *, overwrite=True, mc_samples=1000, device="auto", seed=0, 
     fitted : `~astrokin.models.ExponentialArctanDisk`
     table : `~astropy.table.QTable`
     """
+    from astrokin._validation import check_bool
     from astrokin.fitting import NeuralKinematicFitter
     from astrokin.models import ExponentialArctanDisk
 
+    overwrite, corner = check_bool("overwrite", overwrite), check_bool("corner", corner)
     outdir = pathlib.Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     ecsv = outdir / "astrokin_example_fit.ecsv"
