@@ -67,10 +67,27 @@ def _maps(side):
     return out, scale
 
 
-def _child(side, threads):
-    """Fit one map in this process; print a JSON line."""
+def _measured(fit):
+    """``(result, peak MB, MB above the process before, wall s)`` of ``fit()``."""
     import warnings
 
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit()
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result, peak, peak - before, wall
+
+
+def _print_head(head):
+    print(head)
+    print("-" * len(head))
+
+
+def _child(side, threads):
+    """Fit one map in this process; print a JSON line."""
     import astropy.units as u
     import torch
 
@@ -80,16 +97,10 @@ def _child(side, threads):
     torch.set_num_threads(threads)
     fitter = NeuralKinematicFitter.pretrained()
     (mom0, mom1), scale = _maps(side)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fitted = fitter(ExponentialArctanDisk(), mom0, mom1, pixel_scale=scale * u.arcsec,
-                        beam=3.0 * u.arcsec)
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fitted, peak, above, wall = _measured(lambda: fitter(
+        ExponentialArctanDisk(), mom0, mom1, pixel_scale=scale * u.arcsec, beam=3.0 * u.arcsec))
     row = fitter.fit_info["table"][0]
-    out = {"side": side, "peak_mb": peak, "above_mb": peak - before, "wall_s": wall,
+    out = {"side": side, "peak_mb": peak, "above_mb": above, "wall_s": wall,
            "binning": fitter.fit_info["binning"][0], "maps_mb": 2 * mom0.nbytes / 2**20}
     for name in ("inclination", "pa", "x_0", "y_0", "v_max", "v_sys"):
         out[name] = float(getattr(fitted, name).value)
@@ -99,8 +110,6 @@ def _child(side, threads):
 
 def _child_many(n, threads):
     """Fit ``n`` galaxies in one call in this process; print a JSON line."""
-    import warnings
-
     import astropy.units as u
     import torch
 
@@ -115,15 +124,10 @@ def _child_many(n, threads):
     reps = -(-n // 256)
     mom0 = np.tile(np.asarray(gals.mom0, dtype=np.float32), (reps, 1, 1))[:n]
     mom1 = np.tile(np.asarray(gals.mom1, dtype=np.float32), (reps, 1, 1))[:n]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fitter(ExponentialArctanDisk(), mom0, mom1, pixel_scale=gals.pixel_scale,
-               beam=3 * u.arcsec * float(gals.pixel_scale.to_value(u.arcsec)))
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": n, "peak_mb": peak, "above_mb": peak - before, "wall_s": wall,
+    _, peak, above, wall = _measured(lambda: fitter(
+        ExponentialArctanDisk(), mom0, mom1, pixel_scale=gals.pixel_scale,
+        beam=3 * u.arcsec * float(gals.pixel_scale.to_value(u.arcsec))))
+    print(json.dumps({"n": n, "peak_mb": peak, "above_mb": above, "wall_s": wall,
                       "maps_mb": (mom0.nbytes + mom1.nbytes) / 2**20,
                       "blocks": fitter.fit_info["n_blocks"]}))
 
@@ -164,8 +168,7 @@ def main(argv=None):
           f"torch {torch.__version__}; maps binned above {MAX_MAP_SIDE} px a side")
     head = (f"{'side':>6s} {'maps MB':>8s} {'peak MB':>8s} {'fit MB':>7s} {'bin':>4s} "
             f"{'wall s':>7s} {'incl':>13s} {'pa':>14s} {'x_0':>12s} {'v_max':>12s}")
-    print(head)
-    print("-" * len(head))
+    _print_head(head)
     print(f"{'truth':>6s} {'':>8s} {'':>8s} {'':>7s} {'':>4s} {'':>7s} "
           f"{TRUTH['inclination']:13.1f} {TRUTH['pa']:14.1f} {TRUTH['x_0']:12.1f} "
           f"{TRUTH['v_max']:12.1f}")
@@ -190,8 +193,7 @@ def main(argv=None):
           f"kept; streamed {STREAM_BLOCK} at a time")
     head = (f"{'N':>7s} {'maps MB':>8s} {'peak MB':>8s} {'fit MB':>7s} {'kB/galaxy':>9s} "
             f"{'blocks':>6s} {'gal/s':>7s}")
-    print(head)
-    print("-" * len(head))
+    _print_head(head)
     for n in args.counts:
         r = _run_child(args, "--child-many", n)
         if r is None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_MAP_SIDE", "STRIP_PIXELS", "Reduction", "block_mean", "reduce_map",
-           "reduced_map", "reduced_noise", "valid_box"]
+__all__ = ["MAX_MAP_SIDE", "STRIP_PIXELS", "Reduction", "block_mean", "main_groups_box",
+           "reduce_map", "reduced_map", "reduced_noise", "valid_box"]
 
 #: Maps (after the cut-out of `valid_box`) with a longer side are binned.
 MAX_MAP_SIDE = 512
@@ -149,20 +149,44 @@ def _coarse_factor(shape):
     return max(1, -(-max(shape) // MAX_MAP_SIDE))
 
 
-def _box(counts, c, shape, beam_pixels, margin):
-    """`valid_box` from the counts of valid pixels in ``c x c`` blocks."""
+def main_groups_box(counts, factor=1, shape=None):
+    """Rows and columns ``(r0, r1, c0, c1)`` spanning the main groups of valid pixels.
+
+    ``counts`` holds the valid pixels of ``factor x factor`` blocks (a
+    boolean map for single pixels); connected groups (8-neighbours) holding
+    at least 10% of the valid pixels of the largest one are kept. The box is
+    in pixels of the map of ``shape`` (default: ``counts``' own); all of it
+    when nothing is valid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.binning import main_groups_box
+    >>> valid = np.zeros((50, 50), dtype=bool)
+    >>> valid[10:30, 5:25] = True
+    >>> valid[45, 45] = True  # a stray pixel
+    >>> main_groups_box(valid)
+    (10, 30, 5, 25)
+    """
     from scipy import ndimage
 
-    ny, nx = shape
-    labels, n = ndimage.label(counts > 0, structure=np.ones((3, 3)))
+    ny, nx = np.shape(counts) if shape is None else shape
+    c = int(factor)
+    labels, n = ndimage.label(np.asarray(counts) > 0, structure=np.ones((3, 3)))
     if n == 0:
         return 0, ny, 0, nx
     sizes = ndimage.sum_labels(counts, labels, np.arange(1, n + 1))
     keep = np.isin(labels, np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1)
     rows = np.flatnonzero(keep.any(axis=1))
     cols = np.flatnonzero(keep.any(axis=0))
-    r0, r1 = int(rows[0]) * c, min((int(rows[-1]) + 1) * c, ny)
-    c0, c1 = int(cols[0]) * c, min((int(cols[-1]) + 1) * c, nx)
+    return (int(rows[0]) * c, min((int(rows[-1]) + 1) * c, ny),
+            int(cols[0]) * c, min((int(cols[-1]) + 1) * c, nx))
+
+
+def _box(counts, c, shape, beam_pixels, margin):
+    """`valid_box` from the counts of valid pixels in ``c x c`` blocks."""
+    ny, nx = shape
+    r0, r1, c0, c1 = main_groups_box(counts, c, shape)
     grow_r = int(np.ceil(margin * (r1 - r0) + beam_pixels))
     grow_c = int(np.ceil(margin * (c1 - c0) + beam_pixels))
     return max(r0 - grow_r, 0), min(r1 + grow_r, ny), max(c0 - grow_c, 0), min(c1 + grow_c, nx)
@@ -210,6 +234,13 @@ def _valid(data, keep, weights, rows):
     if keep is not None:
         ok &= np.asarray(keep[rows], dtype=bool)
     return ok
+
+
+def _valid_counts(data, b, keep=None, weights=None):
+    """The valid pixels (finite, and finite weights, and kept) of each ``b x b`` block."""
+    ny, nx = np.shape(data)
+    return np.concatenate([_block_sums(_valid(data, keep, weights, slice(r0, r1)), b)
+                           for r0, r1 in _strips(ny, nx, b)])
 
 
 def _block_means(data, b, keep, weights, min_fraction):
@@ -273,9 +304,9 @@ def reduce_map(d0, d1, keep=None, beam_pixels=0.0, max_side=None):
     c = _coarse_factor(shape)
     # Valid velocity pixels (both maps finite) in c x c blocks; mom0's alone
     # where mom1 has none.
-    counts = _block_means(d1, c, keep, d0, 0.5)[1]
+    counts = _valid_counts(d1, c, keep, d0)
     if not counts.any():
-        counts = _block_means(d0, c, keep, None, 0.5)[1]
+        counts = _valid_counts(d0, c, keep)
     r0, r1, c0, c1 = _box(counts, c, shape, beam_pixels, 0.15)
     window = (slice(r0, r1), slice(c0, c1))
     b = max(1, -(-max(r1 - r0, c1 - c0) // max_side))

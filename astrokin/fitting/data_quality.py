@@ -195,10 +195,10 @@ def quality_problems(mom0, mom1, beam_area):
     out = {}
     ok0 = np.isfinite(mom0)
     valid = ok0 & np.isfinite(mom1)
-    if ok0.sum() > 100:
-        top, peak = _quantiles(mom0[ok0], (0.99, 1.0))
-        if top > 0 and peak > HOT_PIXEL_FACTOR * top:
-            out["hot"] = f"{peak / top:.3g}"
+    # The robust peak (99th percentile), for the hot-pixel and edge tests.
+    top, peak = _quantiles(mom0[ok0], (0.99, 1.0)) if ok0.any() else (0.0, 0.0)
+    if ok0.sum() > 100 and top > 0 and peak > HOT_PIXEL_FACTOR * top:
+        out["hot"] = f"{peak / top:.3g}"
     area = max(float(beam_area), 1.0)
     beams = valid.sum() / area
     if beams < MIN_BEAMS:
@@ -210,10 +210,7 @@ def quality_problems(mom0, mom1, beam_area):
     fwhm = np.sqrt(area * 4.0 * np.log(2.0) / np.pi)  # of a round beam of this area
     # Only emission above EDGE_LEVEL of the (robust) peak counts: a noiseless
     # model map has faint values out to its corners.
-    bright = valid.copy()
-    if ok0.any():
-        level = EDGE_LEVEL * _quantiles(mom0[ok0], (0.99,))[0]
-        bright &= np.where(ok0, mom0, -np.inf) > level
+    bright = valid & (np.where(ok0, mom0, -np.inf) > EDGE_LEVEL * top)
     sides = [bright[0], bright[-1], bright[:, 0], bright[:, -1]]
     lined = max(int(side.sum()) for side in sides)
     if lined > EDGE_BEAMS * fwhm and any(side.mean() > EDGE_FRACTION for side in sides):

@@ -166,9 +166,9 @@ class NeuralKinematicFitter(Fitter):
     lr_decay = CheckedOption(lambda name, v: _real(name, v, 0.0, None),
                              "Learning-rate factor per decay.")
     dropout = CheckedOption(lambda name, v: _check_dropout(v), "Dropout probability, [0, 1).")
-    seed = CheckedOption(lambda name, v: v if v is None else _integer(name, v, 0) and v,
+    seed = CheckedOption(lambda name, v: _check_seed(v),
                          "Seed of training and of the MC-dropout masks (None: random).")
-    device = CheckedOption(lambda name, v: resolve_device(v) and v,
+    device = CheckedOption(lambda name, v: _check_device(v),
                            "``'auto'``, ``'cpu'``, ``'cuda'``... (checked when set).")
     progress = CheckedOption(check_bool, "Show training progress.")
     keep_samples = CheckedOption(check_bool, "Keep each galaxy's MC samples.")
@@ -925,6 +925,19 @@ def _integer(name, value, minimum):
 def _real(name, value, lo, hi):
     check_real(name, value, lo, hi)
     return float(value)
+
+
+def _check_seed(value):
+    """None, or the seed as given (a non-negative integer)."""
+    if value is not None:
+        check_integer("seed", value, 0)
+    return value
+
+
+def _check_device(value):
+    """The device as given; an unknown or absent one fails now, not mid-fit."""
+    resolve_device(value)
+    return value
 
 
 def _check_dropout(value):

@@ -96,10 +96,6 @@ class FittingFrame:
         """Arcsec per pixel of the input map."""
         return self.pixel_scale / self.reduction.binning
 
-    def input_cutout(self):
-        """The input map's ``(rows, columns)`` slices under the cut-out that was fitted."""
-        return self.reduction.input_slices(self.offset, self.shape)
-
     def grid_shift(self, name):
         """``s``: the map-frame value of ``name`` is its grid-frame value plus ``s``.
 

@@ -55,7 +55,14 @@ from astrokin._maps import LazyWCS, resolve_wcs, same_grid_cards, split_maps, wc
 from astrokin._validation import pixel_scale_arcsec
 from astrokin.beams import beam_area_pixels, beam_parameters
 from astrokin.fitting.batch import PreparedBatch
-from astrokin.fitting.binning import MAX_MAP_SIDE, Reduction, reduce_map, reduced_map, reduced_noise
+from astrokin.fitting.binning import (
+    MAX_MAP_SIDE,
+    Reduction,
+    main_groups_box,
+    reduce_map,
+    reduced_map,
+    reduced_noise,
+)
 from astrokin.fitting.encoders import IMAGE_SIZE
 from astrokin.fitting.frames import FittingFrame, fitting_frames
 
@@ -707,25 +714,15 @@ def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16):
     network sees square maps) and at least ``min_side`` pixels; it is only
     used when it is at least 10% smaller than the map.
     """
-    from scipy import ndimage
-
-    ok = np.isfinite(d1) & np.isfinite(d0)
-    labels, n = ndimage.label(ok, structure=np.ones((3, 3)))
-    if n > 1:
-        sizes = np.bincount(labels.ravel())[1:]
-        ok = np.isin(labels, np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1)
-    rows = np.flatnonzero(ok.any(axis=1))
-    cols = np.flatnonzero(ok.any(axis=0))
+    r0, r1, c0, c1 = main_groups_box(np.isfinite(d1) & np.isfinite(d0))
     ny, nx = d0.shape
     pad = 1.0 if beam is None else beam[0] / pixel_scale
-    h = (rows[-1] - rows[0] + 1)
-    w = (cols[-1] - cols[0] + 1)
-    side = int(np.ceil(max(h, w) * (1 + 2 * margin) + 2 * pad))
+    side = int(np.ceil(max(r1 - r0, c1 - c0) * (1 + 2 * margin) + 2 * pad))
     side = max(side, min_side)
     if side >= 0.9 * max(ny, nx):
         return d0, d1, (0, 0)
-    cy = 0.5 * (rows[0] + rows[-1])
-    cx = 0.5 * (cols[0] + cols[-1])
+    cy = 0.5 * (r0 + r1 - 1)
+    cx = 0.5 * (c0 + c1 - 1)
     y0 = int(np.clip(round(cy - (side - 1) / 2), 0, max(ny - side, 0)))
     x0 = int(np.clip(round(cx - (side - 1) / 2), 0, max(nx - side, 0)))
     sl = (slice(y0, min(y0 + side, ny)), slice(x0, min(x0 + side, nx)))

@@ -1,6 +1,7 @@
 """Helpers of the reliability tests: maps, FITS headers and raw FITS bytes."""
 
 import hashlib
+import warnings
 
 import numpy as np
 from astropy import units as u
@@ -88,3 +89,24 @@ def finite_weights(network):
     import torch
 
     return all(bool(torch.isfinite(v).all()) for v in network.state_dict().values())
+
+
+def documented_outcome(call, allowed, *, numpy_warnings_fail=False):
+    """Run ``call``: None if it succeeds, the type of a documented error it raises.
+
+    The error must be one of ``allowed`` and have a message; anything else
+    propagates (and fails the test). Warnings are ignored, or, with
+    ``numpy_warnings_fail``, numpy's floating-point RuntimeWarnings fail.
+    """
+    with warnings.catch_warnings():
+        if numpy_warnings_fail:
+            warnings.simplefilter("error", RuntimeWarning)
+        else:
+            warnings.simplefilter("ignore")
+        try:
+            call()
+        except allowed as err:
+            assert str(err).strip(), f"{type(err).__name__} without a message"
+            return type(err)
+    return None
+
