@@ -75,15 +75,18 @@ class HankelTables:
         self.radii = radii
         self.dk = float(dk)
         self.n_k = n_k
-        self.w0 = 2.0 * np.pi * (weights * radii)[:, None] * special.j0(arg)
+        j0, j1 = special.j0(arg), special.j1(arg)
+        self.w0 = 2.0 * np.pi * (weights * radii)[:, None] * j0
         with np.errstate(invalid="ignore", divide="ignore"):
-            j1_over_k = np.where(k[None, :] > 0, special.j1(arg) / k[None, :],
-                                 np.pi * radii[:, None])
-        self.w1 = (weights * radii)[:, None] * j1_over_k
-        with np.errstate(invalid="ignore", divide="ignore"):
+            j1_over_k = np.where(k[None, :] > 0, j1 / k[None, :], np.pi * radii[:, None])
+            # J_2 from the recurrence J_2(x) = 2 J_1(x) / x - J_0(x) (ten times
+            # cheaper than scipy's J_nu), from its series where that cancels;
             # J_2(x) -> x^2 / 8 at small x: J_2(2 pi k R) / k^2 -> pi^2 R^2 / 2.
-            j2_over_k2 = np.where(k[None, :] > 0, special.jv(2, arg) / k[None, :] ** 2,
+            j2 = np.where(arg > 1e-2, 2.0 * j1 / arg - j0,
+                          0.125 * arg ** 2 * (1.0 - arg ** 2 / 12.0))
+            j2_over_k2 = np.where(k[None, :] > 0, j2 / k[None, :] ** 2,
                                   0.5 * np.pi ** 2 * radii[:, None] ** 2)
+        self.w1 = (weights * radii)[:, None] * j1_over_k
         self.w2 = (weights * radii)[:, None] * j2_over_k2
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 - tables are few and long-lived
