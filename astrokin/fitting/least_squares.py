@@ -21,8 +21,9 @@ __all__ = ["BROYDEN_STEPS", "FD_STEP", "RENDER_CHUNK", "LMResult", "jacobian",
 FD_STEP = 1e-6
 #: Secant (Broyden) updates of the Jacobian between two rendered ones.
 BROYDEN_STEPS = 4
-#: Renders per call of the renderer while differentiating (bounds the memory).
-RENDER_CHUNK = 64
+#: Renders per call of the renderer while differentiating: bounds the memory, and
+#: 32 renders faster per map than 64 on a CPU (measured: they stay in the caches).
+RENDER_CHUNK = 32
 
 
 @dataclass
@@ -136,7 +137,10 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break
-        j, ra = jac[active], r[active]
+        # (While every problem is going on, the Jacobian is used in place: a
+        # copy of it is the largest array here.)
+        every = active.numel() == m
+        j, ra = (jac, r) if every else (jac[active], r[active])
         a = j.transpose(1, 2) @ j
         g = (j.transpose(1, 2) @ ra[:, :, None])[:, :, 0]
         if problem.prior_matrix is not None:  # a Gaussian prior: curvature and pull
@@ -169,7 +173,16 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         # Broyden's update: the secant of this step corrects the Jacobian along
         # it, without rendering (before the point moves, so that it is J there).
         finite = torch.isfinite(r_try).all(dim=1)
-        if bool(finite.any()):
+        if bool(finite.all()):
+            dr = r_try - ra - (j @ moved[:, :, None])[:, :, 0]
+            norm = (moved * moved).sum(dim=1).clamp(min=1e-300)
+            update = (dr[:, :, None], (moved / norm[:, None])[:, None, :])
+            if every:
+                jac.baddbmm_(*update)
+            else:
+                jac[active] = j.baddbmm_(*update)
+            broyden[active] += 1
+        elif bool(finite.any()):
             rows_f = active[finite]
             dm = moved[finite]
             dr = r_try[finite] - r[rows_f] - (jac[rows_f] @ dm[:, :, None])[:, :, 0]

@@ -173,24 +173,22 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         n0 = problem.fit0.sum(dim=(-2, -1)).double()
         n1 = problem.fit1.sum(dim=(-2, -1)).double()
         # Beams under 2 pixels need the renderer's aliased frequencies (9 times
-        # dearer): the starts are fitted without them, the optimum then polished
-        # with them.
-        small = problem.beam is None or bool(
-            (problem.beam[:, 1] / problem.pixel_scale < 2.0).any())
-        coarse = residual if not small else MapResiduals(
+        # dearer): the starts are fitted without them, the optimum of those
+        # galaxies then polished with them.
+        small = torch.ones(m, dtype=torch.bool, device=device) if problem.beam is None \
+            else problem.beam[:, 1] / problem.pixel_scale < 2.0
+        coarse = residual if not bool(small.any()) else MapResiduals(
             DiskRenderer(cls, problem.shape, dtype=torch.float64, device=device,
                          alias_order=0), cls.param_names, free, fixed_map, ties, log)
         best, problem = _multistart(coarse, start, problem, lower, upper, periodic, scales,
                                     max_iter, kernels, n0, n1)
-        if small:
-            polished = levenberg_marquardt(residual, best.theta, problem, lower=lower,
-                                           upper=upper, periodic=periodic, scales=scales,
-                                           max_iter=max_iter)
-            best = replace(polished, iterations=polished.iterations + best.iterations)
+        if bool(small.any()):
+            best = _polished(residual, best, problem, torch.nonzero(small).flatten(), lower,
+                             upper, periodic, scales, max_iter)
             if not problem.noise_given:
                 _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
                                                 prior_precision=problem.prior_matrix)
-                best, problem = _reweighted(residual, best, problem, trace, n0, n1)
+                best, problem = _reweighted(best, problem, trace, n0, n1)
         if data_weighted and problem.beam is not None:
             problem = replace(problem, weights=smearing_weights(residual, best.theta, problem))
             polished = levenberg_marquardt(residual, best.theta, problem, lower=lower,
@@ -509,6 +507,41 @@ def _start_noise(residual, theta, problem):
                               s1[:, None, None] * shape1)
 
 
+def _polished(residual, best, problem, rows, lower, upper, periodic, scales, max_iter):
+    """``best`` with the problems ``rows`` fitted on from their optima with ``residual``.
+
+    The polish starts from the Jacobian already at hand (of the coarser
+    renders: the aliased orders change the maps, and hardly their
+    derivatives) and ends with one rendered at its optimum.
+    """
+    sub = problem.rows(rows) if len(rows) < len(problem) else problem
+    theta = best.theta[rows]
+    r = residual(theta, torch.arange(len(rows), device=theta.device), sub)
+    start = LMResult(theta, sub.cost(theta, r), best.jacobian[rows], r, best.iterations[rows],
+                     best.converged[rows])
+    more = levenberg_marquardt(residual, theta, sub, lower=lower[rows], upper=upper[rows],
+                               periodic=periodic, scales=scales[rows], max_iter=max_iter,
+                               start=start)
+    out = LMResult(*(getattr(best, f).clone() for f in ("theta", "cost", "jacobian",
+                                                         "residuals", "iterations",
+                                                         "converged")))
+    for name in ("theta", "cost", "jacobian", "residuals", "converged"):
+        getattr(out, name)[rows] = getattr(more, name)
+    out.iterations[rows] += more.iterations
+    return out
+
+
+def _rescaled(residuals, f0, f1):
+    """Whitened residuals ``(M, 2 N)`` for noise levels ``f0``, ``f1`` times those they had.
+
+    Exact: the mom0 scale fitted does not change with a common factor on
+    the noise, and every residual (upper limits too) is divided by it.
+    """
+    m = residuals.shape[0]
+    factor = torch.stack([f0, f1], dim=1)[:, :, None]
+    return (residuals.reshape(m, 2, -1) / factor).reshape(m, -1)
+
+
 def _noise_factors(best, problem, trace, n0, n1):
     """Per galaxy, the RMS of each map's whitened residuals (degrees of freedom counted)."""
     m = len(problem)
@@ -521,7 +554,7 @@ def _noise_factors(best, problem, trace, n0, n1):
     return f0, f1
 
 
-def _reweighted(residual, best, problem, trace, n0, n1):
+def _reweighted(best, problem, trace, n0, n1):
     """Noise levels from the residuals at the optimum; the result re-whitened with them.
 
     Each map's noise is scaled by the RMS of its whitened residuals (with
@@ -534,9 +567,8 @@ def _reweighted(residual, best, problem, trace, n0, n1):
     jac = best.jacobian.reshape(m, 2, -1, best.jacobian.shape[-1]) * scale[..., None]
     problem = problem.with_noise(problem.sigma0 * f0[:, None, None],
                                  problem.sigma1 * f1[:, None, None])
-    # The residuals anew (upper limits do not scale with the noise); the
-    # Jacobian rescaled, which is exact for the measured pixels.
-    res = residual(best.theta, torch.arange(m, device=best.theta.device), problem)
+    # The residuals and the Jacobian rescaled (exact, see _rescaled).
+    res = _rescaled(best.residuals, f0, f1)
     cost = problem.cost(best.theta, res)
     out = LMResult(best.theta, cost, jac.reshape(best.jacobian.shape),
                    res, best.iterations, best.converged)
@@ -590,7 +622,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
         stacked = problem.rows(galaxy) if s > 1 else problem
         scale = 1.0 / torch.stack([f0, f1], dim=1)[galaxy][:, :, None, None]
         jac = res.jacobian.reshape(s * m, 2, -1, theta.shape[1]) * scale
-        r0 = residual(res.theta, torch.arange(s * m, device=dev), stacked)
+        r0 = _rescaled(res.residuals, f0[galaxy], f1[galaxy])
         res = LMResult(res.theta, stacked.cost(res.theta, r0),
                        jac.reshape(s * m, -1, theta.shape[1]), r0, res.iterations,
                        res.converged)
@@ -624,13 +656,13 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
     best = select(res, pick)
     rows = torch.arange(m, device=dev)
     # The errors need the Jacobian at the optimum itself, rendered.
-    jac, r = jacobian(residual, best.theta, rows, problem, scales)
+    jac, r = jacobian(residual, best.theta, rows, problem, scales, r0=best.residuals)
     best = LMResult(best.theta, problem.cost(best.theta, r), jac, r, best.iterations,
                     best.converged)
     if not problem.noise_given:
         _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
                                         prior_precision=problem.prior_matrix)
-        best, problem = _reweighted(residual, best, problem, trace, n0, n1)
+        best, problem = _reweighted(best, problem, trace, n0, n1)
     return best, problem
 
 
