@@ -331,7 +331,18 @@ def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=N
                              f"{names!r}.")
         names = [str(v) for v in names]
     labels = names if names is not None else [f"galaxy {i}" for i in range(n)]
-    given_beams = {}
+    # One beam, pixel scale or unit given for many galaxies is read once.
+    given_beams, given_scales, kms_factors = {}, {}, {}
+
+    def to_kms_factor(unit):
+        """``(swapped, factor)``: mom0 in velocity units; mom1's unit to km/s (None: not one)."""
+        if id(unit) not in kms_factors:
+            plain = unit is None or unit == u.dimensionless_unscaled
+            kms_factors[id(unit)] = (
+                unit, not plain and unit.is_equivalent(_KMS),
+                1.0 if plain else (float((1.0 * unit).to_value(_KMS))
+                                   if unit.is_equivalent(_KMS) else None))
+        return kms_factors[id(unit)][1:]
     step = n if block_size is None else int(block_size)
 
     def read_galaxy(i):
@@ -343,17 +354,14 @@ def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=N
             )
         if min(d0.shape) < 4:
             raise ValueError(f"Maps must be at least 4x4 pixels{label}; got {d0.shape}.")
-        if unit0 is not None and unit0 != u.dimensionless_unscaled and \
-                unit0.is_equivalent(_KMS):
+        if to_kms_factor(unit0)[0]:
             raise u.UnitsError(
                 f"mom0 is in velocity units ({unit0}){label}: mom0 and mom1 may be swapped. "
                 "mom0 is the integrated intensity, mom1 the velocity."
             )
-        to_kms = 1.0
-        if unit1 is not None and unit1 != u.dimensionless_unscaled:
-            if not unit1.is_equivalent(_KMS):
-                raise u.UnitsError(f"mom1 must be in velocity units{label}; got {unit1}.")
-            to_kms = float((1.0 * unit1).to_value(_KMS))
+        to_kms = to_kms_factor(unit1)[1]
+        if to_kms is None:
+            raise u.UnitsError(f"mom1 must be in velocity units{label}; got {unit1}.")
         # Maps larger than MAX_MAP_SIDE are cut out and binned before any
         # full-size copy is made (astrokin.fitting.binning).
         large = max(d0.shape) > MAX_MAP_SIDE
@@ -388,7 +396,9 @@ def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=N
         else:
             wcs = None
         if scales[i] is not None:
-            ps = pixel_scale_arcsec(scales[i])
+            if id(scales[i]) not in given_scales:
+                given_scales[id(scales[i])] = (scales[i], pixel_scale_arcsec(scales[i]))
+            ps = given_scales[id(scales[i])][1]
         if ps is None:
             raise ValueError(
                 f"No pixel scale{label}: give pixel_scale= (e.g. 0.5 * u.arcsec) or maps with "
@@ -417,8 +427,8 @@ def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=N
         if b is not None and b is beams[i]:
             # One beam given for many galaxies is read once.
             if id(b) not in given_beams:
-                given_beams[id(b)] = beam_parameters(b)
-            bp = given_beams[id(b)]
+                given_beams[id(b)] = (b, beam_parameters(b))
+            bp = given_beams[id(b)][1]
         else:
             bp = beam_parameters(b)
         if bp is not None and bp[0] > max(d0.shape) * ps:
