@@ -20,6 +20,7 @@ independent measurement and give error bars several times too small.
 import math
 
 import torch
+from scipy.fft import next_fast_len
 
 __all__ = ["correlate", "correlation_kernels", "effective_dof", "parameter_covariance",
            "residual_correlation"]
@@ -27,9 +28,13 @@ __all__ = ["correlate", "correlation_kernels", "effective_dof", "parameter_covar
 #: The empirical correlation of the residuals is tapered by a Gaussian of this many
 #: beam FWHM (its estimate at longer lags is noise).
 TAPER_BEAMS = 3.0
+#: The beam's noise-correlation kernel, ``exp(-d^2 / (4 sigma^2))``, is below 1e-12 of
+#: its peak beyond this many sigma of the beam: `correlation_kernels` pads the maps
+#: by that much (at most to twice their size) for the convolution to be exact.
+KERNEL_REACH = 10.6
 
 
-def correlation_kernels(shape, beam, pixel_scale):
+def correlation_kernels(shape, beam, pixel_scale, size=None):
     """FFTs of each galaxy's noise-correlation kernel (for `correlate`).
 
     Parameters
@@ -41,11 +46,15 @@ def correlation_kernels(shape, beam, pixel_scale):
         rows for galaxies without a beam (their noise is white).
     pixel_scale : torch.Tensor
         ``(B,)`` arcsec.
+    size : tuple of int, optional
+        The even sides ``(py, px)`` of the FFT grid; by default the maps
+        padded by `KERNEL_REACH` sigma of the largest beam (at most doubled),
+        which `correlate` then finds from the kernel's shape.
 
     Returns
     -------
     kernel_fft : torch.Tensor or None
-        ``(B, 2 ny, nx + 1)``; None when no galaxy has a beam.
+        ``(B, py, px // 2 + 1)``; None when no galaxy has a beam.
 
     Examples
     --------
@@ -62,11 +71,15 @@ def correlation_kernels(shape, beam, pixel_scale):
     if beam is None:
         return None
     ny, nx = shape
-    py, px = 2 * ny, 2 * nx
+    to_sigma = 1.0 / math.sqrt(8.0 * math.log(2.0))
+    if size is None:
+        widths = torch.nan_to_num(beam[:, 0] / pixel_scale * to_sigma)
+        reach = math.ceil(KERNEL_REACH * float(widths.max())) if widths.numel() else 0
+        size = tuple(min(2 * n, _even_fast_len(n + reach)) for n in (ny, nx))
+    py, px = size
     yy = torch.fft.fftfreq(py, d=1.0 / py, dtype=beam.dtype, device=beam.device)
     xx = torch.fft.fftfreq(px, d=1.0 / px, dtype=beam.dtype, device=beam.device)
     y, x = torch.meshgrid(yy, xx, indexing="ij")
-    to_sigma = 1.0 / math.sqrt(8.0 * math.log(2.0))
     s_maj = (beam[:, 0] / pixel_scale * to_sigma)[:, None, None]
     s_min = (beam[:, 1] / pixel_scale * to_sigma)[:, None, None]
     t = torch.deg2rad(beam[:, 2])[:, None, None]
@@ -81,18 +94,29 @@ def correlation_kernels(shape, beam, pixel_scale):
     return torch.fft.rfft2(k)
 
 
+def _even_fast_len(n):
+    """The smallest even FFT-friendly length (5-smooth) of at least ``n``."""
+    m = next_fast_len(int(n))
+    while m % 2:
+        m = next_fast_len(m + 1)
+    return m
+
+
 def correlate(maps, kernel_fft):
     """``maps`` ``(B, K, ny, nx)`` convolved with each galaxy's correlation kernel.
 
-    ``kernel_fft`` is ``(B, 2 ny, nx + 1)`` (one kernel per galaxy) or
-    ``(B, K, 2 ny, nx + 1)`` (one per map), or None (no correlation).
+    ``kernel_fft`` is ``(B, py, px // 2 + 1)`` (one kernel per galaxy) or
+    ``(B, K, py, px // 2 + 1)`` (one per map) on an FFT grid of even sides
+    ``(py, px)`` (`correlation_kernels`, `residual_correlation`), or None (no
+    correlation).
     """
     if kernel_fft is None:
         return maps
     ny, nx = maps.shape[-2:]
-    f = torch.fft.rfft2(maps, s=(2 * ny, 2 * nx))
+    size = (kernel_fft.shape[-2], 2 * (kernel_fft.shape[-1] - 1))
+    f = torch.fft.rfft2(maps, s=size)
     k = kernel_fft[:, None] if kernel_fft.ndim == 3 else kernel_fft
-    return torch.fft.irfft2(f * k, s=(2 * ny, 2 * nx))[..., :ny, :nx]
+    return torch.fft.irfft2(f * k, s=size)[..., :ny, :nx]
 
 
 def residual_correlation(residuals, fitted, beam, pixel_scale):
@@ -119,7 +143,8 @@ def residual_correlation(residuals, fitted, beam, pixel_scale):
     Returns
     -------
     kernel_fft : torch.Tensor
-        ``(B, K, 2 ny, nx + 1)``, for `correlate`.
+        ``(B, K, 2 ny, nx + 1)`` (an FFT grid of twice the maps' sides), for
+        `correlate`.
     """
     b, k, ny, nx = residuals.shape
     size = (2 * ny, 2 * nx)
@@ -142,7 +167,7 @@ def residual_correlation(residuals, fitted, beam, pixel_scale):
         width = width.clamp(min=2.0).to(r.dtype)
     taper = torch.exp(-0.5 * lag2 / (TAPER_BEAMS * width[:, None, None]) ** 2)
     acf = acf * taper[:, None]
-    floor = correlation_kernels((ny, nx), beam, pixel_scale)
+    floor = correlation_kernels((ny, nx), beam, pixel_scale, size=size)
     if floor is not None:
         acf = torch.maximum(acf, torch.fft.irfft2(floor, s=size)[:, None])
     else:
