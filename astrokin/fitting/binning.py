@@ -172,11 +172,15 @@ def main_groups_box(counts, factor=1, shape=None):
 
     ny, nx = np.shape(counts) if shape is None else shape
     c = int(factor)
-    labels, n = ndimage.label(np.asarray(counts) > 0, structure=np.ones((3, 3)))
+    counts = np.asarray(counts)
+    labels, n = ndimage.label(counts > 0, structure=np.ones((3, 3)))
     if n == 0:
         return 0, ny, 0, nx
-    sizes = ndimage.sum_labels(counts, labels, np.arange(1, n + 1))
-    keep = np.isin(labels, np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1)
+    # The valid pixels of each group (label 0, the empty pixels, holds none),
+    # and the kept groups looked up by label (runs on every galaxy).
+    sizes = np.bincount(labels.ravel(), weights=counts.ravel().astype(float), minlength=n + 1)
+    sizes[0] = 0.0
+    keep = (sizes >= 0.1 * sizes.max())[labels]
     rows = np.flatnonzero(keep.any(axis=1))
     cols = np.flatnonzero(keep.any(axis=0))
     return (int(rows[0]) * c, min((int(rows[-1]) + 1) * c, ny),
