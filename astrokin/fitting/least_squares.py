@@ -173,21 +173,17 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         # Broyden's update: the secant of this step corrects the Jacobian along
         # it, without rendering (before the point moves, so that it is J there).
         finite = torch.isfinite(r_try).all(dim=1)
-        if bool(finite.all()):
-            dr = r_try - ra - (j @ moved[:, :, None])[:, :, 0]
-            norm = (moved * moved).sum(dim=1).clamp(min=1e-300)
-            update = (dr[:, :, None], (moved / norm[:, None])[:, None, :])
-            if every:
-                jac.baddbmm_(*update)
-            else:
-                jac[active] = j.baddbmm_(*update)
-            broyden[active] += 1
-        elif bool(finite.any()):
-            rows_f = active[finite]
-            dm = moved[finite]
-            dr = r_try[finite] - r[rows_f] - (jac[rows_f] @ dm[:, :, None])[:, :, 0]
+        if bool(finite.any()):
+            # (Every step finite: views, so that the update is in place in jac
+            # while every problem goes on; otherwise copies, written back.)
+            sel = slice(None) if bool(finite.all()) else finite
+            j_f, dm = j[sel], moved[sel]
+            dr = r_try[sel] - ra[sel] - (j_f @ dm[:, :, None])[:, :, 0]
             norm = (dm * dm).sum(dim=1).clamp(min=1e-300)
-            jac[rows_f] += dr[:, :, None] * (dm / norm[:, None])[:, None, :]
+            j_f.baddbmm_(dr[:, :, None], (dm / norm[:, None])[:, None, :])
+            rows_f = active[sel]
+            if not (every and isinstance(sel, slice)):
+                jac[rows_f] = j_f
             broyden[rows_f] += 1
         acc = active[ok]
         if acc.numel():

@@ -173,18 +173,18 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         n0 = problem.fit0.sum(dim=(-2, -1)).double()
         n1 = problem.fit1.sum(dim=(-2, -1)).double()
         # Beams under 2 pixels need the renderer's aliased frequencies (9 times
-        # dearer): the starts are fitted without them, the optimum of those
-        # galaxies then polished with them.
-        small = torch.ones(m, dtype=torch.bool, device=device) if problem.beam is None \
-            else problem.beam[:, 1] / problem.pixel_scale < 2.0
-        coarse = residual if not bool(small.any()) else MapResiduals(
+        # dearer): the starts are fitted without them, the optimum then polished
+        # with them (prepare_problems puts such galaxies in problems of their own).
+        small = problem.beam is None or bool(
+            (problem.beam[:, 1] / problem.pixel_scale < 2.0).any())
+        coarse = residual if not small else MapResiduals(
             DiskRenderer(cls, problem.shape, dtype=torch.float64, device=device,
                          alias_order=0), cls.param_names, free, fixed_map, ties, log)
         best, problem = _multistart(coarse, start, problem, lower, upper, periodic, scales,
                                     max_iter, kernels, n0, n1)
-        if bool(small.any()):
-            best = _polished(residual, best, problem, torch.nonzero(small).flatten(), lower,
-                             upper, periodic, scales, max_iter)
+        if small:
+            best = _polished(residual, best, problem, lower=lower, upper=upper,
+                             periodic=periodic, scales=scales, max_iter=max_iter)
             if not problem.noise_given:
                 _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
                                                 prior_precision=problem.prior_matrix)
@@ -507,28 +507,17 @@ def _start_noise(residual, theta, problem):
                               s1[:, None, None] * shape1)
 
 
-def _polished(residual, best, problem, rows, lower, upper, periodic, scales, max_iter):
-    """``best`` with the problems ``rows`` fitted on from their optima with ``residual``.
+def _polished(residual, best, problem, **options):
+    """``best`` fitted on from its optimum with ``residual`` (`levenberg_marquardt` ``options``).
 
     The polish starts from the Jacobian already at hand (of the coarser
     renders: the aliased orders change the maps, and hardly their
     derivatives) and ends with one rendered at its optimum.
     """
-    sub = problem.rows(rows) if len(rows) < len(problem) else problem
-    theta = best.theta[rows]
-    r = residual(theta, torch.arange(len(rows), device=theta.device), sub)
-    start = LMResult(theta, sub.cost(theta, r), best.jacobian[rows], r, best.iterations[rows],
-                     best.converged[rows])
-    more = levenberg_marquardt(residual, theta, sub, lower=lower[rows], upper=upper[rows],
-                               periodic=periodic, scales=scales[rows], max_iter=max_iter,
-                               start=start)
-    out = LMResult(*(getattr(best, f).clone() for f in ("theta", "cost", "jacobian",
-                                                         "residuals", "iterations",
-                                                         "converged")))
-    for name in ("theta", "cost", "jacobian", "residuals", "converged"):
-        getattr(out, name)[rows] = getattr(more, name)
-    out.iterations[rows] += more.iterations
-    return out
+    r = residual(best.theta, torch.arange(len(problem), device=best.theta.device), problem)
+    start = replace(best, cost=problem.cost(best.theta, r), residuals=r)
+    more = levenberg_marquardt(residual, best.theta, problem, start=start, **options)
+    return replace(more, iterations=more.iterations + best.iterations)
 
 
 def _rescaled(residuals, f0, f1):
