@@ -7,6 +7,7 @@ torch) so that the same definition serves numpy evaluation, the torch renderer
 (`astrokin.rendering.DiskRenderer`) and plotting.
 """
 
+import functools
 import inspect
 
 import numpy as np
@@ -794,6 +795,7 @@ def _model_axes(r, per_model):
     return np.ndim(r) - (1 if per_model else 0)
 
 
+@functools.lru_cache(maxsize=1024)  # (read at every render: a signature costs ~50 us)
 def _profile_parameters(cls, func):
     names = tuple(inspect.signature(getattr(cls, func)).parameters)[2:]
     missing = [n for n in names if n not in cls.param_names]

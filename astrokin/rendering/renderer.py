@@ -15,12 +15,16 @@ from .hankel import hankel_tables
 __all__ = ["ACCELERATOR_RENDER_CELLS", "RENDER_CELLS", "DiskRenderer"]
 
 #: Most transform cells (galaxies x folded orders x half-plane frequencies of
-#: the FFT grid) rendered in one pass on a CPU, about 400 MB in float64;
-#: larger batches are rendered in parts, which bounds the memory of rendering
-#: large maps (a Jacobian of 500 x 500 maps renders 4 at a time).
-RENDER_CELLS = 1_048_576
+#: the FFT grid) rendered in one pass on a CPU, about 100 MB in float64;
+#: larger batches are rendered in parts. The parts stay in the CPU's caches:
+#: 32 maps of 64 x 64 (128 x 65 cells each) render 1.4 times faster per map
+#: than 126 at a time (`benchmarks/renderer_speed.py`), and the memory of
+#: rendering large maps stays bounded (500 x 500 maps render one at a time).
+RENDER_CELLS = 262_144
 #: The same on an accelerator (a training batch of 1024 64x64 maps is one pass).
 ACCELERATOR_RENDER_CELLS = 67_108_864
+#: Relative step of the central differences of the profiles in `DiskRenderer.linearize`.
+PROFILE_STEP = 1e-5
 
 
 
@@ -129,18 +133,20 @@ class DiskRenderer(torch.nn.Module):
     def _grid(self, order):
         """Frequencies, pixel-box factors and Hankel tables for one alias order.
 
-        The FFT grid's frequencies are kept as a column ``kx`` ``(folds, 1,
-        nx_half)`` and a row ``ky`` ``(folds, ny, 1)``: every factor that is
-        separable in them (the pixel box, the centre's phase ramp) is made
-        on those and only multiplied out once.
+        The FFT grid's frequencies are kept as ``kx`` ``(folds, nx_half, 1)``
+        and ``ky`` ``(folds, 1, ny)``: every factor that is separable in them
+        (the pixel box, the centre's phase ramp) is made on those and only
+        multiplied out once. The spectra are laid out ``(.., kx, ky)``, so
+        that the inverse transform's first pass (over ky) runs along
+        contiguous memory: along strided memory it is 1.4 times slower.
         """
         if order in self._grids:
             return self._grids[order]
         py, px = self.fft_shape
         m = np.arange(-order, order + 1)
         mx, my = np.meshgrid(m, m, indexing="ij")
-        kx = np.fft.rfftfreq(px)[None, None, :] + mx.ravel()[:, None, None]
-        ky = np.fft.fftfreq(py)[None, :, None] + my.ravel()[:, None, None]
+        kx = np.fft.rfftfreq(px)[None, :, None] + mx.ravel()[:, None, None]
+        ky = np.fft.fftfreq(py)[None, None, :] + my.ravel()[:, None, None]
         k_max = float(np.hypot(np.abs(kx).max(), np.abs(ky).max())) * 1.001
         r_max = 0.5 * math.hypot(py, px)
         tables = hankel_tables(round(r_max, 6), round(k_max, 6), 1.0 / (4.0 * max(py, px)))
@@ -204,6 +210,75 @@ class DiskRenderer(torch.nn.Module):
             With ``moment2=True``: ``(B, ny, nx)`` the intensity-weighted
             velocity dispersion in km/s; 0 where mom1 is ``v_sys``.
         """
+        p, ps, beam, weights = self._inputs(params, pixel_scale, beam, weights)
+
+        def render(p, ps, beam, weights, order):
+            return self._render(p, ps, beam, weights, weighted_mom0, moment2, order)
+
+        return self._by_order(render, p, ps, beam, weights)
+
+    def linearize(self, params, pixel_scale, beam=None, wrt=()):
+        r"""Moment maps and their exact derivatives with respect to parameters.
+
+        The derivatives of the rendered maps (those of `forward`, without
+        data weights or the second moment) by the chain rule through the
+        renderer's own analytic steps: a centre shifts the phase ramp, a
+        profile parameter changes the Hankel tables (forward-mode
+        differentiation of the profiles on the radial nodes), the
+        inclination, PA and scale height move the disc's frequencies and
+        thickness factor (through the slope of the tables' interpolant).
+        Everything but the profiles is shared with the maps, so a column
+        costs a fraction of a render: a least-squares fit's Jacobian is
+        cheaper than by finite differences, and exact.
+
+        Parameters
+        ----------
+        params, pixel_scale, beam
+            As for `forward`.
+        wrt : sequence of str
+            Parameters of the model class to differentiate by (canonical
+            units: deg, arcsec, km/s).
+
+        Returns
+        -------
+        mom0, mom1 : `torch.Tensor`
+            ``(B, ny, nx)``: the maps of `forward`.
+        d_mom0, d_mom1 : `torch.Tensor`
+            ``(B, len(wrt), ny, nx)``: their derivatives by each of ``wrt``
+            (mom1's is 0 where mom1 is undefined).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from astrokin.models import ExponentialArctanDisk
+        >>> from astrokin.rendering import DiskRenderer
+        >>> renderer = DiskRenderer(ExponentialArctanDisk, (32, 32), dtype=torch.float64)
+        >>> params = {name: torch.tensor([float(getattr(ExponentialArctanDisk, name).default)],
+        ...                              dtype=torch.float64)
+        ...           for name in ExponentialArctanDisk.param_names}
+        >>> beam = torch.tensor([[3.0, 3.0, 0.0]], dtype=torch.float64)
+        >>> mom0, mom1, d0, d1 = renderer.linearize(params, torch.ones(1), beam,
+        ...                                         wrt=["x_0", "v_max"])
+        >>> tuple(d0.shape)
+        (1, 2, 32, 32)
+        >>> float(d0[0, 1].abs().max())  # v_max does not change mom0
+        0.0
+        """
+        mc = self.model_class
+        wrt = list(wrt)
+        unknown = [n for n in wrt if n not in mc.param_names]
+        if unknown:
+            raise ValueError(f"wrt names {unknown}, which are not parameters of "
+                             f"{mc.__name__} (parameters: {mc.param_names}).")
+        p, ps, beam, _ = self._inputs(params, pixel_scale, beam, None)
+
+        def render(p, ps, beam, weights, order):
+            return self._linearized(p, ps, beam, order, wrt)
+
+        return self._by_order(render, p, ps, beam, None, copies=1)
+
+    def _inputs(self, params, pixel_scale, beam, weights):
+        """The inputs of `forward` checked and as tensors of the renderer's dtype."""
         mc = self.model_class
         missing = [n for n in mc.param_names if n not in params]
         if missing:
@@ -244,75 +319,78 @@ class DiskRenderer(torch.nn.Module):
                 )
         if weights is not None:
             weights = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
+        return p, ps, beam, weights
+
+    def _by_order(self, render, p, ps, beam, weights, copies=1):
+        """``render(p, ps, beam, weights, order)`` of a batch, in parts by alias order.
+
+        With ``alias_order="auto"``, galaxies with a beam of 2 px or more
+        need no folded orders: they are rendered apart from the others (each
+        galaxy's maps then depend on its own beam only, not on the rest of
+        its batch).
+        """
+        n_gal = ps.shape[0]
         if self.alias_order == "auto" and beam is not None and n_gal > 1:
             coarse = beam[:, 1] / ps >= 2.0
             if bool(coarse.any()) and not bool(coarse.all()):
-                # Galaxies with a beam of 2 px or more need no folded orders:
-                # render them apart from the others (each galaxy's map then
-                # depends on its own beam only, not on the rest of its batch).
                 parts = [torch.nonzero(c).reshape(-1) for c in (coarse, ~coarse)]
-                outs = [self._render_chunks({n: v[i] for n, v in p.items()}, ps[i], beam[i],
-                                            None if weights is None else weights[i],
-                                            weighted_mom0, moment2, order)
+                outs = [self._render_chunks(render, {n: v[i] for n, v in p.items()}, ps[i],
+                                            beam[i], None if weights is None else weights[i],
+                                            order, copies)
                         for i, order in zip(parts, (0, 1), strict=True)]
                 return tuple(
                     torch.empty((n_gal,) + a.shape[1:], dtype=a.dtype, device=a.device)
                     .index_copy(0, parts[0], a).index_copy(0, parts[1], b)
                     for a, b in zip(*outs, strict=True))
-        return self._render_chunks(p, ps, beam, weights, weighted_mom0, moment2,
-                                   self._order(beam, ps))
+        return self._render_chunks(render, p, ps, beam, weights, self._order(beam, ps), copies)
 
-    def _render_chunks(self, p, ps, beam, weights, weighted_mom0, moment2, order):
-        """`_render` a batch at most `RENDER_CELLS` transform cells at a time."""
+    def _render_chunks(self, render, p, ps, beam, weights, order, copies=1):
+        """``render`` a batch at most `RENDER_CELLS` transform cells at a time.
+
+        ``copies``: transforms of a galaxy's size each galaxy needs at once.
+        """
         n_gal = ps.shape[0]
         py, px = self.fft_shape
         budget = RENDER_CELLS if self.device.type == "cpu" else ACCELERATOR_RENDER_CELLS
-        step = max(1, budget // ((2 * order + 1) ** 2 * py * (px // 2 + 1)))
+        step = max(1, budget // (copies * (2 * order + 1) ** 2 * py * (px // 2 + 1)))
         if n_gal <= step:
-            return self._render(p, ps, beam, weights, weighted_mom0, moment2, order)
+            return render(p, ps, beam, weights, order)
+        step = -(-n_gal // -(-n_gal // step))  # parts of equal size (not 31 + 1)
         outs = []
         for i in range(0, n_gal, step):
             rows = slice(i, i + step)
-            outs.append(self._render({n: v[rows] for n, v in p.items()}, ps[rows],
-                                     None if beam is None else beam[rows],
-                                     None if weights is None else weights[rows],
-                                     weighted_mom0, moment2, order))
+            outs.append(render({n: v[rows] for n, v in p.items()}, ps[rows],
+                               None if beam is None else beam[rows],
+                               None if weights is None else weights[rows], order))
         return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
 
-    def _render(self, p, ps, beam, weights, weighted_mom0, moment2, order):
-        """`forward` on validated tensors, with ``order`` folded alias orders."""
+    def _profiles(self, p, ps, g):
+        """The surface brightness and rotation curve ``(B, n_r)`` on the radial nodes."""
         mc = self.model_class
-        n_gal = ps.shape[0]
-        g = self._grid(order)
-
-        # 1. Profiles on the radial nodes (arcsec), Hankel transforms (pixel units).
         r_arc = g["radii"][None, :] * ps[:, None]
         sb = mc.surface_brightness(torch, r_arc, *[p[n][:, None] for n in mc.intensity_parameters])
         vel = mc.rotation_velocity(torch, r_arc, *[p[n][:, None] for n in mc.velocity_parameters])
-        t0 = sb @ g["w0"]
-        t1 = (sb * vel) @ g["w1"]
-        tables = [t0, t1]
-        if moment2:
-            # I (sigma^2 + v_los^2), v_los = V sin i cos(phi): an order-0 transform
-            # of Sigma (sigma^2 + V^2 sin^2 i / 2) and an order-2 one of
-            # Sigma V^2 sin^2 i / 2 (the cos 2 phi part).
-            half_sin2 = 0.5 * torch.sin(torch.deg2rad(p["inclination"]))[:, None] ** 2
-            disp = mc.dispersion_profile(torch, r_arc, p)
-            tables += [(sb * (disp * disp + half_sin2 * vel * vel)) @ g["w0"],
-                       (sb * half_sin2 * vel * vel) @ g["w2"]]
+        return sb, vel, r_arc
 
-        # 2. Geometry at every (folded) frequency. Shapes: (B, folds, ky, kx). The
-        # quadratic forms in (kx, ky) of the disc's frequency, its thickness and
-        # the beam are sums of a column, a row and a column times a row.
+    def _geometry(self, p, ps, beam, g):
+        r"""The factors of the transforms at every (folded) frequency, shared by the maps.
+
+        Shapes broadcast to ``(B, folds, kx, ky)``. The quadratic forms in
+        (kx, ky) of the disc's frequency, its thickness and the beam are sums
+        of a column, a row and a column times a row. ``phase`` is the pixel
+        box times the centre's phase ramp :math:`e^{-2\pi i k\cdot c}` (c in
+        pixels from pixel (0, 0)), a column times a row.
+        """
         def col(v):
             return v[:, None, None, None]
+
+        kx, ky = g["kx"][None], g["ky"][None]
+        kx2, ky2 = kx * kx, ky * ky
 
         def quadratic(xx, yy, xy, extra=0.0):
             """``xx kx^2 + yy ky^2 + xy kx ky + extra`` on the grid (per-galaxy coefficients)."""
             return torch.addcmul((col(xx) * kx2) + (col(yy) * ky2 + extra), col(xy) * kx, ky)
 
-        kx, ky = g["kx"][None], g["ky"][None]
-        kx2, ky2 = kx * kx, ky * ky
         inc = torch.deg2rad(p["inclination"])
         pa = torch.deg2rad(p["pa"])
         sin_i, cos_i = torch.sin(inc), torch.cos(inc)
@@ -325,19 +403,11 @@ class DiskRenderer(torch.nn.Module):
                                       cos_pa ** 2 + cos2_i * sin_pa ** 2,
                                       2.0 * sin_pa * cos_pa * (cos2_i - 1.0)).clamp(min=1e-20))
         k_maj = torch.addcmul(col(-sin_pa) * kx, col(cos_pa), ky)
-        transforms = _interp(k_disc, tables, g["dk"], g["n_k"])
-        h0, h1 = transforms[:2]
-        if moment2:
-            # cos 2 psi of the face-on frequency (k_maj, k_min cos i), times k^2.
-            k_min = torch.addcmul(col(cos_pa) * kx, col(sin_pa), ky)
-            h2 = transforms[2] - 2.0 * math.pi * (k_maj ** 2 - (k_min * col(cos_i)) ** 2) \
-                * transforms[3]
-
         # 3.-4. Thickness and beam: real factors common to both maps.
         t = (2.0 * math.pi * sin_i * p["z_scale"] / ps) ** 2
         intrinsic = torch.reciprocal(quadratic(t * cos_pa ** 2, t * sin_pa ** 2,
                                                2.0 * t * sin_pa * cos_pa, 1.0))
-        common = intrinsic
+        common, beam_factor = intrinsic, None
         if beam is not None:
             s_maj = (beam[:, 0] / ps * FWHM_TO_SIGMA) ** 2
             s_min = (beam[:, 1] / ps * FWHM_TO_SIGMA) ** 2
@@ -348,74 +418,233 @@ class DiskRenderer(torch.nn.Module):
                                               c * (s_maj * cb_pa ** 2 + s_min * sb_pa ** 2),
                                               2.0 * c * sb_pa * cb_pa * (s_min - s_maj)))
             common = common * beam_factor
-
-        # The pixel box, the amplitude and the centre's phase ramp exp(-2 pi i k.c)
-        # (c in pixels from pixel (0, 0)) as a column times a row:
-        # F0 = a0 e^{-i theta}, F1 = -2 pi i sin(i) k_maj h1 e^{-i theta}.
         ny, nx = self.shape
         cx = col((nx - 1) / 2.0 + p["x_0"] / ps)
         cy = col((ny - 1) / 2.0 + p["y_0"] / ps)
+
         def ramp(box, angle):
             return box[None] * torch.polar(torch.ones_like(angle), angle)
 
-        ramp_x = ramp(g["box_x"], -2.0 * math.pi * kx * cx) * col(p["amplitude"])
-        ramp_y = ramp(g["box_y"], -2.0 * math.pi * ky * cy)
-        phase = ramp_x * ramp_y
-        phase1 = (ramp_x * col(-2.0j * math.pi * sin_i)) * ramp_y
+        phase = ramp(g["box_x"], -2.0 * math.pi * kx * cx) * ramp(g["box_y"],
+                                                                  -2.0 * math.pi * ky * cy)
+        return dict(col=col, kx=kx, ky=ky, sin_i=sin_i, cos_i=cos_i, sin_pa=sin_pa,
+                    cos_pa=cos_pa, t=t, k_disc=k_disc, k_maj=k_maj, intrinsic=intrinsic,
+                    beam_factor=beam_factor, common=common, phase=phase)
 
-        def spectrum(real, ramp):
-            """``real * ramp`` summed over the folds (real times complex, one pass)."""
-            out = torch.view_as_complex(torch.view_as_real(ramp) * real[..., None])
-            return out.sum(dim=1) if out.shape[1] > 1 else out[:, 0]
+    def _render(self, p, ps, beam, weights, weighted_mom0, moment2, order):
+        """`forward` on validated tensors, with ``order`` folded alias orders."""
+        mc = self.model_class
+        n_gal = ps.shape[0]
+        g = self._grid(order)
+
+        # 1. Profiles on the radial nodes (arcsec), Hankel transforms (pixel units).
+        sb, vel, r_arc = self._profiles(p, ps, g)
+        tables = [sb @ g["w0"], (sb * vel) @ g["w1"]]
+        if moment2:
+            # I (sigma^2 + v_los^2), v_los = V sin i cos(phi): an order-0 transform
+            # of Sigma (sigma^2 + V^2 sin^2 i / 2) and an order-2 one of
+            # Sigma V^2 sin^2 i / 2 (the cos 2 phi part).
+            half_sin2 = 0.5 * torch.sin(torch.deg2rad(p["inclination"]))[:, None] ** 2
+            disp = mc.dispersion_profile(torch, r_arc, p)
+            tables += [(sb * (disp * disp + half_sin2 * vel * vel)) @ g["w0"],
+                       (sb * half_sin2 * vel * vel) @ g["w2"]]
+
+        # 2.-4. Geometry, thickness, beam, pixel box and centre at every frequency:
+        # F0 = a0 e^{-i theta}, F1 = -2 pi i sin(i) k_maj h1 e^{-i theta}.
+        geo = self._geometry(p, ps, beam, g)
+        col, kx, ky, k_maj = geo["col"], geo["kx"], geo["ky"], geo["k_maj"]
+        transforms = _interp(geo["k_disc"], tables, g["dk"], g["n_k"])
+        h0, h1 = transforms[:2]
+        if moment2:
+            # cos 2 psi of the face-on frequency (k_maj, k_min cos i), times k^2.
+            k_min = torch.addcmul(col(geo["cos_pa"]) * kx, col(geo["sin_pa"]), ky)
+            h2 = transforms[2] - 2.0 * math.pi * (k_maj ** 2 - (k_min * col(geo["cos_i"])) ** 2) \
+                * transforms[3]
+        intrinsic, beam_factor, common = geo["intrinsic"], geo["beam_factor"], geo["common"]
+        phase = geo["phase"]
+        phase1 = phase * col(-2.0j * math.pi * geo["sin_i"])
+        amplitude = p["amplitude"][:, None, None]
 
         py, px = self.fft_shape
+        ny, nx = self.shape
         sky = functools.partial(_to_sky, size=(py, px), shape=(ny, nx))
-        mom0 = sky(spectrum(common * h0, phase))
+        mom0 = sky(_spectrum(common * h0, phase)) * amplitude
         if weights is not None and beam is not None:
             # The intensity and its velocity moment before the beam, weighted in
             # the sky, then smeared by the beam (its transfer on the FFT grid).
-            i0 = torch.fft.irfft2(spectrum(intrinsic * h0, phase), s=(py, px))
-            i1 = torch.fft.irfft2(spectrum(intrinsic * k_maj * h1, phase1), s=(py, px))
+            def image(real, ramp):
+                return torch.fft.irfft2(_spectrum(real, ramp).transpose(-1, -2), s=(py, px))
+
+            def smeared(image):
+                return sky(torch.fft.rfft2(image * w).transpose(-1, -2) * transfer) * amplitude
+
+            i0 = image(intrinsic * h0, phase)
+            i1 = image(intrinsic * k_maj * h1, phase1)
             w = torch.ones((n_gal, py, px), dtype=self.dtype, device=self.device)
             w[:, :ny, :nx] = weights
             transfer = beam_factor[:, beam_factor.shape[1] // 2]  # the unfolded frequencies
-            num = sky(torch.fft.rfft2(i1 * w) * transfer)
-            den = sky(torch.fft.rfft2(i0 * w) * transfer)
+            num, den = smeared(i1), smeared(i0)
             if moment2:
-                i2 = torch.fft.irfft2(spectrum(intrinsic * h2, phase), s=(py, px))
-                num2 = sky(torch.fft.rfft2(i2 * w) * transfer)
+                num2 = smeared(image(intrinsic * h2, phase))
         else:
-            num = sky(spectrum(common * k_maj * h1, phase1))
+            num = sky(_spectrum(common * k_maj * h1, phase1)) * amplitude
             den = mom0
             if moment2:
-                num2 = sky(spectrum(common * h2, phase))
-        peak = den.detach().abs().amax(dim=(-2, -1), keepdim=True)
-        valid = den > self.emission_threshold * peak
-        safe = torch.where(valid, den, torch.ones_like(den))
-        zero = torch.zeros_like(num)
-        mean = torch.where(valid, num / safe, zero)
+                num2 = sky(_spectrum(common * h2, phase)) * amplitude
+        valid, mean = _velocity_mean(num, den, self.emission_threshold)
         mom1 = p["v_sys"][:, None, None] + mean
         out = (den if weighted_mom0 else mom0), mom1
         if not moment2:
             return out
         # sigma_obs^2 = B*[I (sigma^2 + v^2)] / B*I - mom1^2 (about v_sys, which
         # drops out); the small floor keeps the square root differentiable.
-        variance = torch.where(valid, num2 / safe - mean * mean, zero)
+        zero = torch.zeros_like(num)
+        variance = torch.where(valid, num2 / torch.where(valid, den, torch.ones_like(den))
+                               - mean * mean, zero)
         mom2 = torch.where(valid, torch.sqrt(variance.clamp(min=0.0) + 1e-12), zero)
         return (*out, mom2)
+
+    def _linearized(self, p, ps, beam, order, wrt):
+        r"""`linearize` on validated tensors, with ``order`` folded alias orders.
+
+        With :math:`P` the pixel box and phase ramp and :math:`Q = -iP`, the
+        two transforms are :math:`S_0 = \sum A_0 P`, :math:`A_0 = c\,h_0`, and
+        :math:`S_1 = \sum A_1 Q`, :math:`A_1 = 2\pi \sin i\, c\, k_{maj} h_1`
+        (c: thickness times beam; sums over the folded orders), and every
+        derivative is a real factor times :math:`P` or :math:`Q`.
+        """
+        mc = self.model_class
+        g = self._grid(order)
+        sb, vel, _ = self._profiles(p, ps, g)
+        tables = [sb @ g["w0"], (sb * vel) @ g["w1"]]
+        profile = [n for n in wrt if n in mc.intensity_parameters + mc.velocity_parameters]
+        if profile:
+            # The profiles' derivatives on the nodes, by central differences of
+            # all of them in one evaluation (to ~1e-10: the profiles are cheap
+            # next to the transforms, which are then exact).
+            m, k = ps.shape[0], len(profile)
+            moved = {n: v.repeat(2 * k) for n, v in p.items()}
+            steps = []
+            for j, n in enumerate(profile):
+                h = PROFILE_STEP * p[n].abs().clamp(min=1e-3)
+                moved[n] = moved[n].clone()
+                moved[n][2 * j * m:(2 * j + 1) * m] += h
+                moved[n][(2 * j + 1) * m:(2 * j + 2) * m] -= h
+                steps.append(2.0 * h)
+            sb_m, vel_m, _ = self._profiles(moved, ps.repeat(2 * k), g)
+            step = torch.stack(steps)[:, :, None]
+            sb_m = sb_m.reshape(k, 2, m, -1)
+            sv_m = (sb_m * vel_m.reshape(k, 2, m, -1))
+            dsb = ((sb_m[:, 0] - sb_m[:, 1]) / step).reshape(k * m, -1) @ g["w0"]
+            dsv = ((sv_m[:, 0] - sv_m[:, 1]) / step).reshape(k * m, -1) @ g["w1"]
+            for j in range(k):
+                tables += [dsb[j * m:(j + 1) * m], dsv[j * m:(j + 1) * m]]
+        geo = self._geometry(p, ps, beam, g)
+        col, kx, ky, k_maj, k_disc = (geo[k] for k in ("col", "kx", "ky", "k_maj", "k_disc"))
+        values, slopes = _interp(k_disc, tables, g["dk"], g["n_k"], slopes=2)
+        h0, h1 = values[:2]
+        # (The amplitude is carried in the factor common to every transform.)
+        amplitude = col(p["amplitude"])
+        intrinsic = geo["intrinsic"]
+        common = geo["common"] * amplitude
+        beam_factor = amplitude if geo["beam_factor"] is None else geo["beam_factor"] * amplitude
+        sin_i, cos_i = col(geo["sin_i"]), col(geo["cos_i"])
+        two_pi_sin = 2.0 * math.pi * sin_i
+        k_min = torch.addcmul(col(geo["cos_pa"]) * kx, col(geo["sin_pa"]), ky)
+        t = col(geo["t"])
+        a0 = common * h0
+        m1 = common * k_maj * h1  # A_1 / (2 pi sin i)
+        deg = math.pi / 180.0
+        # Each quantity is (real factor, "P" or "Q"): the maps, then the derivatives.
+        terms = [(a0, "P"), (two_pi_sin * m1, "Q")]
+        for n in wrt:
+            if n in ("x_0", "y_0"):
+                k = 2.0 * math.pi * (kx if n == "x_0" else ky) / col(ps)
+                terms += [(a0 * k, "Q"), (-(two_pi_sin * m1) * k, "P")]
+            elif n in ("inclination", "pa", "z_scale"):
+                if n == "inclination":
+                    dk = -(cos_i * sin_i * deg) * k_min * k_min / k_disc
+                    dt = 2.0 * (2.0 * math.pi * col(p["z_scale"] / ps)) ** 2 * sin_i * cos_i \
+                        * deg
+                    d_intr = -intrinsic * intrinsic * k_min * k_min * dt
+                elif n == "pa":
+                    dk = -(sin_i * sin_i * deg) * k_maj * k_min / k_disc
+                    d_intr = -(2.0 * deg) * t * intrinsic * intrinsic * k_min * k_maj
+                else:
+                    dk = None
+                    dt = 2.0 * (2.0 * math.pi * sin_i / col(ps)) ** 2 * col(p["z_scale"])
+                    d_intr = -intrinsic * intrinsic * k_min * k_min * dt
+                d_common = d_intr * beam_factor
+                d0 = d_common * h0
+                d1 = d_common * k_maj * h1
+                if dk is not None:
+                    d0 = d0 + common * slopes[0] * dk
+                    d1 = d1 + common * k_maj * slopes[1] * dk
+                if n == "pa":
+                    d1 = d1 - (deg * common) * k_min * h1
+                d1 = two_pi_sin * d1
+                if n == "inclination":
+                    d1 = d1 + (2.0 * math.pi * deg) * cos_i * m1
+                terms += [(d0, "P"), (d1, "Q")]
+            elif n in profile:
+                j = 2 + 2 * profile.index(n)
+                terms += [(common * values[j], "P"),
+                          (two_pi_sin * common * k_maj * values[j + 1], "Q")]
+            else:  # amplitude, v_sys, dispersion: not in the transforms' shapes
+                terms += [(None, "P"), (None, "Q")]
+        phase = geo["phase"]
+        ramps = {"P": phase, "Q": torch.view_as_complex(
+            torch.stack([torch.view_as_real(phase)[..., 1],
+                         -torch.view_as_real(phase)[..., 0]], dim=-1))}
+        py, px = self.fft_shape
+        ny, nx = self.shape
+        # (One transform at a time: a stack of them all would be far larger
+        # than the CPU's caches, and than what the allocator keeps for reuse.)
+        zero = torch.zeros((ps.shape[0], ny, nx), dtype=self.dtype, device=self.device)
+        maps = torch.stack([zero if a is None else
+                            _to_sky(_spectrum(a.expand(phase.shape), ramps[r]), size=(py, px),
+                                    shape=(ny, nx)) for a, r in terms], dim=1)
+        mom0, num = maps[:, 0], maps[:, 1]
+        valid, mean = _velocity_mean(num, mom0, self.emission_threshold)
+        mom1 = p["v_sys"][:, None, None] + mean
+        d_mom0, d_num = maps[:, 2::2], maps[:, 3::2]
+        safe = torch.where(valid, mom0, torch.ones_like(mom0))[:, None]
+        d_mom1 = torch.where(valid[:, None], (d_num - mean[:, None] * d_mom0) / safe,
+                             torch.zeros_like(d_num))
+        for k, n in enumerate(wrt):
+            if n == "amplitude":
+                d_mom0[:, k] = mom0 / amplitude[:, 0]  # (mom1 does not depend on it)
+            elif n == "v_sys":
+                d_mom1[:, k] = 1.0
+        return mom0, mom1, d_mom0, d_mom1
+
+
+def _spectrum(real, ramp):
+    """``real * ramp`` summed over the folds (real times complex, one pass)."""
+    out = torch.view_as_complex(torch.view_as_real(ramp) * real[..., None])
+    return out.sum(dim=1) if out.shape[1] > 1 else out[:, 0]
+
+
+def _velocity_mean(num, den, threshold):
+    """Where mom0 is above ``threshold`` of its peak, and ``num / den`` there (else 0)."""
+    peak = den.detach().abs().amax(dim=(-2, -1), keepdim=True)
+    valid = den > threshold * peak
+    safe = torch.where(valid, den, torch.ones_like(den))
+    return valid, torch.where(valid, num / safe, torch.zeros_like(num))
 
 
 def _to_sky(spectrum, size, shape):
     """The ``shape`` corner of the real inverse transform (of ``size``) of a half-plane spectrum.
 
-    The first pass (over rows) is cut to the rows kept before the second
-    (over columns), which saves a third of the work of ``irfft2``.
+    The spectrum is laid out ``(..., kx, ky)``. The first pass (over ky,
+    contiguous) is cut to the rows kept before the second (over kx), which
+    saves a third of the work of ``irfft2``.
     """
-    rows = torch.fft.ifft(spectrum, n=size[0], dim=-2)[..., :shape[0], :]
-    return torch.fft.irfft(rows, n=size[1], dim=-1)[..., :shape[1]]
+    rows = torch.fft.ifft(spectrum, n=size[0], dim=-1)[..., :shape[0]]
+    return torch.fft.irfft(rows.transpose(-1, -2), n=size[1], dim=-1)[..., :shape[1]]
 
 
-def _interp(k, tables, dk, n_k):
+def _interp(k, tables, dk, n_k, slopes=0):
     """Cubic (Catmull-Rom) interpolation of tables ``(B, n_k)`` at ``k`` (B, ...).
 
     The tables are even functions of k, so the point before k=0 mirrors k=dk.
@@ -423,21 +652,28 @@ def _interp(k, tables, dk, n_k):
     below 1e-4 of the peak at the table spacing used (see :doc:`/rendering`).
     Each table is first turned into the coefficients of its cubic on every
     interval, so that a frequency costs four gathers and Horner's rule.
+    With ``slopes`` > 0, also returns the derivatives in ``k`` of the
+    interpolants of the first ``slopes`` tables.
     """
     shape = k.shape
     flat = (k / dk).reshape(shape[0], -1)
     i = torch.clamp(flat.detach().floor(), 0, n_k - 3)
     t = flat - i
     i = i.long()
-    out = []
-    for tab in tables:
+    out, derivatives = [], []
+    for n, tab in enumerate(tables):
         y0 = torch.cat([tab[:, 1:2], tab[:, :n_k - 3]], dim=1)
         y1, y2, y3 = tab[:, :n_k - 2], tab[:, 1:n_k - 1], tab[:, 2:n_k]
         c1 = 0.5 * (y2 - y0)
         c2 = y0 - 2.5 * y1 + 2.0 * y2 - 0.5 * y3
         c3 = 0.5 * (y3 - y0) + 1.5 * (y1 - y2)
-        val = torch.gather(c3, 1, i)
-        for c in (c2, c1, y1):
-            val = torch.addcmul(torch.gather(c, 1, i), val, t)
+        g3, g2, g1 = (torch.gather(c, 1, i) for c in (c3, c2, c1))
+        val = torch.addcmul(g2, g3, t)
+        val = torch.addcmul(g1, val, t)
+        val = torch.addcmul(torch.gather(y1, 1, i), val, t)
         out.append(val.reshape(shape))
-    return out
+        if n < slopes:
+            slope = torch.addcmul(2.0 * g2, 3.0 * g3, t)
+            slope = torch.addcmul(g1, slope, t)
+            derivatives.append((slope / dk).reshape(shape))
+    return (out, derivatives) if slopes else out

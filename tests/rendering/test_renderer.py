@@ -180,7 +180,8 @@ def test_a_batch_rendered_in_parts_equals_one_pass(monkeypatch):
     p = batch(ExponentialArctanDisk, n, seed=4)
     ps = torch.linspace(0.5, 1.5, n, dtype=torch.float64)
     beam = torch.tensor([[2.5, 2.0, 30.0]], dtype=torch.float64).expand(n, 3)
-    weights = 0.5 + torch.rand(n, 20, 28, dtype=torch.float64)
+    weights = 0.5 + torch.rand(n, 20, 28, dtype=torch.float64,
+                               generator=torch.Generator().manual_seed(5))
     r = DiskRenderer(ExponentialArctanDisk, (20, 28), dtype=torch.float64)
 
     def maps_and_gradient():
@@ -193,9 +194,10 @@ def test_a_batch_rendered_in_parts_equals_one_pass(monkeypatch):
     cells = r.fft_shape[0] * (r.fft_shape[1] // 2 + 1)
     monkeypatch.setattr(module, "RENDER_CELLS", 3 * cells)  # parts of 3, 3 and 1
     parts, grad_parts = maps_and_gradient()
-    # (to rounding: a matrix product's sums depend a little on its batch size)
-    for a, b in zip(whole, parts, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    # (to rounding: a matrix product's sums depend a little on its batch size;
+    # the velocity maps divide by mom0, which amplifies it in the faintest pixels)
+    for a, b, rtol in zip(whole, parts, (1e-9, 1e-7, 1e-7), strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=1e-9)
     torch.testing.assert_close(grad, grad_parts, rtol=1e-8, atol=1e-9)
 
 
