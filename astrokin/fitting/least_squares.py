@@ -1,13 +1,12 @@
 """Batched Levenberg-Marquardt: every row of a tensor its own least-squares problem.
 
 Every galaxy (and every start) is one row of the same tensor operations,
-with its own damping and its own stopping test. The Jacobian comes from one
-batched render of forward differences (in float64, to ~1e-9 of the
-derivative; `jacobian`), which on a CPU costs less than forward-mode
-differentiation of the same renders, and is corrected between renders by
-Broyden's secant updates. Bounds are respected by projection (`project`),
-with the parameters pinned at a bound left out of a step; periodic ones (the
-position angle) are wrapped.
+with its own damping and its own stopping test. The Jacobian comes from the
+residuals' own derivatives where they have them (the renderer's, exact; see
+`jacobian`), else from one batched render of forward differences, and is
+corrected between renders by Broyden's secant updates. Bounds are respected
+by projection (`project`), with the parameters pinned at a bound left out
+of a step; periodic ones (the position angle) are wrapped.
 """
 
 from dataclasses import dataclass
@@ -55,27 +54,33 @@ class LMResult:
 
 
 def jacobian(residual, theta, rows, problem, scales, r0=None):
-    """Forward-difference Jacobian ``(M, N, P)`` of ``residual`` at ``theta``."""
+    """The Jacobian ``(M, N, P)`` of ``residual`` at ``theta``, and the residuals there.
+
+    By the residual's own derivatives where it has them
+    (``residual.linearization(theta, rows, problem)``, giving the residuals
+    and the Jacobian, or None), `RENDER_CHUNK` problems at a time; else by
+    forward differences of steps ``FD_STEP * max(|theta|, scales)``.
+    """
     m, p = theta.shape
+    linear = getattr(residual, "linearization", None)
+    if linear is not None:
+        parts = [linear(theta[i:i + RENDER_CHUNK], rows[i:i + RENDER_CHUNK], problem)
+                 for i in range(0, m, RENDER_CHUNK)]
+        if all(part is not None for part in parts):
+            jac = torch.cat([part[1] for part in parts])
+            return jac, (torch.cat([part[0] for part in parts]) if r0 is None else r0)
     if r0 is None:
         r0 = residual(theta, rows, problem)
-    known = getattr(residual, "analytic_columns", lambda *a: {})(theta, rows, problem)
-    cols = [k for k in range(p) if k not in known]
     h = FD_STEP * torch.maximum(theta.abs(), scales)
-    jac = torch.empty((m, r0.shape[1], p), dtype=r0.dtype, device=r0.device)
-    for k, column in known.items():
-        jac[:, :, k] = column
-    if cols:
-        idx = torch.as_tensor(cols, device=theta.device)
-        shifted = theta[:, None, :].repeat(1, len(cols), 1)
-        shifted[:, torch.arange(len(cols)), idx] += h[:, idx]
-        flat = shifted.reshape(m * len(cols), p)
-        rep = rows.repeat_interleave(len(cols))
-        parts = [residual(flat[i:i + RENDER_CHUNK], rep[i:i + RENDER_CHUNK], problem)
-                 for i in range(0, len(flat), RENDER_CHUNK)]
-        rs = torch.cat(parts).reshape(m, len(cols), -1)
-        jac[:, :, idx] = ((rs - r0[:, None, :]) / h[:, idx, None]).transpose(1, 2)
-    return jac, r0
+    shifted = theta[:, None, :].repeat(1, p, 1)
+    idx = torch.arange(p, device=theta.device)
+    shifted[:, idx, idx] += h
+    flat = shifted.reshape(m * p, p)
+    rep = rows.repeat_interleave(p)
+    parts = [residual(flat[i:i + RENDER_CHUNK], rep[i:i + RENDER_CHUNK], problem)
+             for i in range(0, len(flat), RENDER_CHUNK)]
+    rs = torch.cat(parts).reshape(m, p, -1)
+    return ((rs - r0[:, None, :]) / h[:, :, None]).transpose(1, 2), r0
 
 
 def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, scales,

@@ -348,33 +348,97 @@ class MapResiduals:
                                                        problem.pixel_scale[rows])
         weights = None if problem.weights is None else problem.weights[rows]
         m0, m1 = self.renderer(params, problem.pixel_scale[rows], beam, weights=weights)
+        amp, _ = self._amplitude(m0, rows, problem)
+        return amp[:, None, None] * m0, m1, amp
+
+    @staticmethod
+    def _amplitude(m0, rows, problem):
+        """The mom0 scale fitting ``m0`` to the data best, and the weights' sum of ``m0 ** 2``."""
         w0 = problem.fit0[rows] / problem.sigma0[rows] ** 2
         num = (w0 * problem.data0[rows] * m0).sum(dim=(-2, -1))
         den = (w0 * m0 * m0).sum(dim=(-2, -1)).clamp(min=1e-300)
-        amp = num / den
-        return amp[:, None, None] * m0, m1, amp
+        return num / den, den
 
-    def analytic_columns(self, theta, rows, problem):
-        """Jacobian columns known without rendering: ``v_sys`` only shifts mom1."""
-        if "v_sys" not in self.free or self.ties or self.log[self.free.index("v_sys")]:
-            return {}
-        zero = torch.zeros(problem.data0[rows].shape, dtype=theta.dtype, device=theta.device)
-        d1 = torch.where(problem.fit1[rows], -1.0 / problem.sigma1[rows], zero)
-        return {self.free.index("v_sys"): torch.cat([zero.flatten(1), d1.flatten(1)], dim=1)}
+    def linearization(self, theta, rows, problem):
+        """The residuals at ``theta`` and their Jacobian ``(M, N, P)`` (the renderer's derivatives).
 
-    def __call__(self, theta, rows, problem):
-        """Whitened residuals ``(M, 2 ny nx)`` of the problems ``rows`` at ``theta``."""
-        m0, m1, _ = self.render(theta, rows, problem)
+        The maps' derivatives are those of `~astrokin.rendering.DiskRenderer.linearize`
+        (exact, where a finite difference errs by its step), taken through
+        the logarithms, ties and fitted mom0 scale of the residuals. None
+        where the renderer cannot give them (data-weighted smearing): the
+        caller then differentiates by finite differences.
+        """
+        if problem.weights is not None:
+            return None
+        params = self.parameters(theta, rows, problem)
+        params["amplitude"] = torch.ones_like(params["amplitude"])
+        wrt, dp = self._parameter_derivatives(theta, rows, problem)
+        ps = problem.pixel_scale[rows]
+        beam = None if problem.beam is None else _beam(problem.beam[rows], ps)
+        m0, m1, d0, d1 = self.renderer.linearize(params, ps, beam, wrt=wrt)
+        # By the fitted parameters: (M, P, ny, nx).
+        d0 = torch.einsum("mkyx,mkp->mpyx", d0, dp)
+        d1 = torch.einsum("mkyx,mkp->mpyx", d1, dp)
+        amp, den = self._amplitude(m0, rows, problem)
+        w0 = problem.fit0[rows] / problem.sigma0[rows] ** 2
+        # d amp = (sum w d0 dm - 2 amp sum w m dm) / sum w m^2, amp = sum w d0 m / sum w m^2
+        pull = (w0 * (problem.data0[rows] - 2.0 * amp[:, None, None] * m0))[:, None]
+        d_amp = (pull * d0).sum(dim=(-2, -1)) / den[:, None]
+        model0 = amp[:, None, None] * m0
+        d_model0 = amp[:, None, None, None] * d0 + d_amp[:, :, None, None] * m0[:, None]
+        r = self._whitened(model0, m1, rows, problem)
+        s0, s1 = problem.sigma0[rows][:, None], problem.sigma1[rows][:, None]
+        zero = torch.zeros_like(d_model0)
+        dr0 = torch.where(problem.fit0[rows][:, None], -d_model0 / s0, zero)
+        above = (model0 > problem.threshold0[rows][:, None, None])[:, None]
+        dr0 = torch.where(problem.limit0[rows][:, None],
+                          torch.where(above, -d_model0 / s0, zero), dr0)
+        dr1 = torch.where(problem.fit1[rows][:, None], -d1 / s1, torch.zeros_like(d1))
+        jac = torch.cat([dr0.flatten(2), dr1.flatten(2)], dim=2).transpose(1, 2)
+        return r, jac
+
+    def _parameter_derivatives(self, theta, rows, problem):
+        """The parameters that vary with ``theta`` and their derivatives ``(M, K, P)`` by it.
+
+        A free parameter varies with its own column (by ``exp`` where it is
+        a logarithm); a tied one with those its tie uses, by central
+        differences of the tie (arithmetic on the parameters: to ~1e-10).
+        """
+        m, n_free = theta.shape
+        tied = [nm for nm in self.names if nm in self.ties]
+        wrt = list(self.free) + tied
+        dp = torch.zeros((m, len(wrt), n_free), dtype=theta.dtype, device=theta.device)
+        for k in range(n_free):
+            dp[:, k, k] = torch.exp(theta[:, k]) if self.log[k] else 1.0
+        if tied:
+            h = 1e-5 * theta.abs().clamp(min=1.0)
+            for k in range(n_free):
+                up, down = theta.clone(), theta.clone()
+                up[:, k] += h[:, k]
+                down[:, k] -= h[:, k]
+                pu = self.parameters(up, rows, problem)
+                pd = self.parameters(down, rows, problem)
+                for j, nm in enumerate(tied):
+                    dp[:, n_free + j, k] = (pu[nm] - pd[nm]) / (2.0 * h[:, k])
+        return wrt, dp
+
+    def _whitened(self, model0, m1, rows, problem):
+        """Whitened residuals ``(M, 2 ny nx)`` of the (scaled) model maps."""
         s0, s1 = problem.sigma0[rows], problem.sigma1[rows]
-        r0 = torch.where(problem.fit0[rows], (problem.data0[rows] - m0) / s0,
-                         torch.zeros_like(m0))
+        r0 = torch.where(problem.fit0[rows], (problem.data0[rows] - model0) / s0,
+                         torch.zeros_like(model0))
         # An upper limit: a model brighter than the faintest detected emission
         # costs what it exceeds it by.
-        excess = torch.relu(m0 - problem.threshold0[rows][:, None, None]) / s0
+        excess = torch.relu(model0 - problem.threshold0[rows][:, None, None]) / s0
         r0 = torch.where(problem.limit0[rows], -excess, r0)
         r1 = torch.where(problem.fit1[rows], (problem.data1[rows] - m1) / s1,
                          torch.zeros_like(m1))
         return torch.cat([r0.flatten(1), r1.flatten(1)], dim=1)
+
+    def __call__(self, theta, rows, problem):
+        """Whitened residuals ``(M, 2 ny nx)`` of the problems ``rows`` at ``theta``."""
+        m0, m1, _ = self.render(theta, rows, problem)
+        return self._whitened(m0, m1, rows, problem)
 
 
 def truncated_width(centre, width, low, high):

@@ -208,18 +208,39 @@ def parameter_covariance(jac, shape, kernel_fft, prior_precision=None):
     # Inverse of the curvature, equilibrated (and damped for the degenerate).
     hs = h / (scale[:, :, None] * scale[:, None, :])
     h_inv = torch.linalg.inv(hs + 1e-12 * eye) / (scale[:, :, None] * scale[:, None, :])
-    n_maps = n // (ny * nx)
-    cols = jac.transpose(1, 2).reshape(b, p, n_maps, ny, nx)
-    kernels = [kernel_fft if kernel_fft is None or kernel_fft.ndim == 3
-               else kernel_fft[:, k] for k in range(n_maps)]
-    rj = torch.stack([correlate(cols[:, :, k], kernels[k]) for k in range(n_maps)], dim=2)
-    meat = jac.transpose(1, 2) @ rj.reshape(b, p, n).transpose(1, 2)
+    if kernel_fft is None:
+        meat = h if prior_precision is None else jac.transpose(1, 2) @ jac
+    else:
+        n_maps = n // (ny * nx)
+        cols = jac.transpose(1, 2).reshape(b, p, n_maps, ny, nx)
+        meat = torch.zeros_like(h)
+        for k in range(n_maps):
+            kernel = kernel_fft if kernel_fft.ndim == 3 else kernel_fft[:, k]
+            meat = meat + _correlated_gram(cols[:, :, k], kernel)
     meat = 0.5 * (meat + meat.transpose(1, 2))
     trace = torch.diagonal(h_inv @ meat, dim1=1, dim2=2).sum(dim=1)
     if prior_precision is not None:
         meat = meat + prior_precision
     cov = h_inv @ meat @ h_inv
     return 0.5 * (cov + cov.transpose(1, 2)), trace
+
+
+def _correlated_gram(cols, kernel_fft):
+    r"""``cols^T (k * cols)`` ``(B, P, P)`` for maps ``cols`` ``(B, P, ny, nx)``, by Parseval.
+
+    The maps are zero beyond their own pixels, so the sum over them of one
+    map times the other convolved (`correlate`, on the same padded grid) is
+    the sum over the grid: :math:`\frac{1}{N}\sum_f \hat a_f^* K_f \hat b_f`,
+    the half-plane's columns but the first and the Nyquist one counted
+    twice. One forward transform, no inverse.
+    """
+    size = (kernel_fft.shape[-2], 2 * (kernel_fft.shape[-1] - 1))
+    f = torch.fft.rfft2(cols, s=size).flatten(-2)
+    w = torch.full((kernel_fft.shape[-1],), 2.0, dtype=cols.dtype, device=cols.device)
+    w[0] = w[-1] = 1.0
+    kw = (kernel_fft * w).flatten(-2)[:, None]
+    g = torch.conj(f) @ (f * kw).transpose(1, 2)
+    return g.real / (size[0] * size[1])
 
 
 def effective_dof(n_fitted, trace):

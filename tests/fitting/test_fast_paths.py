@@ -2,9 +2,10 @@
 
 Each is checked against the computation it replaces, on real renders:
 rescaled residuals against residuals rendered with the new noise (upper
-limits included), the compact noise-correlation grid against the doubled
-one, and the recurrence for the order-2 Hankel table against scipy's Bessel
-function.
+limits included), the renderer's Jacobian of the residuals against finite
+differences, the compact noise-correlation grid against the doubled one,
+the covariance's Parseval sums against convolved Jacobians, and the
+recurrence for the order-2 Hankel table against scipy's Bessel function.
 """
 
 import numpy as np
@@ -15,8 +16,14 @@ torch = pytest.importorskip("torch")
 
 from scipy import special  # noqa: E402
 
+from astrokin.fitting.least_squares import jacobian  # noqa: E402
 from astrokin.fitting.map_problems import MapResiduals, prepare_problems  # noqa: E402
-from astrokin.fitting.noise import correlate, correlation_kernels  # noqa: E402
+from astrokin.fitting.noise import (  # noqa: E402
+    correlate,
+    correlation_kernels,
+    parameter_covariance,
+    residual_correlation,
+)
 from astrokin.fitting.preprocessing import prepare_maps  # noqa: E402
 from astrokin.fitting.refinement import _rescaled  # noqa: E402
 from astrokin.models import ExponentialArctanDisk  # noqa: E402
@@ -62,6 +69,70 @@ def test_rescaled_residuals_are_those_rendered_with_the_rescaled_noise():
     limits = problem.limit0.flatten()
     # The upper limits that the model exceeds are scaled as well.
     assert bool((rendered[0, :n][limits] != 0).any())
+
+
+@pytest.mark.parametrize("beam", [3.0, 1.5], ids=["beam 3 px", "beam 1.5 px (folded orders)"])
+def test_renderer_jacobian_of_the_residuals_is_that_of_finite_differences(beam):
+    """Through logarithms, a tie, the fitted mom0 scale and the upper limits."""
+    m0, m1 = _masked_disc()
+    obs, _, _ = prepare_maps(m0, m1, pixel_scale=1 * u.arcsec, beam=beam * u.arcsec,
+                             cutout=False)
+    (problem,) = prepare_problems(obs)
+    problem = problem.rows(torch.zeros(3, dtype=torch.long))
+    cls = ExponentialArctanDisk
+    free = ["inclination", "pa", "x_0", "y_0", "v_sys", "r_scale", "v_max"]
+    fixed = {nm: float(getattr(cls, nm).default) for nm in cls.param_names}
+    residual = MapResiduals(DiskRenderer(cls, problem.shape, dtype=torch.float64),
+                            cls.param_names, free, fixed, {"r_turn": lambda m: 0.4 * m.r_scale},
+                            log=["r_scale", "v_max"])
+    theta = torch.tensor([[50.0, 45.0, 0.3, -0.2, 5.0, np.log(4.5), np.log(180.0)],
+                          [60.0, 35.0, -0.5, 0.4, -3.0, np.log(5.5), np.log(230.0)],
+                          [45.0, 50.0, 1.0, 0.0, 0.0, np.log(3.0), np.log(150.0)]],
+                         dtype=torch.float64)
+    rows = torch.arange(3)
+    scales = torch.ones_like(theta)
+    exact, r = jacobian(residual, theta, rows, problem, scales)
+
+    def plain(theta, rows, problem):  # the same residuals, without the renderer's derivatives
+        return residual(theta, rows, problem)
+
+    differences, r_fd = jacobian(plain, theta, rows, problem, scales)
+    np.testing.assert_allclose(r.numpy(), r_fd.numpy(), rtol=0,
+                               atol=1e-10 * float(r_fd.abs().max()))
+    n = problem.shape[0] * problem.shape[1]
+    assert bool((exact[:, :n][problem.limit0.flatten(1)] != 0).any())  # limits in play
+    for k, name in enumerate(free):
+        col, ref = exact[:, :, k], differences[:, :, k]
+        # forward differences of step 1e-6 err by ~1e-6 of the column
+        assert float((col - ref).abs().max()) < 2e-5 * float(ref.abs().max()), name
+
+
+def test_parseval_covariance_is_that_of_the_convolved_jacobian():
+    m0, m1 = _masked_disc()
+    ny, nx = m0.shape
+    gen = torch.Generator().manual_seed(2)
+    jac = torch.randn(3, 2 * ny * nx, 4, dtype=torch.float64, generator=gen)
+    beam = torch.tensor([[3.0, 2.0, 30.0], [4.0, 4.0, 0.0], [float("nan")] * 3],
+                        dtype=torch.float64)
+    ps = torch.ones(3, dtype=torch.float64)
+    residuals = torch.randn(3, 2, ny, nx, dtype=torch.float64, generator=gen)
+    fitted = torch.rand(3, 2, ny, nx, generator=gen) > 0.3
+    jac = jac * fitted.flatten(1)[:, :, None]
+    for kernels in (correlation_kernels((ny, nx), beam, ps),
+                    residual_correlation(residuals, fitted, beam, ps)):
+        cov, trace = parameter_covariance(jac, (ny, nx), kernels)
+        cols = jac.transpose(1, 2).reshape(3, 4, 2, ny, nx)
+        rj = torch.stack([correlate(cols[:, :, k], kernels if kernels.ndim == 3
+                                    else kernels[:, k]) for k in range(2)], dim=2)
+        meat = jac.transpose(1, 2) @ rj.reshape(3, 4, -1).transpose(1, 2)
+        meat = 0.5 * (meat + meat.transpose(1, 2))
+        h_inv = torch.linalg.inv(jac.transpose(1, 2) @ jac)
+        expected = h_inv @ meat @ h_inv
+        np.testing.assert_allclose(cov.numpy(), expected.numpy(), rtol=1e-9,
+                                   atol=1e-12 * float(expected.abs().max()))
+        np.testing.assert_allclose(trace.numpy(),
+                                   torch.diagonal(h_inv @ meat, dim1=1, dim2=2).sum(1).numpy(),
+                                   rtol=1e-9)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (56, 72), (101, 37)])
