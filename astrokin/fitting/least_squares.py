@@ -63,12 +63,16 @@ def jacobian(residual, theta, rows, problem, scales, r0=None):
     """
     m, p = theta.shape
     linear = getattr(residual, "linearization", None)
-    if linear is not None:
-        parts = [linear(theta[i:i + RENDER_CHUNK], rows[i:i + RENDER_CHUNK], problem)
-                 for i in range(0, m, RENDER_CHUNK)]
-        if all(part is not None for part in parts):
-            jac = torch.cat([part[1] for part in parts])
-            return jac, (torch.cat([part[0] for part in parts]) if r0 is None else r0)
+    part = None if linear is None else linear(theta[:RENDER_CHUNK], rows[:RENDER_CHUNK], problem)
+    if part is not None:
+        r_i, j_i = part
+        jac = torch.empty((m,) + j_i.shape[1:], dtype=j_i.dtype, device=j_i.device)
+        jac[:RENDER_CHUNK], r = j_i, [r_i]
+        for i in range(RENDER_CHUNK, m, RENDER_CHUNK):
+            r_i, jac[i:i + RENDER_CHUNK] = linear(theta[i:i + RENDER_CHUNK],
+                                                  rows[i:i + RENDER_CHUNK], problem)
+            r.append(r_i)
+        return jac, (torch.cat(r) if r0 is None else r0)
     if r0 is None:
         r0 = residual(theta, rows, problem)
     h = FD_STEP * torch.maximum(theta.abs(), scales)

@@ -385,17 +385,18 @@ class MapResiduals:
         pull = (w0 * (problem.data0[rows] - 2.0 * amp[:, None, None] * m0))[:, None]
         d_amp = (pull * d0).sum(dim=(-2, -1)) / den[:, None]
         model0 = amp[:, None, None] * m0
-        d_model0 = amp[:, None, None, None] * d0 + d_amp[:, :, None, None] * m0[:, None]
         r = self._whitened(model0, m1, rows, problem)
-        s0, s1 = problem.sigma0[rows][:, None], problem.sigma1[rows][:, None]
-        zero = torch.zeros_like(d_model0)
-        dr0 = torch.where(problem.fit0[rows][:, None], -d_model0 / s0, zero)
-        above = (model0 > problem.threshold0[rows][:, None, None])[:, None]
-        dr0 = torch.where(problem.limit0[rows][:, None],
-                          torch.where(above, -d_model0 / s0, zero), dr0)
-        dr1 = torch.where(problem.fit1[rows][:, None], -d1 / s1, torch.zeros_like(d1))
-        jac = torch.cat([dr0.flatten(2), dr1.flatten(2)], dim=2).transpose(1, 2)
-        return r, jac
+        # d r0 = -(amp dm0 + d_amp m0) / s0 where fitted, or where an upper limit is
+        # exceeded; d r1 = -dm1 / s1 where fitted (factor maps, then one pass each).
+        s0, s1 = problem.sigma0[rows], problem.sigma1[rows]
+        above = model0 > problem.threshold0[rows][:, None, None]
+        counted = torch.where(problem.limit0[rows], above, problem.fit0[rows])
+        f0 = torch.where(counted, -1.0 / s0, torch.zeros_like(s0))
+        f1 = torch.where(problem.fit1[rows], -1.0 / s1, torch.zeros_like(s1))
+        dr0 = torch.addcmul(d_amp[:, :, None, None] * (m0 * f0)[:, None], d0,
+                            (amp[:, None, None] * f0)[:, None])
+        jac = torch.cat([dr0.flatten(2), (d1 * f1[:, None]).flatten(2)], dim=2)
+        return r, jac.transpose(1, 2)
 
     def _parameter_derivatives(self, theta, rows, problem):
         """The parameters that vary with ``theta`` and their derivatives ``(M, K, P)`` by it.

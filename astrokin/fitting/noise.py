@@ -225,22 +225,33 @@ def parameter_covariance(jac, shape, kernel_fft, prior_precision=None):
     return 0.5 * (cov + cov.transpose(1, 2)), trace
 
 
-def _correlated_gram(cols, kernel_fft):
-    r"""``cols^T (k * cols)`` ``(B, P, P)`` for maps ``cols`` ``(B, P, ny, nx)``, by Parseval.
+#: Galaxies whose Jacobians `_correlated_gram` transforms at once (bounds its memory).
+GRAM_CHUNK = 32
 
-    The maps are zero beyond their own pixels, so the sum over them of one
-    map times the other convolved (`correlate`, on the same padded grid) is
-    the sum over the grid: :math:`\frac{1}{N}\sum_f \hat a_f^* K_f \hat b_f`,
-    the half-plane's columns but the first and the Nyquist one counted
-    twice. One forward transform, no inverse.
+
+def _correlated_gram(cols, kernel_fft):
+    r"""The symmetric part of ``cols^T (k * cols)`` ``(B, P, P)``, ``cols`` ``(B, P, ny, nx)``.
+
+    By Parseval: the maps are zero beyond their own pixels, so the sum over
+    them of one map times the other convolved (`correlate`, on the same
+    padded grid) is the sum over the grid,
+    :math:`\frac{1}{N}\sum_f \hat a_f^* K_f \hat b_f` (the half-plane's
+    columns but the first and the Nyquist one counted twice), whose
+    symmetric part is :math:`\frac{1}{N}\sum_f {\rm Re} K_f
+    ({\rm Re}\,\hat a_f {\rm Re}\,\hat b_f + {\rm Im}\,\hat a_f
+    {\rm Im}\,\hat b_f)`: one forward transform, no inverse, and a real
+    matrix product.
     """
     size = (kernel_fft.shape[-2], 2 * (kernel_fft.shape[-1] - 1))
-    f = torch.fft.rfft2(cols, s=size).flatten(-2)
     w = torch.full((kernel_fft.shape[-1],), 2.0, dtype=cols.dtype, device=cols.device)
     w[0] = w[-1] = 1.0
-    kw = (kernel_fft * w).flatten(-2)[:, None]
-    g = torch.conj(f) @ (f * kw).transpose(1, 2)
-    return g.real / (size[0] * size[1])
+    kw = (kernel_fft.real * w / (size[0] * size[1])).flatten(-2)
+    kw = kw[..., None].expand(*kw.shape, 2).flatten(-2)[:, None]  # (re, im) interleaved
+    out = []
+    for i in range(0, cols.shape[0], GRAM_CHUNK):
+        f = torch.view_as_real(torch.fft.rfft2(cols[i:i + GRAM_CHUNK], s=size)).flatten(-3)
+        out.append(f @ (f * kw[i:i + GRAM_CHUNK]).transpose(1, 2))
+    return torch.cat(out)
 
 
 def effective_dof(n_fitted, trace):
