@@ -227,9 +227,9 @@ class DiskRenderer(torch.nn.Module):
         differentiation of the profiles on the radial nodes), the
         inclination, PA and scale height move the disc's frequencies and
         thickness factor (through the slope of the tables' interpolant).
-        Everything but the profiles is shared with the maps, so a column
-        costs a fraction of a render: a least-squares fit's Jacobian is
-        cheaper than by finite differences, and exact.
+        The geometry is shared with the maps, so a column costs less than a
+        render: a least-squares fit's Jacobian is exact, as fast as by
+        finite differences without folded orders and faster with them.
 
         Parameters
         ----------
