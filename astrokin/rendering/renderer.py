@@ -12,15 +12,19 @@ from astrokin.beams import FWHM_TO_SIGMA
 
 from .hankel import hankel_tables
 
-__all__ = ["ACCELERATOR_RENDER_CELLS", "RENDER_CELLS", "DiskRenderer"]
+__all__ = ["ACCELERATOR_RENDER_CELLS", "FOLDED_PARTS", "RENDER_CELLS", "DiskRenderer"]
 
-#: Most transform cells (galaxies x folded orders x half-plane frequencies of
-#: the FFT grid) rendered in one pass on a CPU, about 100 MB in float64;
-#: larger batches are rendered in parts. The parts stay in the CPU's caches:
-#: 32 maps of 64 x 64 (128 x 65 cells each) render 1.4 times faster per map
-#: than 126 at a time (`benchmarks/renderer_speed.py`), and the memory of
-#: rendering large maps stays bounded (500 x 500 maps render one at a time).
+#: Most transform cells (galaxies x half-plane frequencies of the FFT grid)
+#: rendered in one pass on a CPU, and `FOLDED_PARTS` times as many with the
+#: folded orders counted; larger batches are rendered in parts. Parts of
+#: 32 maps of 64 x 64 (128 x 65 cells each) stay in the CPU's caches and
+#: render 1.4 times faster per map than 126 at a time; with the 9 folds of
+#: order 1, parts of 14 are faster than of 3 (their backward pass most:
+#: 1.5 times). The memory of rendering large maps stays bounded (500 x 500
+#: maps render one at a time).
 RENDER_CELLS = 262_144
+#: See `RENDER_CELLS`.
+FOLDED_PARTS = 4
 #: The same on an accelerator (a training batch of 1024 64x64 maps is one pass).
 ACCELERATOR_RENDER_CELLS = 67_108_864
 #: Relative step of the central differences of the profiles in `DiskRenderer.linearize`.
@@ -351,8 +355,12 @@ class DiskRenderer(torch.nn.Module):
         """
         n_gal = ps.shape[0]
         py, px = self.fft_shape
-        budget = RENDER_CELLS if self.device.type == "cpu" else ACCELERATOR_RENDER_CELLS
-        step = max(1, budget // (copies * (2 * order + 1) ** 2 * py * (px // 2 + 1)))
+        cells = copies * py * (px // 2 + 1)
+        folded = (2 * order + 1) ** 2 * cells
+        if self.device.type == "cpu":
+            step = max(1, min(RENDER_CELLS // cells, FOLDED_PARTS * RENDER_CELLS // folded))
+        else:
+            step = max(1, ACCELERATOR_RENDER_CELLS // folded)
         if n_gal <= step:
             return render(p, ps, beam, weights, order)
         step = -(-n_gal // -(-n_gal // step))  # parts of equal size (not 31 + 1)
