@@ -118,7 +118,8 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         parameter by less than ``xtol`` of its scale.
     start : `LMResult`, optional
         The Jacobian and residuals at ``theta`` when known (a fit continued
-        with other weights), instead of rendering them.
+        with other weights), instead of rendering them. Its Jacobian is used,
+        and changed, in place (it is the largest array of a fit).
     final_jacobian : bool, optional
         Render the Jacobian at the optimum (for the errors); otherwise the
         result may hold a secant estimate (enough to continue from).
@@ -133,7 +134,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         jac, r = jacobian(residual, theta, torch.arange(m, device=theta.device), problem,
                           scales)
     else:
-        jac, r = start.jacobian.clone(), start.residuals.clone()
+        jac, r = start.jacobian, start.residuals.clone()
     cost = problem.cost(theta, r)
     lam = torch.full((m,), 1e-3, dtype=theta.dtype, device=theta.device)
     nu = torch.full_like(lam, 2.0)

@@ -621,13 +621,17 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
         alive = torch.nonzero(res.cost <= CONTINUE_FACTOR * best[galaxy]).flatten()
         spent = torch.zeros_like(res.iterations)
         while alive.numel():
-            sub = stacked.rows(alive)
+            # (Every start going on: the result itself is continued, its Jacobian
+            # in place, without copies of it.)
+            every = alive.numel() == len(galaxy)
+            sub = stacked if every else stacked.rows(alive)
             more = levenberg_marquardt(residual, res.theta[alive], sub, lower=lo[alive],
                                        upper=hi[alive], periodic=periodic, scales=sc[alive],
-                                       max_iter=ROUND, start=select(res, alive),
+                                       max_iter=ROUND, start=res if every else select(res, alive),
                                        final_jacobian=False)
             for name in ("theta", "cost", "jacobian", "residuals", "converged"):
-                getattr(res, name)[alive] = getattr(more, name)
+                if getattr(more, name) is not getattr(res, name):
+                    getattr(res, name)[alive] = getattr(more, name)
             res.iterations[alive] += more.iterations
             spent[alive] += ROUND
             best = _galaxy_min(res.cost, galaxy, m)
