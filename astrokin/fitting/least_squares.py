@@ -9,11 +9,12 @@ by projection (`project`), with the parameters pinned at a bound left out
 of a step; periodic ones (the position angle) are wrapped.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BROYDEN_STEPS", "FD_STEP", "RENDER_CHUNK", "LMResult", "jacobian",
+__all__ = ["BROYDEN_STEPS", "FD_STEP", "LINEAR_CELLS", "RENDER_CHUNK", "LMResult", "jacobian",
            "levenberg_marquardt", "project", "select", "unwrapped"]
 
 #: Relative forward-difference step of the Jacobian (float64 renders).
@@ -23,6 +24,10 @@ BROYDEN_STEPS = 4
 #: Renders per call of the renderer while differentiating: bounds the memory, and
 #: 32 renders faster per map than 64 on a CPU (measured: they stay in the caches).
 RENDER_CHUNK = 32
+#: Most derivative-map pixels (problems x pixels x parameters) of one call of a
+#: residual's own derivatives (`jacobian`): 32 problems of 64 x 64 maps and 8
+#: parameters, one of 512 x 512 maps (its temporaries are ~10 times this in float64).
+LINEAR_CELLS = 1_048_576
 
 
 @dataclass
@@ -58,19 +63,21 @@ def jacobian(residual, theta, rows, problem, scales, r0=None):
 
     By the residual's own derivatives where it has them
     (``residual.linearization(theta, rows, problem)``, giving the residuals
-    and the Jacobian, or None), `RENDER_CHUNK` problems at a time; else by
+    and the Jacobian, or None), at most `RENDER_CHUNK` problems and
+    `LINEAR_CELLS` derivative pixels at a time; else by
     forward differences of steps ``FD_STEP * max(|theta|, scales)``.
     """
     m, p = theta.shape
     linear = getattr(residual, "linearization", None)
-    part = None if linear is None else linear(theta[:RENDER_CHUNK], rows[:RENDER_CHUNK], problem)
+    pixels = math.prod(getattr(problem, "shape", (64, 64)))
+    step = max(1, min(RENDER_CHUNK, LINEAR_CELLS // (pixels * p)))
+    part = None if linear is None else linear(theta[:step], rows[:step], problem)
     if part is not None:
         r_i, j_i = part
         jac = torch.empty((m,) + j_i.shape[1:], dtype=j_i.dtype, device=j_i.device)
-        jac[:RENDER_CHUNK], r = j_i, [r_i]
-        for i in range(RENDER_CHUNK, m, RENDER_CHUNK):
-            r_i, jac[i:i + RENDER_CHUNK] = linear(theta[i:i + RENDER_CHUNK],
-                                                  rows[i:i + RENDER_CHUNK], problem)
+        jac[:step], r = j_i, [r_i]
+        for i in range(step, m, step):
+            r_i, jac[i:i + step] = linear(theta[i:i + step], rows[i:i + step], problem)
             r.append(r_i)
         return jac, (torch.cat(r) if r0 is None else r0)
     if r0 is None:
