@@ -567,8 +567,9 @@ class DiskRenderer(torch.nn.Module):
         terms = [(a0, "P"), (two_pi_sin * m1, "Q")]
         for n in wrt:
             if n in ("x_0", "y_0"):
-                k = 2.0 * math.pi * (kx if n == "x_0" else ky) / col(ps)
-                terms += [(a0 * k, "Q"), (-(two_pi_sin * m1) * k, "P")]
+                # d/dc of e^{-2 pi i k c}, c = x_0 / ps: -2 pi i k / ps
+                shift = 2.0 * math.pi * (kx if n == "x_0" else ky) / col(ps)
+                terms += [(a0 * shift, "Q"), (-(two_pi_sin * m1) * shift, "P")]
             elif n in ("inclination", "pa", "z_scale"):
                 if n == "inclination":
                     dk = -(cos_i * sin_i * deg) * k_min * k_min / k_disc
