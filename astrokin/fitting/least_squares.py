@@ -69,10 +69,10 @@ def jacobian(residual, theta, rows, problem, scales, r0=None):
     """
     m, p = theta.shape
     linear = getattr(residual, "linearization", None)
-    pixels = math.prod(getattr(problem, "shape", (64, 64)))
-    step = max(1, min(RENDER_CHUNK, LINEAR_CELLS // (pixels * p)))
-    part = None if linear is None else linear(theta[:step], rows[:step], problem)
-    if part is not None:
+    if linear is not None:  # (residuals of maps: `MapResiduals` of a `MapProblem`)
+        step = max(1, min(RENDER_CHUNK, LINEAR_CELLS // (math.prod(problem.shape) * p)))
+        part = linear(theta[:step], rows[:step], problem)
+    if linear is not None and part is not None:
         r_i, j_i = part
         jac = torch.empty((m,) + j_i.shape[1:], dtype=j_i.dtype, device=j_i.device)
         jac[:step], r = j_i, [r_i]

@@ -12,7 +12,8 @@ from astrokin.beams import FWHM_TO_SIGMA
 
 from .hankel import hankel_tables
 
-__all__ = ["ACCELERATOR_RENDER_CELLS", "FOLDED_PARTS", "RENDER_CELLS", "DiskRenderer"]
+__all__ = ["ACCELERATOR_RENDER_CELLS", "FOLDED_PARTS", "PROFILE_STEP", "RENDER_CELLS",
+           "DiskRenderer"]
 
 #: Most transform cells (galaxies x half-plane frequencies of the FFT grid)
 #: rendered in one pass on a CPU, and `FOLDED_PARTS` times as many with the
@@ -227,8 +228,8 @@ class DiskRenderer(torch.nn.Module):
         The derivatives of the rendered maps (those of `forward`, without
         data weights or the second moment) by the chain rule through the
         renderer's own analytic steps: a centre shifts the phase ramp, a
-        profile parameter changes the Hankel tables (forward-mode
-        differentiation of the profiles on the radial nodes), the
+        profile parameter changes the Hankel tables (central differences of
+        the profiles on the radial nodes, `PROFILE_STEP`), the
         inclination, PA and scale height move the disc's frequencies and
         thickness factor (through the slope of the tables' interpolant).
         The geometry is shared with the maps, so a column costs less than a
@@ -279,7 +280,7 @@ class DiskRenderer(torch.nn.Module):
         def render(p, ps, beam, weights, order):
             return self._linearized(p, ps, beam, order, wrt)
 
-        return self._by_order(render, p, ps, beam, None, copies=1)
+        return self._by_order(render, p, ps, beam, None)
 
     def _inputs(self, params, pixel_scale, beam, weights):
         """The inputs of `forward` checked and as tensors of the renderer's dtype."""
@@ -325,7 +326,7 @@ class DiskRenderer(torch.nn.Module):
             weights = torch.as_tensor(weights, dtype=self.dtype, device=self.device)
         return p, ps, beam, weights
 
-    def _by_order(self, render, p, ps, beam, weights, copies=1):
+    def _by_order(self, render, p, ps, beam, weights):
         """``render(p, ps, beam, weights, order)`` of a batch, in parts by alias order.
 
         With ``alias_order="auto"``, galaxies with a beam of 2 px or more
@@ -340,22 +341,19 @@ class DiskRenderer(torch.nn.Module):
                 parts = [torch.nonzero(c).reshape(-1) for c in (coarse, ~coarse)]
                 outs = [self._render_chunks(render, {n: v[i] for n, v in p.items()}, ps[i],
                                             beam[i], None if weights is None else weights[i],
-                                            order, copies)
+                                            order)
                         for i, order in zip(parts, (0, 1), strict=True)]
                 return tuple(
                     torch.empty((n_gal,) + a.shape[1:], dtype=a.dtype, device=a.device)
                     .index_copy(0, parts[0], a).index_copy(0, parts[1], b)
                     for a, b in zip(*outs, strict=True))
-        return self._render_chunks(render, p, ps, beam, weights, self._order(beam, ps), copies)
+        return self._render_chunks(render, p, ps, beam, weights, self._order(beam, ps))
 
-    def _render_chunks(self, render, p, ps, beam, weights, order, copies=1):
-        """``render`` a batch at most `RENDER_CELLS` transform cells at a time.
-
-        ``copies``: transforms of a galaxy's size each galaxy needs at once.
-        """
+    def _render_chunks(self, render, p, ps, beam, weights, order):
+        """``render`` a batch at most `RENDER_CELLS` transform cells at a time."""
         n_gal = ps.shape[0]
         py, px = self.fft_shape
-        cells = copies * py * (px // 2 + 1)
+        cells = py * (px // 2 + 1)
         folded = (2 * order + 1) ** 2 * cells
         if self.device.type == "cpu":
             step = max(1, min(RENDER_CELLS // cells, FOLDED_PARTS * RENDER_CELLS // folded))
