@@ -581,6 +581,19 @@ def _galaxy_min(cost, galaxy, m):
     return out.scatter_reduce(0, galaxy, cost, reduce="amin")
 
 
+def _merged(res, alive, galaxy, best, periodic, scales):
+    """Which starts ``alive`` have reached their galaxy's leading start (`MERGE_DISTANCE`).
+
+    The leading start itself is not merged; ``best`` is each galaxy's lowest cost.
+    """
+    lead = torch.full((len(best),), -1, dtype=torch.long, device=best.device)
+    at_best = torch.nonzero(res.cost == best[galaxy]).flatten()
+    lead[galaxy[at_best]] = at_best
+    ahead = lead[galaxy[alive]]
+    gap = unwrapped(res.theta[alive] - res.theta[ahead], periodic)
+    return ((gap.abs() / scales[alive]).amax(dim=1) < MERGE_DISTANCE) & (ahead != alive)
+
+
 def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_iter, kernels,
                 n0, n1):
     """Levenberg-Marquardt from every start; each galaxy's lowest optimum, and its noise.
@@ -616,9 +629,11 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
                        jac.reshape(s * m, -1, theta.shape[1]), r0, res.iterations,
                        res.converged)
         # A tournament: the starts go on in rounds of a few steps, and those that
-        # fall behind their galaxy's best are dropped.
+        # fall behind their galaxy's best, or have reached its leading start, are
+        # dropped (the first time right after the first pass).
         best = _galaxy_min(res.cost, galaxy, m)
         alive = torch.nonzero(res.cost <= CONTINUE_FACTOR * best[galaxy]).flatten()
+        alive = alive[~_merged(res, alive, galaxy, best, periodic, sc)]
         spent = torch.zeros_like(res.iterations)
         while alive.numel():
             # (Every start going on: the result itself is continued, its Jacobian
@@ -635,14 +650,8 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
             res.iterations[alive] += more.iterations
             spent[alive] += ROUND
             best = _galaxy_min(res.cost, galaxy, m)
-            lead = torch.full((m,), -1, dtype=torch.long, device=dev)
-            at_best = torch.nonzero(res.cost == best[galaxy]).flatten()
-            lead[galaxy[at_best]] = at_best
-            # A start that has reached its galaxy's leading one is the same fit.
-            gap = unwrapped(res.theta[alive] - res.theta[lead[galaxy[alive]]], periodic)
-            same = ((gap.abs() / sc[alive]).amax(dim=1) < MERGE_DISTANCE) \
-                & (lead[galaxy[alive]] != alive)
-            going = ~more.converged & (spent[alive] < max_iter) & ~same \
+            going = ~more.converged & (spent[alive] < max_iter) \
+                & ~_merged(res, alive, galaxy, best, periodic, sc) \
                 & (res.cost[alive] <= PRUNE_FACTOR * best[galaxy[alive]])
             alive = alive[going]
     pick = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
