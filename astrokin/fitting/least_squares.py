@@ -96,7 +96,7 @@ def jacobian(residual, theta, rows, problem, scales, r0=None):
 
 def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, scales,
                         max_iter=40, ftol=1e-10, xtol=1e-8, atol=1e-4, start=None,
-                        final_jacobian=True):
+                        final_jacobian=True, derivatives=None):
     """Batched Levenberg-Marquardt: each row of ``theta`` is its own problem.
 
     Parameters
@@ -130,6 +130,12 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
     final_jacobian : bool, optional
         Render the Jacobian at the optimum (for the errors); otherwise the
         result may hold a secant estimate (enough to continue from).
+    derivatives : callable, optional
+        Residuals of the same signature whose Jacobian stands in for
+        ``residual``'s (a cheaper model with the same derivatives, to within
+        what the errors need): every Jacobian is then that of
+        ``derivatives``, the residuals, costs and steps those of
+        ``residual``.
 
     Returns
     -------
@@ -137,11 +143,21 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
     """
     m, p = theta.shape
     theta = project(theta.clone(), lower, upper, periodic)
-    if start is None:
-        jac, r = jacobian(residual, theta, torch.arange(m, device=theta.device), problem,
-                          scales)
-    else:
+
+    def jacobian_at(theta, rows, r):
+        if derivatives is None:
+            return jacobian(residual, theta, rows, problem, scales[rows], r0=r)[0]
+        # (Not r: the stand-in's finite differences need its own residuals.)
+        return jacobian(derivatives, theta, rows, problem, scales[rows])[0]
+
+    every_row = torch.arange(m, device=theta.device)
+    if start is not None:
         jac, r = start.jacobian, start.residuals.clone()
+    elif derivatives is None:
+        jac, r = jacobian(residual, theta, every_row, problem, scales)
+    else:
+        r = residual(theta, every_row, problem)
+        jac = jacobian_at(theta, every_row, r)
     cost = problem.cost(theta, r)
     lam = torch.full((m,), 1e-3, dtype=theta.dtype, device=theta.device)
     nu = torch.full_like(lam, 2.0)
@@ -224,15 +240,13 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         stale = (broyden[active] >= BROYDEN_STEPS) | (rejected[active] >= 2)
         refresh = active[stale & ~finished]
         if refresh.numel():
-            jac[refresh], _ = jacobian(residual, theta[refresh], refresh, problem,
-                                       scales[refresh], r0=r[refresh])
+            jac[refresh] = jacobian_at(theta[refresh], refresh, r[refresh])
             broyden[refresh] = 0
             rejected[refresh] = 0
     # The errors need the Jacobian at the optimum itself, not a secant estimate.
     redo = torch.nonzero(broyden > 0).flatten()
     if final_jacobian and redo.numel():
-        jac[redo], _ = jacobian(residual, theta[redo], redo, problem, scales[redo],
-                                r0=r[redo])
+        jac[redo] = jacobian_at(theta[redo], redo, r[redo])
     converged = (lam <= 1e12) & (iterations < max_iter)
     return LMResult(theta, cost, jac, r, iterations, converged)
 
