@@ -122,7 +122,11 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         A problem has converged when an accepted step lowers the cost by
         less than ``ftol`` of it or by less than ``atol`` (for whitened
         residuals: a step far below the statistical errors), or moves every
-        parameter by less than ``xtol`` of its scale.
+        parameter by less than ``xtol`` of its scale, or when a step is
+        rejected where the undamped (Gauss-Newton) model of the cost
+        promises less than that: near its optimum, a step can fail for a
+        gain below what the model resolves, and further trials (and the
+        Jacobians they would call for) would gain nothing.
     start : `LMResult`, optional
         The Jacobian and residuals at ``theta`` when known (a fit continued
         with other weights), instead of rendering them. Its Jacobian is used,
@@ -203,6 +207,17 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         gain = cost[active] - c_try
         small_f = ok & ((gain <= ftol * cost[active].clamp(min=1e-300)) | (gain <= atol))
         small_x = (moved.abs() <= xtol * scales[active]).all(dim=1)
+        # A rejected step where the Gauss-Newton model itself (undamped) promises
+        # less than the tolerances: the problem is at its optimum, to within what
+        # a further step could gain (no more trials and Jacobians for nothing).
+        small_m = torch.zeros_like(ok)
+        missed = torch.nonzero(~ok).flatten()
+        if missed.numel():
+            gn = torch.linalg.solve(a[missed] + 1e-10 * torch.diag_embed(diag[missed])
+                                    + 1e-14 * eye, g[missed][:, :, None])[:, :, 0]
+            promised = 0.5 * (g[missed] * gn).sum(dim=1)
+            small_m[missed] = (promised <= atol) \
+                | (promised <= ftol * cost[active[missed]].clamp(min=1e-300))
         # Broyden's update: the secant of this step corrects the Jacobian along
         # it, without rendering (before the point moves, so that it is J there).
         finite = torch.isfinite(r_try).all(dim=1)
@@ -233,7 +248,8 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
             lam[rej] = lam[rej] * nu[rej]
             nu[rej] = nu[rej] * 2.0
             rejected[rej] += 1
-        finished = small_f | small_x | (lam[active] > 1e12) | (iterations[active] >= max_iter)
+        finished = small_f | small_x | small_m | (lam[active] > 1e12) \
+            | (iterations[active] >= max_iter)
         done[active[finished]] = True
         # A fresh Jacobian when the secant updates have been trusted long enough,
         # or the model stops predicting the cost (a poor step, or two rejections).
