@@ -41,6 +41,7 @@ run hard_refine python benchmarks/accuracy.py --set hard --mode blind --network 
 run paper_solo_refine python benchmarks/accuracy.py --set paper --mode solo --n 100 \
     --epochs 100 --learning-rate 1e-3 --threads 2 --refine
 run refinement_speed python benchmarks/refinement_speed.py --n 256 --threads 2
+run aliased_derivatives python benchmarks/aliased_derivatives.py
 run memory python benchmarks/memory.py
 run paper_2dfit python benchmarks/peer_2dfit.py --set paper --timeout 5
 run hard_2dfit python benchmarks/peer_2dfit.py --set hard --timeout 5
