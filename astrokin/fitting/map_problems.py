@@ -164,12 +164,13 @@ SIDE_STEP = 8
 
 
 def prepare_problems(observations, *, noise_maps=None, device="cpu",
-                     min_relative_intensity=1e-3):
+                     min_relative_intensity=1e-3, beam_classes=(2.0,)):
     """Group galaxies into `MapProblem` objects of one (padded) shape each.
 
     Each galaxy's maps are padded, with pixels that are not fitted, up to
     sides that are multiples of `SIDE_STEP`; galaxies of the same padded
-    shape, and with or without noise maps alike, form one problem.
+    shape, with or without noise maps alike, and in the same class of beam
+    (``beam_classes``) form one problem.
 
     Parameters
     ----------
@@ -180,6 +181,12 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
     min_relative_intensity : float, optional
         mom1 is used only where mom0 is above this fraction of its peak, as
         in `~astrokin.fitting.preprocessing.prepare_batch`.
+    beam_classes : sequence of float, optional
+        Beam minor axes (FWHM, pixels) that separate problems: galaxies
+        under a different number of them (no beam: under all) are fitted
+        apart, so that what a problem's beams decide for it (the renderer's
+        aliased orders under 2 pixels, see `~astrokin.rendering.DiskRenderer`)
+        is the same for a galaxy whatever else is in its batch.
 
     Returns
     -------
@@ -192,8 +199,9 @@ def prepare_problems(observations, *, noise_maps=None, device="cpu",
         given = noise_maps is not None and noise_maps[g] is not None
         # Beams under 2 pixels need the renderer's aliased (9 times dearer)
         # frequencies; they are fitted apart from the others.
-        small = o.beam is None or o.beam[1] / o.pixel_scale < 2.0
-        groups.setdefault((padded, given, small), []).append(g)
+        beam_class = len(beam_classes) if o.beam is None else sum(
+            bool(o.beam[1] / o.pixel_scale < b) for b in beam_classes)
+        groups.setdefault((padded, given, beam_class), []).append(g)
     out = []
     for (shape, given, _), members in groups.items():
         arrays = {k: [] for k in ("d0", "d1", "f0", "l0", "f1", "s0", "s1", "d2", "f2", "s2",

@@ -159,7 +159,10 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     columns = {k: np.zeros(n) for k in TABLE_COLUMNS}
     columns["noise"] = np.full(n, "", dtype="<U9")
     samples = np.zeros((n, int(n_samples), q)) if n_samples else None
-    for problem in prepare_problems(observations, noise_maps=noise_maps, device=device):
+    # (Galaxies whose polish may take coarse derivatives fitted apart from those
+    # whose may not, so that a galaxy's fit does not depend on its batch.)
+    for problem in prepare_problems(observations, noise_maps=noise_maps, device=device,
+                                    beam_classes=(2.0, COARSE_DERIVATIVES_BEAM)):
         rows = problem.index
         m = len(rows)
         shifts = frame_shifts(frames, problem, free)

@@ -146,6 +146,23 @@ def test_coarse_derivatives_give_the_aliased_jacobian_s_optimum_and_errors(monke
         np.testing.assert_allclose(coarse[f"{nm}_std"].value, std, rtol=0.02, err_msg=nm)
 
 
+def test_beams_either_side_of_the_coarse_derivatives_threshold_are_fitted_apart():
+    # Whether a polish takes coarse derivatives is decided per problem: galaxies
+    # either side of COARSE_DERIVATIVES_BEAM are put in different problems, so
+    # that a galaxy's fit does not depend on the rest of its batch.
+    from astrokin.fitting.map_problems import prepare_problems
+    from astrokin.fitting.refinement import COARSE_DERIVATIVES_BEAM
+
+    beams = [0.4 * u.arcsec, 0.7 * u.arcsec, 0.8 * u.arcsec, 1.5 * u.arcsec]  # 0.8-3 px
+    maps = [disk(**TRUTHS[0]).render((48, 48), PS, beam=b) for b in beams]
+    obs, _, _ = prepare_maps([m[0].value for m in maps], [m[1] for m in maps],
+                             pixel_scale=PS, beam=beams, cutout=False)
+    together = prepare_problems(obs)
+    assert sorted(p.index.tolist() for p in together) == [[0, 1, 2], [3]]
+    apart = prepare_problems(obs, beam_classes=(2.0, COARSE_DERIVATIVES_BEAM))
+    assert sorted(p.index.tolist() for p in apart) == [[0], [1, 2], [3]]
+
+
 def test_fixed_tied_and_bounds_are_honoured():
     truths = [dict(TRUTHS[0], r_turn=2.5)]
     model = ExponentialArctanDisk(pa=30 * u.deg, bounds={"v_max": (20, 3000),
