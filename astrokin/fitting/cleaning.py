@@ -35,7 +35,7 @@ __all__ = ["find_spurious"]
 _MAD_TO_SIGMA = 1.4826
 
 
-#: Most windows held at once by the local test (25 floats each: 50 MB).
+#: Most windows held at once by the local test (24 floats each: 50 MB).
 WINDOW_BLOCK = 262_144
 
 
@@ -44,15 +44,29 @@ def _windows(padded, flat, side):
 
     ``padded`` is the ``(N, ny + 2 h, nx + 2 h)`` stack of valid values (NaN
     elsewhere); ``flat`` are flat indices into it of box centres. Returns
-    ``(len(flat), side**2)`` values, the centre set to NaN.
+    ``(len(flat), side**2 - 1)`` values.
     """
-    ny, nx = padded.shape[1:]
+    nx = padded.shape[2]
     half = side // 2
     dy, dx = np.mgrid[-half:half + 1, -half:half + 1]
-    offsets = (dy * nx + dx).ravel()
-    win = padded.ravel()[flat[:, None] + offsets[None, :]]
-    win[:, side * side // 2] = np.nan
-    return win
+    offsets = np.delete((dy * nx + dx).ravel(), side * side // 2)
+    return np.take(padded.ravel(), flat[:, None] + offsets[None, :])
+
+
+def _box_counts(valid, half):
+    """Number of ``valid`` pixels in the ``(2 half + 1)^2`` box about each pixel, itself included.
+
+    Box sums of the ``(N, ny, nx)`` stack from its two-dimensional running
+    sums (zero beyond the edges).
+    """
+    side = 2 * half + 1
+    run = np.zeros((valid.shape[0], valid.shape[1] + side, valid.shape[2] + side), np.int32)
+    run[:, half + 1:half + 1 + valid.shape[1], half + 1:half + 1 + valid.shape[2]] = valid
+    np.cumsum(run, axis=1, out=run)
+    np.cumsum(run, axis=2, out=run)
+    ny, nx = valid.shape[1:]
+    return (run[:, side:side + ny, side:side + nx] - run[:, :ny, side:side + nx]
+            - run[:, side:side + ny, :nx] + run[:, :ny, :nx])
 
 
 def _local_median(values, valid, half=2):
@@ -67,13 +81,13 @@ def _local_median(values, valid, half=2):
     padded = np.pad(np.where(valid, values, np.nan), ((0, 0), (half, half), (half, half)),
                     constant_values=np.nan)
     pixels = np.flatnonzero(valid)
+    count = _box_counts(valid, half).ravel()[pixels] - 1
     med = np.empty(pixels.size)
-    count = np.empty(pixels.size, dtype=int)
     for start in range(0, pixels.size, WINDOW_BLOCK):
-        block = pixels[start:start + WINDOW_BLOCK]
-        with np.errstate(all="ignore"):
-            med[start:start + block.size], count[start:start + block.size] = _nanmedian(
-                _windows(padded, _padded_index(block, valid.shape, half), side), overwrite=True)
+        block = slice(start, start + WINDOW_BLOCK)
+        win = _windows(padded, _padded_index(pixels[block], valid.shape, half), side)
+        win.sort(axis=-1)  # NaNs last
+        med[block] = _sorted_median(win, count[block])
     return pixels, med, count, padded
 
 
@@ -92,12 +106,30 @@ def _local_spread(padded, flat, med, half=2):
 
 
 def _group_median(values, groups, n):
-    """Median of ``values`` in each of the ``n`` groups (``groups`` sorted); NaN where empty."""
+    """Median of ``values`` in each of the ``n`` groups (``groups`` sorted); NaN where empty.
+
+    One selection (`numpy.partition`) per group, on its own values.
+    """
     edges = np.searchsorted(groups, np.arange(n + 1))
-    sizes = np.diff(edges)
-    rows = np.full((n, max(int(sizes.max()), 1)), np.nan)
-    rows[groups, np.arange(groups.size) - edges[groups]] = values
-    return _nanmedian(rows, overwrite=True)[0]
+    out = np.full(n, np.nan)
+    for g in np.flatnonzero(np.diff(edges)):
+        part = values[edges[g]:edges[g + 1]]
+        lo, hi = (part.size - 1) // 2, part.size // 2
+        part = np.partition(part, (lo, hi))
+        out[g] = 0.5 * (part[lo] + part[hi])
+    return out
+
+
+def _sorted_median(s, n):
+    """Median of the first ``n`` values of each row of ``s`` (sorted rows); NaN where ``n`` is 0."""
+    if s.shape[-1] == 0:
+        return np.full(s.shape[:-1], np.nan)
+    rows = s.reshape(-1, s.shape[-1])
+    n = np.asarray(n).ravel()
+    start = np.arange(rows.shape[0]) * rows.shape[1]
+    lo = rows.ravel()[start + np.maximum((n - 1) // 2, 0)]
+    hi = rows.ravel()[start + (n // 2) % rows.shape[1]]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan).reshape(s.shape[:-1])
 
 
 def _nanmedian(a, overwrite=False):
@@ -108,15 +140,13 @@ def _nanmedian(a, overwrite=False):
     each row's finite values is read off. With ``overwrite``, ``a`` is
     sorted in place.
     """
-    n = np.sum(np.isfinite(a), axis=-1)
+    n = np.count_nonzero(np.isfinite(a), axis=-1)
     if overwrite:
         a.sort(axis=-1)  # NaNs last
         s = a
     else:
         s = np.sort(a, axis=-1)
-    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
-    hi = np.take_along_axis(s, (n // 2)[..., None] % a.shape[-1], axis=-1)[..., 0]
-    return np.where(n > 0, 0.5 * (lo + hi), np.nan), n
+    return _sorted_median(s, n), n
 
 
 def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, local_sigma=6.0,
@@ -202,7 +232,8 @@ def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, loc
 
 def _map_medians(v, ok):
     """Median of each map's pixels ``ok`` (NaN for a map without any)."""
-    return _nanmedian(np.where(ok, v, np.nan).reshape(v.shape[0], -1))[0]
+    flat = np.flatnonzero(ok)
+    return _group_median(v.ravel()[flat], flat // (v.shape[1] * v.shape[2]), v.shape[0])
 
 
 def _beyond_limit(v, ok, limit):

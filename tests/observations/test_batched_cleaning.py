@@ -105,3 +105,17 @@ def test_parse_maps_rejects_the_same_pixels_in_a_batch_and_alone(dirty, monkeypa
 def test_bad_stack_shape_is_refused():
     with pytest.raises(ValueError, match="one map"):
         find_spurious(np.zeros((2, 3, 4, 5)))
+
+
+def test_group_and_map_medians_equal_numpy_median(dirty):
+    _, m1, _ = dirty
+    ok = np.isfinite(m1)
+    ok[5] = False  # a map without valid pixels
+    ok[6] = False
+    ok[6, 10, 10] = True  # ... and one with a single pixel
+    ok[7] &= np.arange(48)[None, :] < 47  # odd and even counts
+    medians = cleaning._map_medians(m1, ok)
+    for i in range(len(m1)):
+        expected = np.median(m1[i][ok[i]]) if ok[i].any() else np.nan
+        np.testing.assert_array_equal(medians[i], expected, err_msg=f"map {i}")
+    assert np.isnan(medians[5]) and medians[6] == m1[6, 10, 10]
