@@ -10,7 +10,10 @@ with the naive loop of 1000 full dropout passes per galaxy and, when
 pyBBarolo is installed, with 3D-Barolo's 2DFIT on the same velocity maps.
 With ``--baseline DIR`` (a checkout of an earlier astrokin, e.g. made by
 ``git worktree add DIR <commit>``) the same rows are measured with that code
-in the same run. Reports the peak resident memory of the process too.
+in the same run, one run of each code in turn (this machine's speed drifts
+by 20-30% over minutes: measured one after the other, two runs of the same
+code differ as much as two versions do). Reports the peak resident memory
+of the process too.
 
 Run: ``python benchmarks/blind_speed.py [--threads 2] [--device cuda] [--network P]
 [--baseline DIR]``.
@@ -98,6 +101,20 @@ def _baseline_rows(args):
     return [tuple(r) for r in json.loads(out.stdout.strip().splitlines()[-1])]
 
 
+def _interleaved(args):
+    """Rows of this code and of the baseline, one run of each in turn, the best of each."""
+    once = argparse.Namespace(**{**vars(args), "repeat": 1})
+    best, best_base = None, None
+    for _ in range(args.repeat):
+        base = _baseline_rows(once)
+        rows, *kept = measure(once)
+        best = rows if best is None else [max(a, b, key=lambda r: r[2])
+                                          for a, b in zip(best, rows, strict=True)]
+        best_base = base if best_base is None else [max(a, b, key=lambda r: r[2])
+                                                    for a, b in zip(best_base, base, strict=True)]
+    return best, best_base, kept
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -116,8 +133,11 @@ def main():
         rows, *_ = measure(args)
         print(json.dumps(rows))
         return
-    baseline = _baseline_rows(args) if args.baseline else None
-    rows, fitter, gals, mom1 = measure(args)
+    if args.baseline:
+        rows, baseline, (fitter, gals, mom1) = _interleaved(args)
+    else:
+        baseline = None
+        rows, fitter, gals, mom1 = measure(args)
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread(s), "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})"
                                      if args.device.startswith("cuda") else ""))

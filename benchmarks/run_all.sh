@@ -17,6 +17,7 @@ run renderer_speed python benchmarks/renderer_speed.py --threads 2
 run renderer_accuracy python benchmarks/renderer_accuracy.py
 run fitting_speed python benchmarks/fitting_speed.py --threads 1
 run blind_speed python benchmarks/blind_speed.py --threads 2 --no-barolo
+run cleaning_speed python benchmarks/cleaning_speed.py
 run paper_blind python benchmarks/accuracy.py --set paper --mode blind --network pretrained --threads 2
 run hard_blind python benchmarks/accuracy.py --set hard --mode blind --network pretrained --threads 2
 # Error bars calibrated on other KinMS galaxies (seed 2), and the network
