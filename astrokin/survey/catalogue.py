@@ -563,7 +563,10 @@ def _fitter(task):
            task["refine"])
     if key not in _FITTERS:
         from astrokin.fitting import NeuralKinematicFitter
+        from astrokin.survey.allocator import raise_mmap_threshold
 
+        if _in_dask_worker():
+            raise_mmap_threshold()  # (Dask's workers map every array over 128 kB afresh)
         torch.set_num_threads(task["threads"])
         kw = dict(mc_samples=task["mc_samples"], seed=task["seed"], device=task["device"],
                   refine=task["refine"],
@@ -573,6 +576,17 @@ def _fitter(task):
         _FITTERS.clear()  # one network per worker process at a time
         _FITTERS[key] = fitter
     return _FITTERS[key]
+
+
+def _in_dask_worker():
+    """Whether this code runs in a task of a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def _fit_batch(task):
