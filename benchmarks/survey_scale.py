@@ -4,14 +4,15 @@ Writes ``--galaxies`` synthetic 64x64 galaxies as FITS pairs (WCS and beam in
 the headers) to a temporary directory, then measures
 
 * blind catalogue fitting (`astrokin.survey.fit_catalogue`, 1000 MC-dropout
-  samples each, bundled network, batches of 256): in this process, and on a
+  samples each, bundled network, batches of 256; with ``--refine``, refined
+  as ``fit_catalogue`` does by default): in this process, and on a
   `distributed.LocalCluster` of 1 and 2 single-threaded worker processes
   (cluster start-up excluded, first network load included);
 * training on shards (`python -m astrokin.survey.train`, global batch 64):
   one process, and ``torchrun --nproc_per_node=2`` (gloo on CPU, NCCL with
   ``--device cuda``), from process launch to exit and per epoch.
 
-Run: ``python benchmarks/survey_scale.py [--galaxies 2000] [--device cuda]``.
+Run: ``python benchmarks/survey_scale.py [--galaxies 2000] [--device cuda] [--refine]``.
 """
 
 import argparse
@@ -54,14 +55,14 @@ def write_catalogue(directory, n, seed=0):
     return directory / "catalogue.ecsv"
 
 
-def bench_fit(catalogue, tmp, n, device, mc_samples):
+def bench_fit(catalogue, tmp, n, device, mc_samples, refine=False):
     from distributed import Client, LocalCluster
 
     from astrokin.survey import fit_catalogue
 
     rows = []
     kw = dict(mc_samples=mc_samples, seed=0, batch_size=256, device=device,
-              return_table=False)
+              return_table=False, refine=refine)
     t = time.perf_counter()
     fit_catalogue(catalogue, tmp / "inproc.ecsv", **kw)
     rows.append(("fit, in this process (no Dask)", 1, n / (time.perf_counter() - t)))
@@ -107,19 +108,23 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mc-samples", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--refine", action="store_true",
+                    help="refine the fits (fit_catalogue's default); blind otherwise")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "cat").mkdir()
         catalogue = write_catalogue(tmp / "cat", args.galaxies)
-        fit_rows = bench_fit(catalogue, tmp, args.galaxies, args.device, args.mc_samples)
+        fit_rows = bench_fit(catalogue, tmp, args.galaxies, args.device, args.mc_samples,
+                             args.refine)
         train_rows = bench_train(catalogue, tmp, args.galaxies, args.device, args.epochs)
     dev = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda")
                          else "")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, device {dev}; torch "
           f"{torch.__version__}; 1 torch thread per worker/process")
-    print(f"{args.galaxies} synthetic 64x64 galaxies as FITS pairs; fits: {args.mc_samples} "
+    print(f"{args.galaxies} synthetic 64x64 galaxies as FITS pairs; fits: "
+          f"{'refined' if args.refine else 'blind'}, {args.mc_samples} "
           "MC samples, batches of 256; training: global batch 64, "
           f"{args.epochs} epochs")
     header = f"{'run':44s} {'workers':>7s} {'galaxies/s':>11s} {'speed-up':>9s}"
