@@ -122,11 +122,12 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         A problem has converged when an accepted step lowers the cost by
         less than ``ftol`` of it or by less than ``atol`` (for whitened
         residuals: a step far below the statistical errors), or moves every
-        parameter by less than ``xtol`` of its scale, or when a step is
-        rejected where the undamped (Gauss-Newton) model of the cost
-        promises less than that: near its optimum, a step can fail for a
-        gain below what the model resolves, and further trials (and the
-        Jacobians they would call for) would gain nothing.
+        parameter by less than ``xtol`` of its scale, or when the undamped
+        (Gauss-Newton) model of the cost promises less than that, before a
+        trial step (which would gain nothing the errors resolve, for the
+        price of a render) or after a rejected one: near its optimum, a step
+        can fail for a gain below what the model resolves, and further
+        trials (and the Jacobians they would call for) would gain nothing.
     start : `LMResult`, optional
         The Jacobian and residuals at ``theta`` when known (a fit continued
         with other weights), instead of rendering them. Its Jacobian is used,
@@ -194,6 +195,21 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         a = a * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(1.0 - keep)
         g = g * keep
         diag = torch.diagonal(a, dim1=1, dim2=2).clamp(min=1e-12)
+        # Where the undamped (Gauss-Newton) model promises less than the
+        # tolerances, the problem is at its optimum to within what a step could
+        # gain: it stops without a trial render.
+        gn = torch.linalg.solve(a + 1e-10 * torch.diag_embed(diag) + 1e-14 * eye,
+                                g[:, :, None])[:, :, 0]
+        promised = 0.5 * (g * gn).sum(dim=1)
+        near = (promised <= atol) | (promised <= ftol * cost[active].clamp(min=1e-300))
+        if bool(near.any()):
+            done[active[near]] = True
+            go = torch.nonzero(~near).flatten()
+            if go.numel() == 0:
+                continue
+            active, every = active[go], False
+            j, ra = jac[active], r[active]
+            a, g, keep, diag = a[go], g[go], keep[go], diag[go]
         damped = a + lam[active][:, None, None] * torch.diag_embed(diag) + 1e-14 * eye
         step = -torch.linalg.solve(damped, g[:, :, None])[:, :, 0] * keep
         trial = project(theta[active] + step, lower[active], upper[active], periodic)

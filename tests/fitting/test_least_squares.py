@@ -91,6 +91,13 @@ def test_a_fit_continued_from_its_optimum_stops_at_once(noisy_disc):
     gap = np.abs((more.theta - first.theta).numpy()) / _errors(first)
     assert gap.max() < 0.05, gap
     assert float(more.cost[0]) <= float(first.cost[0])
+    # There, with the Jacobian rendered at it, the Gauss-Newton model promises
+    # less than the tolerance: the fit stops before a trial render.
+    counted = Counted(residual)
+    again = _fit(counted, problem, more.theta, start=more)
+    assert bool(again.converged[0]) and int(again.iterations[0]) == 0
+    assert counted.renders == 0 and counted.jacobians == 0
+    assert torch.equal(again.theta, more.theta)
 
 
 def test_rejected_steps_far_from_the_optimum_do_not_stop_the_fit(noisy_disc):
