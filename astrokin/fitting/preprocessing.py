@@ -59,6 +59,7 @@ from astrokin.fitting.binning import (
     MAX_MAP_SIDE,
     Reduction,
     main_groups_box,
+    pixel_groups,
     reduce_map,
     reduced_map,
     reduced_noise,
@@ -499,9 +500,12 @@ def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=N
         problems = [data_quality.unit_problems(r.mom1, np.isfinite(r.mom0)) for r in out]
         if reject_spurious:
             _reject_spurious(out)
-        for p, r in zip(problems, out, strict=True):
+        # The groups of valid pixels serve both the data-quality tests and the cut-out.
+        groups = [pixel_groups(np.isfinite(r.mom0) & np.isfinite(r.mom1)) for r in out]
+        for p, r, g in zip(problems, out, groups, strict=True):
             p.update(data_quality.quality_problems(r.mom0, r.mom1,
-                                                   beam_area_pixels(r.beam, r.pixel_scale)))
+                                                   beam_area_pixels(r.beam, r.pixel_scale),
+                                                   groups=g))
         data_quality.warn_problems(problems, labels)
         for p, r, name in zip(problems, out, labels, strict=True):
             if not (np.isfinite(r.mom1) & np.isfinite(r.mom0)).any():
@@ -511,7 +515,8 @@ def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=N
                         " Check its units, or pass reject_spurious=False.")
                 raise ValueError(f"mom1 ({name}) has no valid pixels left after the spurious-pixel "
                                  f"rejection ({counts}).{hint}")
-        return [_cut_and_mirror(read, cutout=cutout) for read in out]
+        return [_cut_and_mirror(read, cutout=cutout, groups=g)
+                for read, g in zip(out, groups, strict=True)]
 
     def blocks():
         for first in range(0, n, step):
@@ -573,11 +578,12 @@ def _reject_in_stack(group):
                 read.mom1[bad[k]] = np.nan
 
 
-def _cut_and_mirror(read, *, cutout):
+def _cut_and_mirror(read, *, cutout, groups=None):
     """Cut-out and mirroring of one galaxy as read (after `_reject_spurious`).
 
     ``read`` holds the whole map as given (not yet mirrored, even when
-    ``flipped``). Returns the `Observation` that is fitted.
+    ``flipped``); ``groups``, the `pixel_groups` of its valid pixels when
+    known. Returns the `Observation` that is fitted.
     """
     d0, d1 = read.mom0, read.mom1
     if read.mom2 is not None:
@@ -587,7 +593,7 @@ def _cut_and_mirror(read, *, cutout):
               read.mom2_high]
     if cutout:
         full = d0.shape
-        d0, d1, offset = _cut_out(d0, d1, read.beam, read.pixel_scale)
+        d0, d1, offset = _cut_out(d0, d1, read.beam, read.pixel_scale, groups=groups)
         window = (slice(offset[0], offset[0] + d0.shape[0]),
                   slice(offset[1], offset[1] + d0.shape[1]))
         errors = [None if e is None or e.shape != full else e[window] for e in errors]
@@ -715,16 +721,17 @@ def _noise_in_units(errors, unit0, shape, label):
     return e0, e1
 
 
-def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16):
+def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16, groups=None):
     """Square cut-out around the valid velocity pixels, with a margin.
 
     The box is the bounding box of the main groups of pixels where both maps
     are valid (connected groups of at least 10% of the largest one), grown by
     ``margin`` of its size plus one beam on every side, made square (the
     network sees square maps) and at least ``min_side`` pixels; it is only
-    used when it is at least 10% smaller than the map.
+    used when it is at least 10% smaller than the map. ``groups``: the
+    `~astrokin.fitting.binning.pixel_groups` of the valid pixels, when known.
     """
-    r0, r1, c0, c1 = main_groups_box(np.isfinite(d1) & np.isfinite(d0))
+    r0, r1, c0, c1 = main_groups_box(np.isfinite(d1) & np.isfinite(d0), groups=groups)
     ny, nx = d0.shape
     pad = 1.0 if beam is None else beam[0] / pixel_scale
     side = int(np.ceil(max(r1 - r0, c1 - c0) * (1 + 2 * margin) + 2 * pad))
@@ -773,6 +780,10 @@ def _resample(values, mask, size):
     return out, ok
 
 
+#: Most map pixels normalised in one stack by `prepare_batch`.
+NORMALISING_BLOCK = 65_536
+
+
 def prepare_batch(observations, size=IMAGE_SIZE):
     """Network inputs, masks and per-galaxy context for a list of observations.
 
@@ -805,50 +816,129 @@ def prepare_batch(observations, size=IMAGE_SIZE):
     >>> b["mom0"].shape, float(b["pixel_scale"][0]), float(b["v_ref"][0])
     ((1, 64, 64), 1.0, 1000.0)
     """
-    out = {k: [] for k in PreparedBatch.keys()}
-    for obs in observations:
-        valid0 = np.isfinite(obs.mom0)
-        # A velocity where there is (almost) no emission means nothing: mom1 is
-        # used only where mom0 exceeds MIN_RELATIVE_INTENSITY of its peak, as
-        # in any clipped moment map (a noiseless model map has velocities out
-        # to its corners, at 1e-9 of the peak).
-        peak0 = np.nanmax(np.where(valid0, obs.mom0, -np.inf))
-        valid1 = np.isfinite(obs.mom1) & valid0 & (
-            np.where(valid0, obs.mom0, 0.0) > MIN_RELATIVE_INTENSITY * peak0)
-        if not valid1.any():
-            raise ValueError(
-                "mom1 has no valid pixels where mom0 is above "
-                f"{MIN_RELATIVE_INTENSITY:g} of its peak (all NaN, or no emission)."
-            )
-        v1 = obs.mom1[valid1]
-        v_ref = float(np.median(v1))
-        # 99th percentile rather than the maximum: one spurious pixel must not
-        # set the velocity scale of the whole map.
-        v_half = float(np.percentile(np.abs(v1 - v_ref), 99.0))
-        if not v_half > 0:
-            v_half = 1.0
-        planes = np.stack([np.where(valid0, obs.mom0, 0.0), valid0,
-                           np.where(valid1, obs.mom1, v_ref), valid1])
-        padded, py, px = _pad_square(planes, np.array([0.0, 0.0, v_ref, 0.0]))
-        (r0, r1), (ok0, ok1) = _resample(padded[0::2], padded[1::2].astype(bool), size)
-        peak = float(np.max(np.where(ok0, r0, -np.inf)))
-        if not peak > 0:
-            raise ValueError("mom0 has no positive pixels after resampling.")
-        side = padded.shape[-1]
-        out["mom0"].append(np.where(ok0, r0 / peak, 0.0))
-        out["mom1"].append(np.where(ok1, (r1 - v_ref) / v_half, 0.0))
-        out["mask0"].append(ok0)
-        out["mask1"].append(ok1 & ok0)
-        out["pixel_scale"].append(obs.pixel_scale * side / size)
-        out["half_width"].append(0.5 * obs.pixel_scale * side)
-        out["v_ref"].append(v_ref)
-        out["v_half"].append(v_half)
-        out["peak"].append(peak)
-        out["beam"].append(obs.beam if obs.beam is not None else (np.nan,) * 3)
-        out["side"].append(side)
-        out["pad_y"].append(py)
-        out["pad_x"].append(px)
-    return PreparedBatch(**{k: np.asarray(v) for k, v in out.items()})
+    n = len(observations)
+    by_shape = {}
+    for i, obs in enumerate(observations):
+        by_shape.setdefault(np.shape(obs.mom0), []).append(i)
+    out = {"mom0": np.zeros((n, size, size)), "mom1": np.zeros((n, size, size)),
+           "mask0": np.zeros((n, size, size), dtype=bool),
+           "mask1": np.zeros((n, size, size), dtype=bool)}
+    for k in ("pixel_scale", "half_width", "v_ref", "v_half", "peak"):
+        out[k] = np.zeros(n)
+    for k in ("side", "pad_y", "pad_x"):
+        out[k] = np.zeros(n, dtype=int)
+    out["beam"] = np.array([obs.beam if obs.beam is not None else (np.nan,) * 3
+                            for obs in observations], dtype=float).reshape(n, 3)
+    for same_shape in by_shape.values():
+        # Galaxies whose maps have one shape are normalised in stacks (the same
+        # numbers as one at a time: every step is per galaxy) of at most
+        # NORMALISING_BLOCK pixels, which stay in the processor's cache.
+        step = max(1, NORMALISING_BLOCK // int(np.prod(np.shape(observations[same_shape[0]].mom0))))
+        for start in range(0, len(same_shape), step):
+            members = same_shape[start:start + step]
+            for k, value in _normalised_stack([observations[i] for i in members], size).items():
+                out[k][members] = value
+    return PreparedBatch(**out)
+
+
+def _normalised_stack(group, size):
+    """`prepare_batch`'s arrays for observations whose maps share one shape."""
+    d0 = np.stack([obs.mom0 for obs in group]).astype(float, copy=False)
+    d1 = np.stack([obs.mom1 for obs in group]).astype(float, copy=False)
+    valid0 = np.isfinite(d0)
+    z0 = np.where(valid0, d0, 0.0)
+    # A velocity where there is (almost) no emission means nothing: mom1 is
+    # used only where mom0 exceeds MIN_RELATIVE_INTENSITY of its peak, as in
+    # any clipped moment map (a noiseless model map has velocities out to its
+    # corners, at 1e-9 of the peak).
+    peak0 = np.where(valid0, d0, -np.inf).max(axis=(1, 2))
+    valid1 = np.isfinite(d1) & valid0 & (z0 > MIN_RELATIVE_INTENSITY * peak0[:, None, None])
+    empty = ~valid1.any(axis=(1, 2))
+    if empty.any():
+        raise ValueError(
+            f"mom1{_named(group[int(np.argmax(empty))])} has no valid pixels where mom0 is "
+            f"above {MIN_RELATIVE_INTENSITY:g} of its peak (all NaN, or no emission)."
+        )
+    v_ref = _medians(d1, valid1)
+    # 99th percentile rather than the maximum: one spurious pixel must not set
+    # the velocity scale of the whole map.
+    v_half = _upper_percentiles(np.abs(d1 - v_ref[:, None, None]), valid1, 99.0)
+    v_half = np.where(v_half > 0, v_half, 1.0)
+    planes = np.stack([z0, valid0, np.where(valid1, d1, v_ref[:, None, None]), valid1], axis=1)
+    fill = np.zeros((len(group), 4))
+    fill[:, 2] = v_ref
+    padded, py, px = _pad_square(planes, fill)
+    side = padded.shape[-1]
+    values = padded[:, 0::2].reshape(-1, side, side)
+    masks = padded[:, 1::2].reshape(-1, side, side).astype(bool)
+    resampled, ok = (a.reshape(len(group), 2, size, size) for a in _resample(values, masks, size))
+    (r0, r1), (ok0, ok1) = resampled.transpose(1, 0, 2, 3), ok.transpose(1, 0, 2, 3)
+    peak = np.where(ok0, r0, -np.inf).max(axis=(1, 2))
+    if not (peak > 0).all():
+        raise ValueError(f"mom0{_named(group[int(np.argmin(peak > 0))])} has no positive "
+                         "pixels after resampling.")
+    scale = np.array([obs.pixel_scale for obs in group], dtype=float)
+    return {"mom0": np.where(ok0, r0 / peak[:, None, None], 0.0),
+            "mom1": np.where(ok1, (r1 - v_ref[:, None, None]) / v_half[:, None, None], 0.0),
+            "mask0": ok0, "mask1": ok1 & ok0, "pixel_scale": scale * side / size,
+            "half_width": 0.5 * scale * side, "v_ref": v_ref, "v_half": v_half, "peak": peak,
+            "side": side, "pad_y": py, "pad_x": px}
+
+
+def _named(obs):
+    return "" if obs.name is None else f" ({obs.name})"
+
+
+def _medians(values, valid):
+    """``np.median`` of each map's valid values, for a stack of maps, in one partition.
+
+    The invalid entries of a map are filled with ``-inf`` (as many as put its
+    lower median at the stack's common middle index) and ``+inf`` (the
+    rest), so one `numpy.partition` at that index finds every map's lower
+    median; the upper one (even counts) is the smallest valid value above it.
+    """
+    n_maps = len(values)
+    v = values.reshape(n_maps, -1)
+    ok = valid.reshape(n_maps, -1)
+    width = v.shape[1]
+    count = ok.sum(axis=1)
+    k = (width - 1) // 2
+    below = k - (count - 1) // 2  # fills to put under the valid values
+    rank = np.cumsum(~ok, axis=1)
+    filled = np.where(ok, v, np.where(rank <= below[:, None], -np.inf, np.inf))
+    part = np.partition(filled, k, axis=1)
+    lower = part[:, k]
+    upper = part[:, k + 1:].min(axis=1) if k + 1 < width else lower
+    return np.where(count % 2 == 0, (lower + upper) / 2, lower)
+
+
+def _upper_percentiles(values, valid, q):
+    """``np.percentile(v, q)`` (linear) of each map's valid values ``v``, for a stack of maps.
+
+    Only the top ``(1 - q / 100)`` of each map's values are needed: they are
+    found by `torch.topk` rather than a partial sort of the whole map, and
+    interpolated exactly as `numpy.percentile` does.
+    """
+    import torch
+
+    n_maps = len(values)
+    v = values.reshape(n_maps, -1)
+    ok = valid.reshape(n_maps, -1)
+    count = ok.sum(axis=1)
+    virtual = (count - 1) * (q / 100)
+    below = np.floor(virtual)
+    above = below + 1
+    top_end = virtual >= count - 1
+    below[top_end] = count[top_end] - 1
+    above[top_end] = count[top_end] - 1
+    below, above = below.astype(int), above.astype(int)
+    gamma = virtual - np.floor(virtual)
+    depth = int((count - below).max())  # of the largest values, every map's two are in there
+    top = torch.topk(torch.as_tensor(np.where(ok, v, -np.inf)), depth, dim=1).values.numpy()
+    rows = np.arange(n_maps)
+    a, b = top[rows, count - 1 - below], top[rows, count - 1 - above]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
 def grid_to_input_pixels(x_grid, y_grid, obs, side, pad_y, pad_x, size=IMAGE_SIZE):

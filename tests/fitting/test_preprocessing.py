@@ -116,6 +116,35 @@ def test_normalisation_and_masks():
     assert b["pixel_scale"][0] == 1.0 and b["half_width"][0] == 32.0
 
 
+def test_stacked_normalisation_is_each_galaxys_own():
+    """Galaxies of one shape are normalised as a stack, each by its own median and percentile.
+
+    Every number equals that of the galaxy's batch of one, whatever the others.
+    """
+    rng = np.random.default_rng(3)
+    maps0, maps1 = [], []
+    for k in range(40):
+        ny, nx = ((48, 48), (30, 40), (100, 100))[k % 3]
+        mom0, mom1 = _maps(ny, nx)
+        mom1 = mom1 + rng.normal(0, 5, mom1.shape) + 30 * k
+        mom1[rng.random(mom1.shape) < 0.1 * (k % 4)] = np.nan  # odd and even valid counts
+        maps0.append(mom0)
+        maps1.append(mom1)
+    obs = parse_maps(maps0, maps1, pixel_scale=0.5 * u.arcsec, reject_spurious=False)
+    batch = prepare_batch(obs)
+    assert len(batch["mom0"]) == 40
+    counts = set()
+    for i, o in enumerate(obs):
+        alone = prepare_batch([o])
+        for key in batch.keys():
+            np.testing.assert_array_equal(batch[key][i], alone[key][0], err_msg=key)
+        v = o.mom1[np.isfinite(o.mom1) & (o.mom0 > 1e-3 * np.nanmax(o.mom0))]
+        counts.add(v.size % 2)
+        assert batch["v_ref"][i] == np.median(v)
+        assert batch["v_half"][i] == np.percentile(np.abs(v - np.median(v)), 99.0)
+    assert counts == {0, 1}
+
+
 def test_grid_to_input_pixels_inverts_padding():
     mom0, mom1 = _maps(30, 40)
     (obs,) = parse_maps(mom0, mom1, pixel_scale=1 * u.arcsec)
