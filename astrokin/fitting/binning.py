@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MAX_MAP_SIDE", "STRIP_PIXELS", "Reduction", "block_mean", "main_groups_box",
-           "reduce_map", "reduced_map", "reduced_noise", "valid_box"]
+           "pixel_groups", "reduce_map", "reduced_map", "reduced_noise", "valid_box"]
 
 #: Maps (after the cut-out of `valid_box`) with a longer side are binned.
 MAX_MAP_SIDE = 512
@@ -149,14 +149,50 @@ def _coarse_factor(shape):
     return max(1, -(-max(shape) // MAX_MAP_SIDE))
 
 
-def main_groups_box(counts, factor=1, shape=None):
+def pixel_groups(counts):
+    """Connected groups (8-neighbours) of the non-empty pixels of a map, and their sizes.
+
+    Parameters
+    ----------
+    counts : `numpy.ndarray`
+        Valid pixels per pixel or block (a boolean map for single pixels).
+
+    Returns
+    -------
+    labels : `numpy.ndarray` of int
+        The group of each pixel (0: empty), as `scipy.ndimage.label` numbers them.
+    sizes : `numpy.ndarray` of float
+        ``sizes[k]``: the valid pixels of group ``k`` (``sizes[0] = 0``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.binning import pixel_groups
+    >>> valid = np.zeros((5, 5), dtype=bool)
+    >>> valid[:2, :2] = valid[4, 4] = True
+    >>> labels, sizes = pixel_groups(valid)
+    >>> sizes.tolist()
+    [0.0, 4.0, 1.0]
+    """
+    from scipy import ndimage
+
+    counts = np.asarray(counts)
+    labels, n = ndimage.label(counts > 0, structure=np.ones((3, 3)))
+    # The valid pixels of each group (label 0, the empty pixels, holds none).
+    sizes = np.bincount(labels.ravel(), weights=counts.ravel().astype(float), minlength=n + 1)
+    sizes[0] = 0.0
+    return labels, sizes
+
+
+def main_groups_box(counts, factor=1, shape=None, *, groups=None):
     """Rows and columns ``(r0, r1, c0, c1)`` spanning the main groups of valid pixels.
 
     ``counts`` holds the valid pixels of ``factor x factor`` blocks (a
     boolean map for single pixels); connected groups (8-neighbours) holding
     at least 10% of the valid pixels of the largest one are kept. The box is
     in pixels of the map of ``shape`` (default: ``counts``' own); all of it
-    when nothing is valid.
+    when nothing is valid. ``groups``: `pixel_groups` of ``counts`` when
+    they are already known.
 
     Examples
     --------
@@ -168,18 +204,12 @@ def main_groups_box(counts, factor=1, shape=None):
     >>> main_groups_box(valid)
     (10, 30, 5, 25)
     """
-    from scipy import ndimage
-
     ny, nx = np.shape(counts) if shape is None else shape
     c = int(factor)
-    counts = np.asarray(counts)
-    labels, n = ndimage.label(counts > 0, structure=np.ones((3, 3)))
-    if n == 0:
+    labels, sizes = pixel_groups(counts) if groups is None else groups
+    if len(sizes) == 1:
         return 0, ny, 0, nx
-    # The valid pixels of each group (label 0, the empty pixels, holds none),
-    # and the kept groups looked up by label (runs on every galaxy).
-    sizes = np.bincount(labels.ravel(), weights=counts.ravel().astype(float), minlength=n + 1)
-    sizes[0] = 0.0
+    # The kept groups looked up by label (runs on every galaxy).
     keep = (sizes >= 0.1 * sizes.max())[labels]
     rows = np.flatnonzero(keep.any(axis=1))
     cols = np.flatnonzero(keep.any(axis=0))

@@ -69,8 +69,6 @@ SECOND_SOURCE_FRACTION = 0.2
 #: Galaxies named in one warning; the rest are counted.
 MAX_LISTED = 10
 
-_EIGHT = np.ones((3, 3), dtype=bool)
-
 _MESSAGES = {
     "m/s": ("Velocities that look like m/s", "mom1's values span {detail} km/s; no disc "
             "rotates that fast. Give mom1 with its unit (mom1 * u.m / u.s), or a FITS BUNIT "
@@ -158,7 +156,7 @@ def unit_problems(mom1, valid):
     return {}
 
 
-def quality_problems(mom0, mom1, beam_area):
+def quality_problems(mom0, mom1, beam_area, *, groups=None):
     """The tests after the spurious-pixel rejection, on one galaxy's whole maps.
 
     Parameters
@@ -169,6 +167,9 @@ def quality_problems(mom0, mom1, beam_area):
     beam_area : float
         The beam's area in pixels (`astrokin.beams.beam_area_pixels`; 1 for
         no beam).
+    groups : tuple, optional
+        `astrokin.fitting.binning.pixel_groups` of the pixels valid in both
+        maps, when they are already known.
 
     Returns
     -------
@@ -190,7 +191,7 @@ def quality_problems(mom0, mom1, beam_area):
     >>> quality_problems(np.exp(-r / 5), 1500.0 + 5.0 * (x - 20), beam_area=4.0)
     {'edge': '11'}
     """
-    from scipy import ndimage
+    from astrokin.fitting.binning import pixel_groups
 
     out = {}
     ok0 = np.isfinite(mom0)
@@ -215,9 +216,9 @@ def quality_problems(mom0, mom1, beam_area):
     lined = max(int(side.sum()) for side in sides)
     if lined > EDGE_BEAMS * fwhm and any(side.mean() > EDGE_FRACTION for side in sides):
         out["edge"] = f"{lined / fwhm:.2g}"
-    labels, n = ndimage.label(valid, structure=_EIGHT)
-    if n > 1:
-        sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+    sizes = (pixel_groups(valid) if groups is None else groups)[1]
+    if len(sizes) > 2:
+        sizes = np.sort(sizes[1:])[::-1]
         if sizes[1] >= SECOND_SOURCE_FRACTION * sizes[0] and sizes[1] >= 4 * area:
             out["sources"] = f"{sizes[1] / sizes[0]:.0%}"
     return out
