@@ -29,7 +29,7 @@ fitting; `NeuralKinematicFitter` records their number and positions in
 
 import numpy as np
 
-__all__ = ["find_spurious"]
+__all__ = ["find_spurious", "map_medians"]
 
 #: Robust standard deviation of a Gaussian per median absolute deviation.
 _MAD_TO_SIGMA = 1.4826
@@ -230,8 +230,29 @@ def find_spurious(mom1, valid=None, *, beam_area=1.0, velocity_limit=1000.0, loc
     return {k: f[0] for k, f in flags.items()} if single else flags
 
 
-def _map_medians(v, ok):
-    """Median of each map's pixels ``ok`` (NaN for a map without any)."""
+def map_medians(v, ok):
+    """Median of each map's pixels ``ok``, for a stack of maps (NaN for a map without any).
+
+    Parameters
+    ----------
+    v : `numpy.ndarray`
+        ``(K, ny, nx)`` maps.
+    ok : `numpy.ndarray` of bool
+        ``(K, ny, nx)`` the pixels of each map to take.
+
+    Returns
+    -------
+    medians : `numpy.ndarray`
+        ``(K,)``: ``numpy.median(v[k][ok[k]])``, the same numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astrokin.fitting.cleaning import map_medians
+    >>> v = np.arange(18.0).reshape(2, 3, 3)
+    >>> map_medians(v, v % 2 == 0).tolist()
+    [4.0, 13.0]
+    """
     flat = np.flatnonzero(ok)
     return _group_median(v.ravel()[flat], flat // (v.shape[1] * v.shape[2]), v.shape[0])
 
@@ -239,11 +260,11 @@ def _map_medians(v, ok):
 def _beyond_limit(v, ok, limit):
     """``|v - median| > limit``, the median re-centred once without the pixels beyond."""
     with np.errstate(invalid="ignore"):
-        bad = ok & (np.abs(v - _map_medians(v, ok)[:, None, None]) > limit)
+        bad = ok & (np.abs(v - map_medians(v, ok)[:, None, None]) > limit)
         # The median itself may be pulled by many wild pixels: re-centre once.
         again = bad.any(axis=(1, 2)) & (ok & ~bad).any(axis=(1, 2))
         if again.any():
-            ref = _map_medians(v[again], (ok & ~bad)[again])
+            ref = map_medians(v[again], (ok & ~bad)[again])
             bad[again] = ok[again] & (np.abs(v[again] - ref[:, None, None]) > limit)
     return bad
 

@@ -64,6 +64,7 @@ from astrokin.fitting.binning import (
     reduced_map,
     reduced_noise,
 )
+from astrokin.fitting.cleaning import map_medians
 from astrokin.fitting.encoders import IMAGE_SIZE
 from astrokin.fitting.frames import FittingFrame, fitting_frames
 
@@ -780,7 +781,7 @@ def _resample(values, mask, size):
     return out, ok
 
 
-#: Most map pixels normalised in one stack by `prepare_batch`.
+#: Most map pixels normalised in one stack by `prepare_batch` (a stack stays in the cache).
 NORMALISING_BLOCK = 65_536
 
 
@@ -859,7 +860,7 @@ def _normalised_stack(group, size):
             f"mom1{_named(group[int(np.argmax(empty))])} has no valid pixels where mom0 is "
             f"above {MIN_RELATIVE_INTENSITY:g} of its peak (all NaN, or no emission)."
         )
-    v_ref = _medians(d1, valid1)
+    v_ref = map_medians(d1, valid1)
     # 99th percentile rather than the maximum: one spurious pixel must not set
     # the velocity scale of the whole map.
     v_half = _upper_percentiles(np.abs(d1 - v_ref[:, None, None]), valid1, 99.0)
@@ -887,29 +888,6 @@ def _normalised_stack(group, size):
 
 def _named(obs):
     return "" if obs.name is None else f" ({obs.name})"
-
-
-def _medians(values, valid):
-    """``np.median`` of each map's valid values, for a stack of maps, in one partition.
-
-    The invalid entries of a map are filled with ``-inf`` (as many as put its
-    lower median at the stack's common middle index) and ``+inf`` (the
-    rest), so one `numpy.partition` at that index finds every map's lower
-    median; the upper one (even counts) is the smallest valid value above it.
-    """
-    n_maps = len(values)
-    v = values.reshape(n_maps, -1)
-    ok = valid.reshape(n_maps, -1)
-    width = v.shape[1]
-    count = ok.sum(axis=1)
-    k = (width - 1) // 2
-    below = k - (count - 1) // 2  # fills to put under the valid values
-    rank = np.cumsum(~ok, axis=1)
-    filled = np.where(ok, v, np.where(rank <= below[:, None], -np.inf, np.inf))
-    part = np.partition(filled, k, axis=1)
-    lower = part[:, k]
-    upper = part[:, k + 1:].min(axis=1) if k + 1 < width else lower
-    return np.where(count % 2 == 0, (lower + upper) / 2, lower)
 
 
 def _upper_percentiles(values, valid, q):
