@@ -538,7 +538,8 @@ def _reject_spurious(reads):
     one pass (the same flags as one map at a time, several times faster than
     a loop over galaxies); stacks hold at most `CLEANING_BLOCK` pixels, and
     are shared among `torch.get_num_threads` threads (numpy's sorts and
-    gathers release the GIL). The arrays and ``rejected`` of ``reads``
+    gathers release the GIL), four or more stacks per thread so that maps of
+    different sizes keep every thread busy. The arrays and ``rejected`` of ``reads``
     (parse_maps' own copies) are updated in place.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -549,10 +550,12 @@ def _reject_spurious(reads):
     by_shape = {}
     for i, read in enumerate(reads):
         by_shape.setdefault(read.mom1.shape, []).append(i)
+    # Stacks of about a quarter of a thread's share of the pixels, so that the
+    # threads finish together when the shapes differ in size.
+    share = -(-sum(r.mom1.size for r in reads) // (4 * workers)) if workers > 1 else CLEANING_BLOCK
     groups = []
     for shape, members in by_shape.items():
-        step = max(1, min(CLEANING_BLOCK // (shape[0] * shape[1]),
-                          -(-len(reads) // workers)))
+        step = max(1, min(CLEANING_BLOCK, share) // (shape[0] * shape[1]))
         groups += [[reads[i] for i in members[start:start + step]]
                    for start in range(0, len(members), step)]
     if workers == 1 or len(groups) == 1:
