@@ -145,6 +145,20 @@ def test_stacked_normalisation_is_each_galaxys_own():
     assert counts == {0, 1}
 
 
+def test_a_galaxy_without_usable_velocities_is_named():
+    """The stack's error names the galaxy whose mom1 is valid only where mom0 is negligible."""
+    mom0 = np.full((32, 32), 1e-6)
+    mom0[16, 16] = 1.0
+    mom1 = np.full((32, 32), 100.0)
+    mom1[16, 16] = np.nan
+    good0, good1 = _maps(32, 32)
+    with pytest.warns(UserWarning):
+        obs = parse_maps([good0, mom0], [good1, mom1], pixel_scale=1 * u.arcsec,
+                         reject_spurious=False, cutout=False, names=["NGC 1", "NGC 2"])
+    with pytest.raises(ValueError, match=r"mom1 \(NGC 2\) has no valid pixels where mom0 is above"):
+        prepare_batch(obs)
+
+
 def test_grid_to_input_pixels_inverts_padding():
     mom0, mom1 = _maps(30, 40)
     (obs,) = parse_maps(mom0, mom1, pixel_scale=1 * u.arcsec)
