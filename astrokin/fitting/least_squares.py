@@ -123,11 +123,10 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         less than ``ftol`` of it or by less than ``atol`` (for whitened
         residuals: a step far below the statistical errors), or moves every
         parameter by less than ``xtol`` of its scale, or when the undamped
-        (Gauss-Newton) model of the cost promises less than that, before a
-        trial step (which would gain nothing the errors resolve, for the
-        price of a render) or after a rejected one: near its optimum, a step
-        can fail for a gain below what the model resolves, and further
-        trials (and the Jacobians they would call for) would gain nothing.
+        (Gauss-Newton) model of the cost promises less than that before a
+        trial step: the step would gain nothing the errors resolve, for the
+        price of a render (near its optimum, after a rejected step, further
+        trials and the Jacobians they would call for gain nothing).
     start : `LMResult`, optional
         The Jacobian and residuals at ``theta`` when known (a fit continued
         with other weights), instead of rendering them. Its Jacobian is used,
@@ -197,7 +196,8 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         diag = torch.diagonal(a, dim1=1, dim2=2).clamp(min=1e-12)
         # Where the undamped (Gauss-Newton) model promises less than the
         # tolerances, the problem is at its optimum to within what a step could
-        # gain: it stops without a trial render.
+        # gain: it stops without a trial render. (After a rejected step it is
+        # made again on the next pass, with the secant-updated Jacobian.)
         gn = torch.linalg.solve(a + 1e-10 * torch.diag_embed(diag) + 1e-14 * eye,
                                 g[:, :, None])[:, :, 0]
         promised = 0.5 * (g * gn).sum(dim=1)
@@ -223,17 +223,6 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
         gain = cost[active] - c_try
         small_f = ok & ((gain <= ftol * cost[active].clamp(min=1e-300)) | (gain <= atol))
         small_x = (moved.abs() <= xtol * scales[active]).all(dim=1)
-        # A rejected step where the Gauss-Newton model itself (undamped) promises
-        # less than the tolerances: the problem is at its optimum, to within what
-        # a further step could gain (no more trials and Jacobians for nothing).
-        small_m = torch.zeros_like(ok)
-        missed = torch.nonzero(~ok).flatten()
-        if missed.numel():
-            gn = torch.linalg.solve(a[missed] + 1e-10 * torch.diag_embed(diag[missed])
-                                    + 1e-14 * eye, g[missed][:, :, None])[:, :, 0]
-            promised = 0.5 * (g[missed] * gn).sum(dim=1)
-            small_m[missed] = (promised <= atol) \
-                | (promised <= ftol * cost[active[missed]].clamp(min=1e-300))
         # Broyden's update: the secant of this step corrects the Jacobian along
         # it, without rendering (before the point moves, so that it is J there).
         finite = torch.isfinite(r_try).all(dim=1)
@@ -264,7 +253,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
             lam[rej] = lam[rej] * nu[rej]
             nu[rej] = nu[rej] * 2.0
             rejected[rej] += 1
-        finished = small_f | small_x | small_m | (lam[active] > 1e12) \
+        finished = small_f | small_x | (lam[active] > 1e12) \
             | (iterations[active] >= max_iter)
         done[active[finished]] = True
         # A fresh Jacobian when the secant updates have been trusted long enough,
