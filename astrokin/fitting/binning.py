@@ -192,7 +192,8 @@ def main_groups_box(counts, factor=1, shape=None, *, groups=None):
     at least 10% of the valid pixels of the largest one are kept. The box is
     in pixels of the map of ``shape`` (default: ``counts``' own); all of it
     when nothing is valid. ``groups``: `pixel_groups` of ``counts`` when
-    they are already known.
+    they are already known (``counts`` is then not read, and may be None
+    where ``shape`` is given).
 
     Examples
     --------

@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 
 from astrokin.exceptions import DataQualityWarning
+from astrokin.fitting.binning import pixel_groups
 
 __all__ = ["beam_problems", "galaxy_names", "quality_problems", "unit_problems",
            "warn_problems"]
@@ -191,8 +192,6 @@ def quality_problems(mom0, mom1, beam_area, *, groups=None):
     >>> quality_problems(np.exp(-r / 5), 1500.0 + 5.0 * (x - 20), beam_area=4.0)
     {'edge': '11'}
     """
-    from astrokin.fitting.binning import pixel_groups
-
     out = {}
     ok0 = np.isfinite(mom0)
     valid = ok0 & np.isfinite(mom1)

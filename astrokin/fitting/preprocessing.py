@@ -501,15 +501,16 @@ def _map_blocks(mom0, mom1, pixel_scale=None, beam=None, *, mask=None, exclude=N
         problems = [data_quality.unit_problems(r.mom1, np.isfinite(r.mom0)) for r in out]
         if reject_spurious:
             _reject_spurious(out)
-        # The groups of valid pixels serve both the data-quality tests and the cut-out.
+        # The groups of valid pixels serve the data-quality tests, the test for
+        # an emptied map and the cut-out.
         groups = [pixel_groups(np.isfinite(r.mom0) & np.isfinite(r.mom1)) for r in out]
         for p, r, g in zip(problems, out, groups, strict=True):
             p.update(data_quality.quality_problems(r.mom0, r.mom1,
                                                    beam_area_pixels(r.beam, r.pixel_scale),
                                                    groups=g))
         data_quality.warn_problems(problems, labels)
-        for p, r, name in zip(problems, out, labels, strict=True):
-            if not (np.isfinite(r.mom1) & np.isfinite(r.mom0)).any():
+        for p, r, name, g in zip(problems, out, labels, groups, strict=True):
+            if len(g[1]) == 1:  # no group: no valid pixel
                 counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in r.rejected.items())
                 hint = (" Its values look like m/s: give mom1 with its unit (mom1 * u.m / u.s) or "
                         "a FITS BUNIT of 'm/s'." if "m/s" in p else
@@ -735,7 +736,8 @@ def _cut_out(d0, d1, beam, pixel_scale, margin=0.15, min_side=16, groups=None):
     used when it is at least 10% smaller than the map. ``groups``: the
     `~astrokin.fitting.binning.pixel_groups` of the valid pixels, when known.
     """
-    r0, r1, c0, c1 = main_groups_box(np.isfinite(d1) & np.isfinite(d0), groups=groups)
+    valid = None if groups is not None else np.isfinite(d1) & np.isfinite(d0)
+    r0, r1, c0, c1 = main_groups_box(valid, shape=d0.shape, groups=groups)
     ny, nx = d0.shape
     pad = 1.0 if beam is None else beam[0] / pixel_scale
     side = int(np.ceil(max(r1 - r0, c1 - c0) * (1 + 2 * margin) + 2 * pad))
