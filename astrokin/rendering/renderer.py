@@ -527,6 +527,7 @@ class DiskRenderer(torch.nn.Module):
         sb, vel, _ = self._profiles(p, ps, g)
         tables = [sb @ g["w0"], (sb * vel) @ g["w1"]]
         profile = [n for n in wrt if n in mc.intensity_parameters + mc.velocity_parameters]
+        table_of = {}  # (parameter, 0 for the intensity's derivative or 1) -> its table
         if profile:
             # The profiles' derivatives on the nodes, by central differences of
             # all of them in one evaluation (to ~1e-10: the profiles are cheap
@@ -548,10 +549,18 @@ class DiskRenderer(torch.nn.Module):
             step = torch.stack(steps)[:, :, None]
             sb_m = sb_m.reshape(k, 2, m, -1)
             sv_m = (sb_m * vel_m.reshape(k, 2, m, -1))
-            dsb = ((sb_m[:, 0] - sb_m[:, 1]) / step).to(self.dtype).reshape(k * m, -1) @ g["w0"]
+            # (A parameter of the rotation curve alone leaves the intensity, and so
+            # mom0's transform, as it is: that derivative is zero, not transformed.)
+            bright = [j for j, n in enumerate(profile) if n in mc.intensity_parameters]
+            dsb = ((sb_m[bright, 0] - sb_m[bright, 1]) / step[bright]).to(self.dtype)
+            dsb = dsb.reshape(len(bright) * m, sb_m.shape[-1]) @ g["w0"]
             dsv = ((sv_m[:, 0] - sv_m[:, 1]) / step).to(self.dtype).reshape(k * m, -1) @ g["w1"]
-            for j in range(k):
-                tables += [dsb[j * m:(j + 1) * m], dsv[j * m:(j + 1) * m]]
+            for i, j in enumerate(bright):
+                table_of[(profile[j], 0)] = len(tables)
+                tables.append(dsb[i * m:(i + 1) * m])
+            for j, n in enumerate(profile):
+                table_of[(n, 1)] = len(tables)
+                tables.append(dsv[j * m:(j + 1) * m])
         geo = self._geometry(p, ps, beam, g)
         col, kx, ky, k_maj, k_disc = (geo[k] for k in ("col", "kx", "ky", "k_maj", "k_disc"))
         values, slopes = _interp(k_disc, tables, g["dk"], g["n_k"], slopes=2)
@@ -601,9 +610,9 @@ class DiskRenderer(torch.nn.Module):
                     d1 = d1 + (2.0 * math.pi * deg) * cos_i * m1
                 terms += [(d0, "P"), (d1, "Q")]
             elif n in profile:
-                j = 2 + 2 * profile.index(n)
-                terms += [(common * values[j], "P"),
-                          (two_pi_sin * common * k_maj * values[j + 1], "Q")]
+                j0, j1 = table_of.get((n, 0)), table_of[(n, 1)]
+                terms += [(None if j0 is None else common * values[j0], "P"),
+                          (two_pi_sin * common * k_maj * values[j1], "Q")]
             else:  # amplitude, v_sys, dispersion: not in the transforms' shapes
                 terms += [(None, "P"), (None, "Q")]
         phase = geo["phase"]
