@@ -48,6 +48,10 @@ class LMResult:
         ``(M,)`` accepted steps.
     converged : torch.Tensor
         ``(M,)`` booleans.
+    fresh : torch.Tensor
+        ``(M,)`` booleans: the Jacobian was rendered at ``theta`` (by the
+        residuals, or the ``derivatives`` of `levenberg_marquardt`), with no
+        secant update since.
     """
 
     theta: torch.Tensor
@@ -56,6 +60,7 @@ class LMResult:
     residuals: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor
+    fresh: torch.Tensor
 
 
 def jacobian(residual, theta, rows, problem, scales, r0=None):
@@ -130,10 +135,12 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
     start : `LMResult`, optional
         The Jacobian and residuals at ``theta`` when known (a fit continued
         with other weights), instead of rendering them. Its Jacobian is used,
-        and changed, in place (it is the largest array of a fit).
+        and changed, in place (it is the largest array of a fit); its
+        ``fresh`` says where it is the residuals' own.
     final_jacobian : bool, optional
-        Render the Jacobian at the optimum (for the errors); otherwise the
-        result may hold a secant estimate (enough to continue from).
+        Render the Jacobian at the optimum (for the errors) where it is not
+        fresh; otherwise the result may hold a secant estimate (enough to
+        continue from, and marked in ``fresh``).
     derivatives : callable, optional
         Residuals of the same signature whose Jacobian stands in for
         ``residual``'s (a cheaper model with the same derivatives, to within
@@ -157,11 +164,14 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
     every_row = torch.arange(m, device=theta.device)
     if start is not None:
         jac, r = start.jacobian, start.residuals.clone()
+        fresh = start.fresh.clone()
     elif derivatives is None:
         jac, r = jacobian(residual, theta, every_row, problem, scales)
     else:
         r = residual(theta, every_row, problem)
         jac = jacobian_at(theta, every_row, r)
+    if start is None:
+        fresh = torch.ones(m, dtype=torch.bool, device=theta.device)
     cost = problem.cost(theta, r)
     lam = torch.full((m,), 1e-3, dtype=theta.dtype, device=theta.device)
     nu = torch.full_like(lam, 2.0)
@@ -238,6 +248,7 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
             if not (every and isinstance(sel, slice)):
                 jac[rows_f] = j_f
             broyden[rows_f] += 1
+            fresh[rows_f] = False
         acc = active[ok]
         if acc.numel():
             theta[acc] = trial[ok]
@@ -264,12 +275,14 @@ def levenberg_marquardt(residual, theta, problem, *, lower, upper, periodic, sca
             jac[refresh] = jacobian_at(theta[refresh], refresh, r[refresh])
             broyden[refresh] = 0
             rejected[refresh] = 0
+            fresh[refresh] = True
     # The errors need the Jacobian at the optimum itself, not a secant estimate.
-    redo = torch.nonzero(broyden > 0).flatten()
+    redo = torch.nonzero(~fresh).flatten()
     if final_jacobian and redo.numel():
         jac[redo] = jacobian_at(theta[redo], redo, r[redo])
+        fresh[redo] = True
     converged = (lam <= 1e12) & (iterations < max_iter)
-    return LMResult(theta, cost, jac, r, iterations, converged)
+    return LMResult(theta, cost, jac, r, iterations, converged, fresh)
 
 
 def unwrapped(delta, periodic):
@@ -296,4 +309,4 @@ def select(result, rows):
     """The `LMResult` of the problems ``rows`` (an index tensor)."""
     return LMResult(*(getattr(result, f)[rows] for f in ("theta", "cost", "jacobian",
                                                           "residuals", "iterations",
-                                                          "converged")))
+                                                          "converged", "fresh")))

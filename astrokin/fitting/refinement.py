@@ -533,7 +533,10 @@ def _polished(residual, best, problem, **options):
     ``derivatives``, when given, see `COARSE_DERIVATIVES_BEAM`).
     """
     r = residual(best.theta, torch.arange(len(problem), device=best.theta.device), problem)
-    start = replace(best, cost=problem.cost(best.theta, r), residuals=r)
+    # (The Jacobian at hand is the coarse renders': a stand-in's where those
+    # give the polish's derivatives, not the residuals' own otherwise.)
+    own = best.fresh if options.get("derivatives") is not None else torch.zeros_like(best.fresh)
+    start = replace(best, cost=problem.cost(best.theta, r), residuals=r, fresh=own)
     more = levenberg_marquardt(residual, best.theta, problem, start=start, **options)
     return replace(more, iterations=more.iterations + best.iterations)
 
@@ -578,7 +581,7 @@ def _reweighted(best, problem, trace, n0, n1):
     res = _rescaled(best.residuals, f0, f1)
     cost = problem.cost(best.theta, res)
     out = LMResult(best.theta, cost, jac.reshape(best.jacobian.shape),
-                   res, best.iterations, best.converged)
+                   res, best.iterations, best.converged, best.fresh)
     return out, problem
 
 
@@ -645,7 +648,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
         r0 = _rescaled(res.residuals, f0[galaxy], f1[galaxy])
         res = LMResult(res.theta, stacked.cost(res.theta, r0),
                        jac.reshape(s * m, -1, theta.shape[1]), r0, res.iterations,
-                       res.converged)
+                       res.converged, res.fresh)
         # A tournament: the starts go on in rounds of a few steps, and those that
         # fall behind their galaxy's best, or have reached its leading start, are
         # dropped (the first time right after the first pass).
@@ -662,7 +665,7 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
                                        upper=hi[alive], periodic=periodic, scales=sc[alive],
                                        max_iter=ROUND, start=res if every else select(res, alive),
                                        final_jacobian=False)
-            for name in ("theta", "cost", "jacobian", "residuals", "converged"):
+            for name in ("theta", "cost", "jacobian", "residuals", "converged", "fresh"):
                 if getattr(more, name) is not getattr(res, name):
                     getattr(res, name)[alive] = getattr(more, name)
             res.iterations[alive] += more.iterations
@@ -674,11 +677,14 @@ def _multistart(residual, starts, problem, lower, upper, periodic, scales, max_i
             alive = alive[going]
     pick = res.cost.reshape(s, m).argmin(dim=0) * m + torch.arange(m, device=dev)
     best = select(res, pick)
-    rows = torch.arange(m, device=dev)
-    # The errors need the Jacobian at the optimum itself, rendered.
-    jac, r = jacobian(residual, best.theta, rows, problem, scales, r0=best.residuals)
-    best = LMResult(best.theta, problem.cost(best.theta, r), jac, r, best.iterations,
-                    best.converged)
+    # The errors need the Jacobian at the optimum itself, rendered (where the last
+    # one was not rendered there).
+    stale = torch.nonzero(~best.fresh).flatten()
+    if stale.numel():
+        best.jacobian[stale] = jacobian(residual, best.theta[stale], stale, problem,
+                                        scales[stale], r0=best.residuals[stale])[0]
+        best.fresh[stale] = True
+    best = replace(best, cost=problem.cost(best.theta, best.residuals))
     if not problem.noise_given:
         _, trace = parameter_covariance(best.jacobian, problem.shape, kernels,
                                         prior_precision=problem.prior_matrix)

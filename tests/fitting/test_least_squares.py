@@ -100,6 +100,31 @@ def test_a_fit_continued_from_its_optimum_stops_at_once(noisy_disc):
     assert torch.equal(again.theta, more.theta)
 
 
+def test_a_jacobian_from_elsewhere_is_rendered_at_the_optimum_even_without_a_step(noisy_disc):
+    # A fit continued from its optimum with another model's Jacobian (a
+    # polish with the aliased orders starts from the coarse renders') stops
+    # before a trial step, and must still end with its own Jacobian there.
+    from dataclasses import replace
+
+    residual, problem = noisy_disc
+    start = torch.tensor([[62.0, 35.0, 0.0, 0.0, 0.0, 6.0, 180.0]], dtype=torch.float64)
+    first = _fit(residual, problem, start)
+    near = _fit(residual, problem, first.theta, start=first)  # (now it stops at once)
+    own = near.jacobian.clone()
+    assert bool(near.fresh[0])
+    foreign = replace(near, jacobian=own * 1.01, fresh=torch.zeros(1, dtype=torch.bool))
+    counted = Counted(residual)
+    again = _fit(counted, problem, near.theta, start=foreign)
+    assert int(again.iterations[0]) == 0 and counted.renders == 0
+    assert counted.jacobians == 1 and bool(again.fresh[0])
+    assert torch.allclose(again.jacobian, own, rtol=1e-12, atol=0.0)
+    # Marked as its own, the same Jacobian is kept (no render at all).
+    counted = Counted(residual)
+    kept = _fit(counted, problem, near.theta, start=replace(foreign, jacobian=own * 1.01,
+                                                             fresh=torch.ones(1, dtype=torch.bool)))
+    assert counted.jacobians == 0 and torch.equal(kept.jacobian, own * 1.01)
+
+
 def test_rejected_steps_far_from_the_optimum_do_not_stop_the_fit(noisy_disc):
     # Far starts take rejected steps while the damping adapts; the promise of
     # the undamped model keeps them going to the optimum of a near start.
