@@ -538,16 +538,15 @@ def _reject_spurious(reads):
     `astrokin.fitting.cleaning.find_spurious` processes a stack of maps in
     one pass (the same flags as one map at a time, several times faster than
     a loop over galaxies); stacks hold at most `CLEANING_BLOCK` pixels, and
-    are shared among `torch.get_num_threads` threads (numpy's sorts and
-    gathers release the GIL), four or more stacks per thread so that maps of
+    are shared among `torch.get_num_threads` threads
+    (`~astrokin.fitting.threads.thread_map`: numpy's sorts and gathers
+    release the GIL), four or more stacks per thread so that maps of
     different sizes keep every thread busy. The arrays and ``rejected`` of ``reads``
     (parse_maps' own copies) are updated in place.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from astrokin.fitting.threads import cpu_workers, thread_map
 
-    import torch
-
-    workers = max(1, min(torch.get_num_threads(), len(reads)))
+    workers = cpu_workers("cpu", len(reads))
     by_shape = {}
     for i, read in enumerate(reads):
         by_shape.setdefault(read.mom1.shape, []).append(i)
@@ -559,12 +558,7 @@ def _reject_spurious(reads):
         step = max(1, min(CLEANING_BLOCK, share) // (shape[0] * shape[1]))
         groups += [[reads[i] for i in members[start:start + step]]
                    for start in range(0, len(members), step)]
-    if workers == 1 or len(groups) == 1:
-        for group in groups:
-            _reject_in_stack(group)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(_reject_in_stack, groups))
+    thread_map(_reject_in_stack, groups, workers)
 
 
 def _reject_in_stack(group):

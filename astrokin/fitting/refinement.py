@@ -40,8 +40,9 @@ from astrokin.fitting.noise import (
     parameter_covariance,
     residual_correlation,
 )
+from astrokin.fitting.threads import cpu_workers, thread_map
 
-__all__ = ["COARSE_DERIVATIVES_BEAM", "FIRST_PASS", "TABLE_COLUMNS", "Refinement",
+__all__ = ["COARSE_DERIVATIVES_BEAM", "FIRST_PASS", "MIN_PART", "TABLE_COLUMNS", "Refinement",
            "bundled_guesses", "moment_geometry", "refine"]
 
 #: Without noise maps: iterations before the noise is estimated from the residuals.
@@ -161,8 +162,13 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     samples = np.zeros((n, int(n_samples), q)) if n_samples else None
     # (Galaxies whose polish may take coarse derivatives fitted apart from those
     # whose may not, so that a galaxy's fit does not depend on its batch.)
-    for problem in prepare_problems(observations, noise_maps=noise_maps, device=device,
-                                    beam_classes=(2.0, COARSE_DERIVATIVES_BEAM)):
+    problems = prepare_problems(observations, noise_maps=noise_maps, device=device,
+                                beam_classes=(2.0, COARSE_DERIVATIVES_BEAM))
+    workers = cpu_workers(device, n)
+    parts = _shared_out(problems, workers)
+
+    def fit(problem):
+        """Refine the galaxies of one problem; their rows of the results are written."""
         rows = problem.index
         m = len(rows)
         shifts = frame_shifts(frames, problem, free)
@@ -274,6 +280,9 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
         columns["n_free"][rows] = len(free) + 1  # the mom0 scale too
         columns["bic"][rows] = information_criterion(
             res0, res1, problem.fit0, problem.fit1, len(free) + 1, area, **noise).cpu().numpy()
+    # The problems are independent: on a CPU, side by side in threads (the rows
+    # they write are their own).
+    thread_map(fit, parts, workers)
     for k in ("refined", "converged", "mom1_structure"):
         columns[k] = columns[k].astype(bool)
     for k in ("n_iterations", "n_starts", "n_free"):
@@ -290,6 +299,33 @@ def refine(model, observations, frames, starts, names, fixed, *, noise_maps=None
     summary = MCSummary(mean=mean, std=std, mad=mad, cov=cov, samples=samples,
                         n_samples=int(n_samples))
     return Refinement(summary, amplitude, columns)
+
+
+#: A refinement problem is split into parts of at least this many galaxies so
+#: that the CPU's threads share the work (`_shared_out`): fewer would lose more
+#: to smaller batches than the threads gain.
+MIN_PART = 32
+
+
+def _shared_out(problems, workers):
+    """The problems in parts the ``workers`` threads can share, the largest first.
+
+    A problem with more than a ``1 / (2 workers)`` share of the galaxies (and
+    at least twice `MIN_PART`) is split into parts of equal size; each
+    galaxy's fit is its own whatever its part (every row of the
+    least-squares problems is independent).
+    """
+    if workers == 1:
+        return list(problems)
+    share = max(MIN_PART, -(-sum(len(p) for p in problems) // (2 * workers)))
+    parts = []
+    for problem in problems:
+        k = -(-len(problem) // share)
+        bounds = np.linspace(0, len(problem), k + 1).round().astype(int)
+        parts += [problem if k == 1 else
+                  problem.rows(torch.arange(a, b, device=problem.data0.device))
+                  for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return sorted(parts, key=lambda p: -len(p) * math.prod(p.shape))
 
 
 def bundled_guesses(model, batch, framed):

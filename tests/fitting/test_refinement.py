@@ -92,6 +92,41 @@ def test_refining_a_batch_equals_refining_one_at_a_time():
                                    atol=1e-12)
 
 
+def test_problems_refined_side_by_side_in_threads_equal_one_after_another(monkeypatch):
+    # With two torch threads, refine splits its problems into parts (MIN_PART
+    # lowered so that six galaxies make three) and fits them in two threads,
+    # one operation per thread; with one torch thread, one problem after the
+    # other. Each galaxy's fit is the same.
+    import astrokin.fitting.refinement as refinement
+
+    model = ExponentialArctanDisk(bounds={"v_max": (20, 3000)})
+    offsets = {"inclination": -3.0, "v_max": 10.0, "pa": 2.0}
+    truths = TRUTHS + [dict(t, inclination=t["inclination"] - 12.0, pa=t["pa"] + 40.0)
+                       for t in TRUTHS]
+    monkeypatch.setattr(refinement, "MIN_PART", 2)
+    before = torch.get_num_threads()
+    seen = []
+    fit = refinement.thread_map
+
+    def watched(func, items, workers):
+        seen.append((len(items), workers))
+        return fit(func, items, workers)
+
+    monkeypatch.setattr(refinement, "thread_map", watched)
+    try:
+        torch.set_num_threads(2)
+        side, vs, names = _refine(model, truths, offsets)
+        torch.set_num_threads(1)
+        turn, vt, _ = _refine(model, truths, offsets)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(3, 2), (1, 1)]
+    np.testing.assert_allclose(vs, vt, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(side.summary.std, turn.summary.std, rtol=1e-6, atol=1e-12)
+    for k in ("converged", "n_iterations", "rms_mom0", "rms_mom1"):
+        np.testing.assert_allclose(side.columns[k], turn.columns[k], rtol=1e-6, atol=1e-12)
+
+
 def test_beams_under_two_pixels_are_fitted_exactly_with_coarse_derivatives():
     # A 1.2-pixel beam: the maps need the renderer's aliased orders, the polish
     # takes its Jacobians from the coarse renders (COARSE_DERIVATIVES_BEAM); the
