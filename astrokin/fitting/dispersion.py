@@ -33,6 +33,7 @@ little emission are held near the constant start by a weak Gaussian prior
 prior on their difference (`RING_STEP_PRIOR` km/s); both enter the errors.
 """
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -46,6 +47,7 @@ from astrokin.fitting.noise import (
     parameter_covariance,
     residual_correlation,
 )
+from astrokin.fitting.threads import cpu_workers, thread_map
 
 __all__ = ["MIN_PIXELS", "RING_PRIOR", "RING_STEP_PRIOR", "TABLE_COLUMNS", "WINDOW_KEEP",
            "fit_dispersion", "fitted_dispersion"]
@@ -135,16 +137,17 @@ def fit_dispersion(model, observations, frames, summary, names, *, device="cpu",
               and summary.std[:, names.index(nm)].max() > 0]
     idx_o = [names.index(nm) for nm in others]
     lo_d, hi_d = _bounds(model, disp)
-    for problem in prepare_problems(observations, device=device):
-        if problem.data2 is None:
-            continue
+    problems = [p for p in prepare_problems(observations, device=device) if p.data2 is not None]
+
+    def fit(problem):
+        """Fit the dispersion of one problem's galaxies; their rows of the results are written."""
         rows = problem.index
         m, ny, nx = len(rows), *problem.shape
         enough = (problem.fit2.flatten(1).sum(dim=1) >= max(MIN_PIXELS, len(disp) + 2)).cpu()
         if not bool(enough.any()):
             for g in rows:
                 cov[g][idx_d, :] = cov[g][:, idx_d] = np.nan
-            continue
+            return
         t = lambda a: torch.as_tensor(np.array(a), dtype=torch.float64, device=device)  # noqa: E731
         values = mean[rows] + frame_shifts(frames, problem, names)
         params = {nm: t(values[:, names.index(nm)]) for nm in cls.param_names}
@@ -226,6 +229,11 @@ def fit_dispersion(model, observations, frames, summary, names, *, device="cpu",
                     None if gain is None else gain[j].cpu().numpy(),
                     summary.samples[g][:, idx_o] - summary.mean[g, idx_o],
                     [nm == "pa" for nm in others], lo_d, hi_d, seed, first_index + int(g))
+
+    # The problems are independent: on a CPU, side by side in threads (see
+    # astrokin.fitting.threads; the rows they write are their own).
+    thread_map(fit, sorted(problems, key=lambda p: -len(p) * math.prod(p.shape)),
+               cpu_workers(device, len(problems)))
     std = np.sqrt(np.clip(np.stack([np.diagonal(c) for c in cov]), 0, None))
     std[np.isnan(np.stack([np.diagonal(c) for c in cov]))] = np.nan
     mad = summary.mad.copy()

@@ -228,3 +228,29 @@ def test_a_spectral_cube_is_fitted_as_its_hdu(fitter):
     for name in ("inclination", "pa", "v_max", "v_disp"):
         assert getattr(fitted, name).value == pytest.approx(getattr(direct, name).value,
                                                             rel=1e-6)
+
+
+def test_problems_of_two_map_sizes_fitted_in_threads_equal_one_after_another(fitter):
+    # Maps of 64 and 48 px are two problems, whose dispersions are fitted side
+    # by side in two threads with two torch threads, in turn with one.
+    import torch
+
+    truth = ExponentialArctanDisk(**GEOMETRY, v_disp=15 * KMS)
+    big = _maps(v_disp=18.0, seed=1)
+    small = [m[8:56, 8:56] for m in truth.render((64, 64), 1 * u.arcsec, beam=4 * u.arcsec,
+                                                 moment2=True)]
+    small[2] = small[2] + np.random.default_rng(2).normal(0.0, 2.0, small[2].shape) * KMS
+    maps = [[big[k], small[k]] for k in range(3)]
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            fitter(ExponentialArctanDisk(), maps[0], maps[1], mom2=maps[2], **OBS)
+            table = fitter.fit_info["table"]
+            out.append((table["v_disp"].value.copy(), table["v_disp_std"].value.copy()))
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-9)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-6)
+    assert abs(out[0][0][0] - 18.0) < 1.5 and abs(out[0][0][1] - 15.0) < 1.5
