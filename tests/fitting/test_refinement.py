@@ -123,8 +123,13 @@ def test_problems_refined_side_by_side_in_threads_equal_one_after_another(monkey
     assert seen == [(3, 2), (1, 1)]
     np.testing.assert_allclose(vs, vt, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(side.summary.std, turn.summary.std, rtol=1e-6, atol=1e-12)
-    for k in ("converged", "n_iterations", "rms_mom0", "rms_mom1"):
-        np.testing.assert_allclose(side.columns[k], turn.columns[k], rtol=1e-6, atol=1e-12)
+    for k in ("converged", "n_iterations"):
+        np.testing.assert_array_equal(side.columns[k], turn.columns[k])
+    # (The maps are noiseless: their residuals are rounding, up to 1e-9 of mom0
+    # maps of order one and 1e-6 km/s of mom1 maps of 1000 km/s, which parts of
+    # other sizes change by about 1e-12 km/s on some CPUs.)
+    for k in ("rms_mom0", "rms_mom1"):
+        np.testing.assert_allclose(side.columns[k], turn.columns[k], rtol=0, atol=1e-10)
 
 
 def test_beams_under_two_pixels_are_fitted_exactly_with_coarse_derivatives():
